@@ -1,0 +1,57 @@
+"""What an extractor sees and what it returns: plain data, no I/O.
+
+A worker hands an extractor the turns of one job (plus recent context of the same
+conversation) and gets candidate memories back; reconciliation and storage decide
+what becomes a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One stored event as the extractor sees it."""
+
+    event_id: str
+    role: str  # user | assistant | tool | app (family M kinds map onto these)
+    content: str
+    date: datetime  # when the turn happened (timezone-aware UTC); anchors relative dates
+    name: str | None = None  # the speaker's name when the client gave one
+    dia_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FactCandidate:
+    text: str  # self-contained, third person, names the speaker
+    fact_type: str  # e.g. preference | biographical | event | plan | relationship | opinion | statement
+    source_event_ids: tuple[str, ...]
+    source_role: str
+    valid_at: datetime | None = None  # when the fact holds / happened, if the text says
+    key: str | None = None  # stable attribute key for single-valued facts ("lives_in", "works_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactCandidate:
+    title: str
+    rationale: str
+    content: str  # the whole artifact, kept verbatim
+    source_event_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeCandidate:
+    title: str
+    summary: str
+    started_at: datetime
+    ended_at: datetime
+    source_event_ids: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Extraction:
+    facts: list[FactCandidate] = field(default_factory=list)
+    artifacts: list[ArtifactCandidate] = field(default_factory=list)
+    episodes: list[EpisodeCandidate] = field(default_factory=list)
