@@ -1,0 +1,1 @@
+"""The HTTP doors: auth, wire shapes and error rendering around the one core."""

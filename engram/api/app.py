@@ -1,0 +1,125 @@
+"""The FastAPI application: middleware, error handlers and the route modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engram import __version__
+from engram.api import errors, family_m, family_x
+from engram.auth import Authenticator
+from engram.errors import EngramError
+from engram.service import Service
+
+log = logging.getLogger("engram.api")
+
+
+class RequestIdMiddleware:
+    """Echo the client's X-Request-Id, or make one, on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
+        request_id = incoming[:128] if incoming else uuid.uuid4().hex
+        scope["engram.request_id"] = request_id
+
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Last line of defence: log with the request id, answer the stable 500 envelope.
+            log.exception("unhandled error (request %s)", request_id)
+            if started:
+                raise
+            body = json.dumps({"detail": {"code": "server_error", "error": "server_error",
+                                          "message": f"internal error; quote request id {request_id}"}}).encode()
+            await send_with_id({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+            await send_with_id({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413 before they are parsed (and before they are read whole)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+        too_large = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_large = True
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps({"detail": {"code": "payload_too_large", "error": "payload_too_large",
+                                      "message": f"the request body is larger than {self.max_bytes} bytes"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
+    app = FastAPI(title="engram", version=__version__,
+                  description="Long-term memory for AI agents: family X (/v1/memories) and family M (/v1/ingest, "
+                              "/v1/status, /v1/search) on one core.")
+    app.state.service = service
+    app.state.authenticator = authenticator
+    app.add_exception_handler(EngramError, errors.handle_engram_error)
+    app.add_exception_handler(RequestValidationError, errors.handle_request_validation)
+    app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)
+    app.include_router(family_x.router)
+    app.include_router(family_m.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.limits.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    return app.openapi()

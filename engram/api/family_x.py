@@ -1,0 +1,204 @@
+"""Family X: the messages/jobs API under /v1/memories (SPEC §3).
+
+Only wire shapes live here: requests become core inputs, core results become the
+documented JSON. Every rule is in the service.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from engram.api.deps import reader, service, writer
+from engram.auth import Principal
+from engram.domain.filters import equality_filter, parse_filter
+from engram.domain.inputs import MessageIn, MessagesIngest, SearchQuery
+from engram.domain.records import Event, Job, Memory, iso
+from engram.errors import EngramError
+from engram.service import SearchHit, Service
+
+router = APIRouter(prefix="/v1/memories", tags=["memories"])
+
+SEARCH_INCLUDES = {"full_content", "source_events", "context_prompt"}
+
+
+class MessageBody(BaseModel):
+    role: str
+    content: str
+    name: str | None = None
+    date: datetime | None = None
+    dia_id: str | None = None
+
+
+class IngestBody(BaseModel):
+    messages: list[MessageBody]
+    user_id: str
+    conv_id: str
+    agent_id: str | None = None
+    app_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    extract_artifacts: bool = False
+
+
+class SearchBody(BaseModel):
+    query: str = Field(min_length=1)
+    filters: dict[str, Any] | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+    include: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- wire shapes
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def job_wire(job: Job) -> dict[str, Any]:
+    return {
+        "object": "ingest_job",
+        "id": job.id,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "result": job.result if job.status == "succeeded" else None,
+        "error": {"type": job.error.type, "code": job.error.code, "message": job.error.message}
+        if job.status == "failed" and job.error else None,
+    }
+
+
+def source_event_wire(event: Event) -> dict[str, Any]:
+    return {"event_id": event.id, "role": event.role, "name": event.name, "content": event.content,
+            "date": iso(event.occurred_at), "dia_id": event.dia_id}
+
+
+def memory_wire(memory: Memory, *, score: float | None = None, full_content: bool = False,
+                source_events: list[Event] | None = None) -> dict[str, Any]:
+    details = dict(memory.details)
+    if memory.type == "fact":
+        details["status"] = memory.status
+        details["source_event_ids"] = list(memory.source_event_ids)
+        details["valid_at"] = iso(memory.valid_at)
+    if memory.type == "artifact" and not full_content:
+        details["full_content"] = None
+    if source_events is not None:
+        details["source_events"] = [source_event_wire(e) for e in source_events]
+    wire: dict[str, Any] = {
+        "id": memory.id,
+        "object": "memory",
+        "type": memory.type,
+        "text": memory.text,
+        "user_id": memory.user_id,
+        "agent_id": memory.agent_id,
+        "conv_id": memory.conv_id,
+        "app_id": memory.app_id,
+        "metadata": memory.metadata,
+        "categories": memory.categories,
+        "created_at": iso(memory.created_at),
+        "updated_at": iso(memory.updated_at),
+        "details": details,
+    }
+    if score is not None:
+        wire["score"] = round(score, 6)
+    return wire
+
+
+def _hit_wire(hit: SearchHit, full_content: bool) -> dict[str, Any]:
+    return memory_wire(hit.memory, score=hit.score, full_content=full_content, source_events=hit.source_events)
+
+
+# ---------------------------------------------------------------------- routes
+@router.post("", status_code=202)
+async def ingest(
+    body: IngestBody,
+    wait: bool = False,
+    principal: Principal = Depends(writer),
+    svc: Service = Depends(service),
+    idempotency_key: str | None = Header(default=None),
+) -> JSONResponse:
+    request = MessagesIngest(
+        user_id=body.user_id, conv_id=body.conv_id, agent_id=body.agent_id, app_id=body.app_id,
+        metadata=body.metadata or {}, extract_artifacts=body.extract_artifacts,
+        messages=[MessageIn(role=m.role, content=m.content, name=m.name, date=_utc(m.date), dia_id=m.dia_id)
+                  for m in body.messages],
+    )
+    job = await run_in_threadpool(svc.ingest_messages, principal.org_id, request, idempotency_key)
+    if wait:
+        job = await svc.wait_for_job(principal.org_id, job.id)
+    status = 200 if job.status in ("succeeded", "failed") and wait else 202
+    return JSONResponse(job_wire(job), status_code=status)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
+    return job_wire(await run_in_threadpool(svc.get_job, principal.org_id, job_id))
+
+
+@router.post("/search")
+async def search(body: SearchBody, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
+    unknown = set(body.include) - SEARCH_INCLUDES
+    if unknown:
+        raise EngramError("unsupported_include_option",
+                          f"unsupported include option(s): {', '.join(sorted(unknown))}; "
+                          f"use {', '.join(sorted(SEARCH_INCLUDES))}")
+    query = SearchQuery(
+        text=body.query, where=parse_filter(body.filters), limit=body.limit, cursor=body.cursor,
+        with_source_events="source_events" in body.include, with_full_content="full_content" in body.include,
+        with_context_prompt="context_prompt" in body.include,
+    )
+    results = await run_in_threadpool(svc.search, principal.org_id, query)
+    return {
+        "object": "list",
+        "data": [_hit_wire(h, query.with_full_content) for h in results.hits],
+        "has_more": results.has_more,
+        "next_cursor": results.next_cursor,
+        "extras": {"context_prompt": results.context_prompt, "stage_timings": results.timings},
+    }
+
+
+@router.get("")
+async def list_memories(
+    principal: Principal = Depends(reader),
+    svc: Service = Depends(service),
+    user_id: str | None = None,
+    agent_id: str | None = None,
+    conv_id: str | None = None,
+    app_id: str | None = None,
+    type: Literal["fact", "artifact", "episode"] | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=100),
+    order: Literal["created_at_desc", "created_at_asc"] = "created_at_desc",
+    include: str | None = None,
+) -> dict[str, Any]:
+    includes = {part.strip() for part in (include or "").split(",") if part.strip()}
+    if includes - {"full_content"}:
+        raise EngramError("unsupported_include_option", "list supports include=full_content only")
+    where = equality_filter(user_id=user_id, agent_id=agent_id, conv_id=conv_id, app_id=app_id, type=type)
+    page = await run_in_threadpool(svc.list_memories, principal.org_id, where,
+                                   ascending=order == "created_at_asc", cursor=cursor, limit=limit)
+    return {
+        "object": "list",
+        "data": [memory_wire(m, full_content="full_content" in includes) for m in page.items],
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get("/{memory_id}")
+async def get_memory(memory_id: str, principal: Principal = Depends(reader),
+                     svc: Service = Depends(service)) -> dict[str, Any]:
+    memory = await run_in_threadpool(svc.get_memory, principal.org_id, memory_id)
+    return memory_wire(memory, full_content=True)
+
+
+@router.delete("/{memory_id}", status_code=204)
+async def delete_memory(memory_id: str, principal: Principal = Depends(writer),
+                        svc: Service = Depends(service)) -> Response:
+    await run_in_threadpool(svc.delete_memory, principal.org_id, memory_id)
+    return Response(status_code=204)

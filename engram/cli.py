@@ -1,0 +1,209 @@
+"""The `engram` command: serve, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from engram import __version__
+from engram.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("engram")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    data = getattr(args, "data", None)
+    return load_settings(data_dir=Path(data) if data else None, **extra)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from engram.api.app import create_app
+    from engram.auth import DEFAULT_ORG, Authenticator
+    from engram.runtime import DataDirLock, WorkerSupervisor, build_content_filter, lazy_embedder, open_store
+    from engram.service import Service
+
+    settings = _settings(args, workers=args.workers)
+    build_content_filter(settings)  # a bad pattern stops start-up, not the first job
+    embedded = settings.resolved_database_url.startswith("sqlite:///")
+    lock = DataDirLock(Path(settings.resolved_database_url[len("sqlite:///"):]).parent) if embedded else None
+    if lock is not None:
+        lock.acquire()
+    store = open_store(settings)
+    if lock is not None:
+        recovered = store.recover_abandoned_leases()
+        if recovered:
+            log.warning("handed back %d job(s) left running by a previous server", recovered)
+    store.ensure_org(DEFAULT_ORG)
+
+    env = dict(os.environ)
+    env["ENGRAM_DATA_DIR"] = str(settings.data_dir)
+    if settings.database_url:
+        env["ENGRAM_DATABASE_URL"] = settings.database_url
+    supervisor = WorkerSupervisor(settings.workers, env)
+    supervisor.start()
+    service = Service(store, settings, lazy_embedder(settings), on_accept=supervisor.notify,
+                      worker_health=supervisor.health)
+    authenticator = Authenticator(store, open_mode_allowed=_is_loopback(args.host))
+    app = create_app(service, authenticator)
+    if args.warm:
+        threading.Thread(target=service.warm_up, daemon=True).start()
+    log.info("engram %s serving on http://%s:%d (data: %s, workers: %d)", __version__, args.host, args.port,
+             settings.resolved_database_url, settings.workers)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        supervisor.stop()
+        store.close()
+        if lock is not None:
+            lock.release()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engram.pipeline.worker import Worker
+    from engram.runtime import build_pipeline, open_store
+
+    settings = _settings(args)
+    store = open_store(settings)
+    worker = Worker(store, build_pipeline(settings, store), settings)
+    stop = threading.Event()
+    if args.supervised:
+        threading.Thread(target=_follow_parent, args=(worker, stop), name="parent-pipe", daemon=True).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: (stop.set(), worker.wake.set()))
+    worker.run(stop)
+    store.close()
+    return 0
+
+
+def _follow_parent(worker: Any, stop: threading.Event) -> None:
+    """A byte on stdin wakes the worker; end-of-file (the server is gone) stops it."""
+    stdin = sys.stdin.buffer
+    while True:
+        data = os.read(stdin.fileno(), 4096)
+        if not data:
+            stop.set()
+            worker.wake.set()
+            return
+        worker.wake.set()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from engram.runtime import open_store
+
+    store = open_store(_settings(args))
+    store.close()
+    print("migrated")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from engram.auth import create_key
+    from engram.domain.records import utcnow
+    from engram.runtime import open_store
+
+    store = open_store(_settings(args))
+    try:
+        if args.keys_command == "create":
+            scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
+            try:
+                key, secret = create_key(store, args.org, scopes, name=args.name or "")
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"created key {key.id} for org {key.org_id} with scopes {','.join(key.scopes)}")
+            print("store it now; it is shown only once:")
+            print(secret)
+        elif args.keys_command == "list":
+            keys = store.list_keys(None)
+            orgs = {o.id: o.name for o in store.list_orgs()}
+            if args.org:
+                keys = [k for k in keys if orgs.get(k.org_id) == args.org or k.org_id == args.org]
+            print(f"{'id':<22} {'org':<16} {'prefix':<12} {'scopes':<18} {'created':<20} revoked")
+            for k in keys:
+                print(f"{k.id:<22} {orgs.get(k.org_id, k.org_id):<16} {k.prefix:<12} {','.join(k.scopes):<18} "
+                      f"{k.created_at:%Y-%m-%d %H:%M:%S}  {'' if k.revoked_at is None else f'{k.revoked_at:%Y-%m-%d %H:%M:%S}'}")
+        elif args.keys_command == "revoke":
+            if not store.revoke_key(args.key_id, utcnow()):
+                print(f"error: no active key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="engram", description="engram: long-term memory for AI agents")
+    parser.add_argument("--version", action="version", version=f"engram {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", help="data directory of the embedded store (default ./engram-data, "
+                                      "or ENGRAM_DATA_DIR; ENGRAM_DATABASE_URL overrides it)")
+
+    serve = sub.add_parser("serve", help="run the API server with its worker processes")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8420)
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default ENGRAM_WORKERS or 1)")
+    serve.add_argument("--no-warm", dest="warm", action="store_false", help="load the query embedder on first search")
+    data_arg(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run one pipeline worker process")
+    worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    data_arg(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the store's schema")
+    data_arg(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; prints it once, alone on the last line")
+    create.add_argument("--org", required=True)
+    create.add_argument("--scopes", default="read,write")
+    create.add_argument("--name")
+    data_arg(create)
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--org")
+    data_arg(listing)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    data_arg(revoke)
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("ENGRAM_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"engram: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The search filter DSL (SPEC §3) parsed into a small AST.
+
+Parsing is strict: an unknown operator or a malformed clause raises `invalid_filter`
+naming the clause, so a filter is never silently ignored. Each store compiles the AST to
+its own query language; nothing here touches rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Union
+
+from engram.errors import EngramError
+
+# Fields stored as columns; every other field name is a metadata key.
+CORE_FIELDS = frozenset(
+    {"user_id", "agent_id", "conv_id", "app_id", "type", "status", "created_at", "updated_at", "valid_at"}
+)
+TIME_FIELDS = frozenset({"created_at", "updated_at", "valid_at"})
+OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$gt", "$gte", "$lt", "$lte", "$between"})
+Scalar = Union[str, int, float, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    """`field op value`. op is one of OPERATORS without the `$`, or `null` for 'unset'."""
+
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    clauses: tuple["Node", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    clauses: tuple["Node", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    clause: "Node"
+
+
+Node = Union[Cmp, And, Or, Not]
+MATCH_ALL = And(())
+
+
+def _bad(clause: Any, why: str) -> EngramError:
+    text = json.dumps(clause, default=str, ensure_ascii=False)
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return EngramError("invalid_filter", f"invalid filter clause {text}: {why}")
+
+
+def parse_filter(filters: Any) -> Node:
+    """Parse the `filters` object of a search request; `None`/`{}` match everything."""
+    if filters is None:
+        return MATCH_ALL
+    if not isinstance(filters, dict):
+        raise _bad(filters, "filters must be an object")
+    return _parse_object(filters)
+
+
+def _parse_object(obj: dict[str, Any]) -> Node:
+    clauses = tuple(_parse_entry(key, value, obj) for key, value in obj.items())
+    return clauses[0] if len(clauses) == 1 else And(clauses)
+
+
+def _parse_clause(clause: Any) -> Node:
+    if not isinstance(clause, dict) or not clause:
+        raise _bad(clause, "a clause must be a non-empty object")
+    return _parse_object(clause)
+
+
+def _parse_entry(key: str, value: Any, whole: dict[str, Any]) -> Node:
+    if key in ("AND", "OR"):
+        if not isinstance(value, list) or not value:
+            raise _bad({key: value}, f"{key} takes a non-empty list of clauses")
+        parts = tuple(_parse_clause(c) for c in value)
+        return And(parts) if key == "AND" else Or(parts)
+    if key == "NOT":
+        return Not(_parse_clause(value))
+    if key.startswith("$"):
+        raise _bad({key: value}, f"unknown operator {key} at field position")
+    if not key or len(key) > 256:
+        raise _bad({key: value}, "field names are 1-256 characters")
+    return _parse_field(key, value)
+
+
+def _parse_field(field: str, value: Any) -> Node:
+    if value is None:
+        return Cmp(field, "null")
+    if isinstance(value, dict):
+        if not value:
+            raise _bad({field: value}, "empty operator object")
+        parts = tuple(_parse_operator(field, op, arg) for op, arg in value.items())
+        return parts[0] if len(parts) == 1 else And(parts)
+    if isinstance(value, list):
+        raise _bad({field: value}, "a list needs an operator such as $in")
+    return Cmp(field, "eq", _scalar(field, value))
+
+
+def _scalar(field: str, value: Any) -> Scalar:
+    if isinstance(value, (str, bool, int, float)) and not (isinstance(value, float) and value != value):
+        if field in TIME_FIELDS and not isinstance(value, str):
+            raise _bad({field: value}, "time fields compare with ISO-8601 strings")
+        if field in TIME_FIELDS:
+            _parse_time(field, value)
+        elif field in CORE_FIELDS and not isinstance(value, str):
+            raise _bad({field: value}, f"{field} is a string field")
+        return value
+    raise _bad({field: value}, "values must be strings, numbers or booleans")
+
+
+def _parse_time(field: str, value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad({field: value}, "not an ISO-8601 date or time") from None
+
+
+def _parse_operator(field: str, op: str, arg: Any) -> Node:
+    if op not in OPERATORS:
+        raise _bad({field: {op: arg}}, f"unknown operator {op}")
+    name = op[1:]
+    if name in ("in", "nin"):
+        if not isinstance(arg, list) or not arg:
+            raise _bad({field: {op: arg}}, f"{op} takes a non-empty list")
+        return Cmp(field, name, tuple(_scalar(field, v) for v in arg))
+    if name == "exists":
+        if not isinstance(arg, bool):
+            raise _bad({field: {op: arg}}, "$exists takes true or false")
+        return Cmp(field, "exists", arg)
+    if name == "between":
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise _bad({field: {op: arg}}, "$between takes [low, high]")
+        low, high = (_ordered(field, op, v) for v in arg)
+        if type(low) is not type(high) and not (_is_number(low) and _is_number(high)):
+            raise _bad({field: {op: arg}}, "$between bounds must be of one type")
+        return Cmp(field, "between", (low, high))
+    if name in ("gt", "gte", "lt", "lte"):
+        return Cmp(field, name, _ordered(field, op, arg))
+    if arg is None:
+        # {"$eq": null} means unset; {"$ne": null} means set.
+        return Cmp(field, "null") if name == "eq" else Cmp(field, "exists", True)
+    return Cmp(field, name, _scalar(field, arg))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ordered(field: str, op: str, arg: Any) -> Scalar:
+    """Range operators compare numbers with numbers and ISO dates with dates."""
+    if _is_number(arg):
+        if field in TIME_FIELDS:
+            raise _bad({field: {op: arg}}, "time fields compare with ISO-8601 strings")
+        return arg
+    if isinstance(arg, str):
+        if field in TIME_FIELDS:
+            _parse_time(field, arg)
+        return arg
+    raise _bad({field: {op: arg}}, f"{op} takes a number or a string")
+
+
+def equality_filter(**fields: str | None) -> Node:
+    """The exact-match filter of list endpoints, built from the fields that are set."""
+    clauses = tuple(Cmp(k, "eq", v) for k, v in fields.items() if v is not None)
+    return clauses[0] if len(clauses) == 1 else And(clauses)
+
+
+def conjoin(*nodes: Node) -> Node:
+    parts = tuple(n for n in nodes if n != MATCH_ALL)
+    if not parts:
+        return MATCH_ALL
+    return parts[0] if len(parts) == 1 else And(parts)
+
+
+def mentions(node: Node, field: str) -> bool:
+    """Whether the filter says anything about `field` (e.g. `status`)."""
+    if isinstance(node, Cmp):
+        return node.field == field
+    if isinstance(node, Not):
+        return mentions(node.clause, field)
+    return any(mentions(c, field) for c in node.clauses)
+
+
+def equality_value(node: Node, field: str) -> str | None:
+    """The value a top-level AND pins `field` to, if any (used to pick exact per-user scoring)."""
+    if isinstance(node, Cmp) and node.field == field and node.op == "eq":
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, And):
+        for clause in node.clauses:
+            found = equality_value(clause, field)
+            if found is not None:
+                return found
+    return None

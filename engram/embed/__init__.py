@@ -1,0 +1,43 @@
+"""Sentence embedders, chosen by a config string.
+
+    >>> emb = make_embedder("local")          # offline default
+    >>> vecs = emb.embed(["I got a new dog"])  # (1, emb.dim) float32, unit rows
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from engram.embed.base import Embedder
+
+__all__ = ["Embedder", "make_embedder", "available_embedders"]
+
+
+def _local(**opts: Any) -> Embedder:
+    # Imported here so that importing engram.embed does not load onnxruntime
+    # (nor does choosing a remote embedder).
+    from engram.embed.local import LocalEmbedder
+
+    return LocalEmbedder(**opts)
+
+
+# Config string -> factory taking the backend's keyword options.
+_FACTORIES: dict[str, Callable[..., Embedder]] = {
+    "local": _local,
+    # "openai": _openai,  # remote embedder: to be added (not implemented yet)
+}
+
+
+def available_embedders() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def make_embedder(name: str, **opts: Any) -> Embedder:
+    """Build the embedder registered under ``name`` with backend ``opts``."""
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown embedder {name!r}; available: {', '.join(available_embedders())}"
+        ) from None
+    return factory(**opts)

@@ -1,0 +1,68 @@
+"""Every failure a user can see: a stable code, an HTTP status and a message.
+
+The mapping from code to status lives here and nowhere else; the API layer renders an
+`EngramError` into the wire envelope, the worker stores `code`/`message` on failed jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# code -> HTTP status. Add a code here before raising it anywhere.
+STATUS_BY_CODE: dict[str, int] = {
+    # 400: the request is well-formed JSON but asks for something that cannot be done
+    "invalid_messages": 400,
+    "invalid_filter": 400,
+    "invalid_request": 400,
+    # 401/403: who you are and what you may do
+    "unauthorized": 401,
+    "org_mismatch": 403,
+    "insufficient_scope": 403,
+    # 404: nothing of that id in your org (other orgs' ids look exactly like unknown ids)
+    "not_found": 404,
+    "job_not_found": 404,
+    "memory_not_found": 404,
+    "key_not_found": 404,
+    # 413: too large
+    "payload_too_large": 413,
+    # 422: the body does not satisfy the schema or a rule of the resource
+    "validation_error": 422,
+    "invalid_cursor": 422,
+    "cursor_mismatch": 422,
+    "idempotency_key_reused": 422,
+    "immutable_field": 422,
+    "reserved_field": 422,
+    "empty_text_field": 422,
+    "unsupported_include_option": 422,
+    # 429
+    "rate_limit_exceeded": 429,
+    # 5xx: our fault, never the caller's input
+    "server_error": 500,
+    "unavailable": 503,
+}
+
+# Codes a failed job or event can carry (SPEC §6.7); they are not HTTP errors.
+JOB_FAILURE_CODES = frozenset(
+    {"ingest_failed", "rate_limit_exceeded", "content_rejected", "resource_deleted", "not_found"}
+)
+
+
+class EngramError(Exception):
+    """A failure with a stable code, raised by the core and rendered by the API."""
+
+    def __init__(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        if code not in STATUS_BY_CODE:
+            raise ValueError(f"unregistered error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return STATUS_BY_CODE[self.code]
+
+    def __repr__(self) -> str:
+        return f"EngramError({self.code!r}, {self.message!r})"

@@ -1,0 +1,111 @@
+"""The worker: lease a job, run the pipeline, commit the outcome; forever.
+
+Leases carry a visibility timeout that a heartbeat extends while the job runs. A worker
+that dies simply stops renewing; its job becomes ready again when the lease expires (or
+at once when the embedded server restarts and knows no worker of the old one survives).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from engram.config import Settings
+from engram.domain.records import JobError, utcnow
+from engram.pipeline.process import Pipeline
+from engram.store.base import Lease, Store
+
+log = logging.getLogger("engram.worker")
+
+IDLE_SWEEP_EVERY_S = 5.0
+
+
+class Worker:
+    def __init__(self, store: Store, pipeline: Pipeline, settings: Settings, *, name: str | None = None) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.wake = threading.Event()
+        self._last_sweep = 0.0
+
+    def run(self, stop: threading.Event, poll_s: float = 0.5) -> None:
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+                self._sweep_idle_conversations()
+            except Exception:
+                log.exception("worker loop error; backing off")
+                stop.wait(1.0)
+            self.wake.wait(poll_s)
+            self.wake.clear()
+        log.info("worker %s stopped", self.name)
+
+    def run_once(self) -> bool:
+        """Lease and handle one job; False when the queue had nothing ready."""
+        lease = self.store.lease(self.name, utcnow(), self.settings.lease_timeout_s, self.settings.max_attempts)
+        if lease is None:
+            return False
+        heartbeat = _Heartbeat(self.store, lease, self.settings.lease_timeout_s)
+        heartbeat.start()
+        try:
+            outcome = self.pipeline.process(lease)
+        except Exception as exc:  # any failure of the pipeline is retried, then reported
+            heartbeat.stop()
+            self._retry_or_fail(lease, exc)
+            return True
+        heartbeat.stop()
+        if not self.store.complete(lease, outcome):
+            log.warning("job %s: lease lost before commit; another worker owns it now", lease.job.id)
+        return True
+
+    def _retry_or_fail(self, lease: Lease, exc: Exception) -> None:
+        code = getattr(exc, "job_code", "ingest_failed")
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        error = JobError(code=code, message=message)
+        if lease.job.attempts >= self.settings.max_attempts or not getattr(exc, "retryable", True):
+            log.error("job %s failed for good after %d attempt(s): %s", lease.job.id, lease.job.attempts, message)
+            self.store.fail(lease, error)
+            return
+        backoff = self.settings.retry_base_s * 2 ** (lease.job.attempts - 1)
+        delay = backoff * (0.5 + random.random())  # jitter keeps retries of many jobs apart
+        log.warning("job %s attempt %d failed (%s); retrying in %.1fs", lease.job.id, lease.job.attempts, message, delay)
+        self.store.retry_later(lease, error, utcnow() + timedelta(seconds=delay))
+
+    def _sweep_idle_conversations(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < IDLE_SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        at = utcnow()
+        created = self.store.enqueue_idle_episodes(at - timedelta(seconds=self.settings.episode_idle_s), at)
+        if created:
+            log.info("queued %d episode job(s) for idle conversations", created)
+
+
+class _Heartbeat:
+    """Extends a lease every third of its timeout while the job runs."""
+
+    def __init__(self, store: Store, lease: Lease, timeout_s: float) -> None:
+        self.store, self.lease, self.timeout_s = store, lease, timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.timeout_s / 3):
+            if not self.store.renew(self.lease, utcnow() + timedelta(seconds=self.timeout_s)):
+                return

@@ -1,0 +1,172 @@
+"""Assemble engram's parts from settings: the store, the pipeline, the worker processes."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from engram.config import ConfigError, Settings
+from engram.embed import Embedder, make_embedder
+from engram.pipeline.content_filter import ContentFilter
+from engram.pipeline.process import Extractor, Pipeline
+from engram.store.base import Store
+
+log = logging.getLogger("engram")
+
+
+def open_store(settings: Settings) -> Store:
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        from engram.store.sqlite import SQLiteStore
+
+        store = SQLiteStore.from_url(url)
+        store.migrate()
+        return store
+    raise ConfigError("ENGRAM_DATABASE_URL: PostgreSQL support is not built yet; use sqlite:///path")
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedder == "local":
+        return make_embedder("local", threads=settings.embed_threads)
+    return make_embedder(settings.embedder)
+
+
+def lazy_embedder(settings: Settings) -> Callable[[], Embedder]:
+    """Load the model on first use: the accept path must never wait for it."""
+
+    @lru_cache(maxsize=1)
+    def get() -> Embedder:
+        return build_embedder(settings)
+
+    return get
+
+
+def build_extractor(settings: Settings) -> Extractor:
+    if settings.extractor == "rules":
+        from engram.pipeline.extract.rules import RulesExtractor
+
+        return RulesExtractor()
+    raise ConfigError("ENGRAM_EXTRACTOR: the llm extractor is not built yet; use rules")
+
+
+def build_content_filter(settings: Settings) -> ContentFilter:
+    try:
+        return ContentFilter(extra_patterns=settings.content_filter_patterns)
+    except ValueError as exc:
+        raise ConfigError(f"ENGRAM_CONTENT_FILTER_PATTERNS: {exc}") from exc
+
+
+def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+    return Pipeline(store, settings, build_extractor(settings), build_embedder(settings), build_content_filter(settings))
+
+
+class DataDirLock:
+    """One embedded server per data directory. Holding the lock proves that no worker of
+    an earlier server is still committing, so its leases can be handed back at once."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "engram.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self, timeout_s: float = 10.0) -> None:
+        handle = open(self.path, "a+")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise ConfigError(f"another engram server is using {self.path.parent}") from None
+                time.sleep(0.1)
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class WorkerSupervisor:
+    """Runs `engram worker --supervised` processes beside the API and restarts any that die.
+
+    Each child reads its stdin: a byte wakes it (new work was accepted), end-of-file stops
+    it. So a child never outlives its server, even when the server is killed outright.
+    """
+
+    def __init__(self, count: int, env: dict[str, str]) -> None:
+        self.count = count
+        self.env = env
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._restarts = 0
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "engram", "worker", "--supervised"], stdin=subprocess.PIPE,
+                                env=self.env)
+
+    def start(self) -> None:
+        with self._lock:
+            self._procs = [self._spawn() for _ in range(self.count)]
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for i, proc in enumerate(self._procs):
+                    if proc.poll() is not None and not self._stopping.is_set():
+                        log.error("worker pid %d exited with %s; restarting it", proc.pid, proc.returncode)
+                        self._restarts += 1
+                        self._procs[i] = self._spawn()
+
+    def notify(self) -> None:
+        """Wake the workers: work was accepted. Never blocks the accept path."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            try:
+                assert proc.stdin is not None
+                os.set_blocking(proc.stdin.fileno(), False)
+                proc.stdin.write(b".")
+                proc.stdin.flush()
+            except (BlockingIOError, BrokenPipeError, ValueError, OSError):
+                pass  # a full pipe already means "wake up"; a dead child is restarted by _watch
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            alive = sum(1 for p in self._procs if p.poll() is None)
+        status = "ok" if alive == self.count else ("degraded" if alive else "error")
+        if self.count == 0:
+            status = "ok"
+        return {"status": status, "processes": self.count, "alive": alive, "restarts": self._restarts}
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            try:
+                assert proc.stdin is not None
+                os.set_blocking(proc.stdin.fileno(), True)
+                proc.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,366 @@
+"""The operations both API families call. Routes translate wire shapes; rules live here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+
+import anyio.to_thread
+
+from engram import __version__
+from engram.config import Settings
+from engram.domain import cursors
+from engram.domain.filters import Cmp, Node, conjoin, mentions
+from engram.domain.inputs import (
+    RESERVED_METADATA_KEYS, ROLE_BY_KIND, EventIn, MessagesIngest, SearchQuery, kind_for_role,
+)
+from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, utcnow
+from engram.embed import Embedder
+from engram.errors import EngramError
+from engram.ids import new_event_id, new_job_id
+from engram.search.fusion import fuse
+from engram.store.base import NewJob, Store
+
+
+class ValidationFailed(EngramError):
+    """Request fields that break a rule; carries FastAPI-style per-field entries."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"])
+        super().__init__("validation_error", f"{where}: {first['msg']}", extra={"errors": errors})
+        self.errors = errors
+
+
+@dataclass(slots=True)
+class StatusReport:
+    completed: list[str]
+    pending: list[str]
+    failed: list[str]
+    statuses: dict[str, str]
+    reasons: dict[str, str]
+
+
+@dataclass(slots=True)
+class SearchHit:
+    memory: Memory
+    score: float
+    source_events: list[Event] | None = None
+
+
+@dataclass(slots=True)
+class SearchResults:
+    hits: list[SearchHit]
+    has_more: bool
+    next_cursor: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+    context_prompt: str | None = None
+
+
+@dataclass(slots=True)
+class MemoryPage:
+    items: list[Memory]
+    has_more: bool
+    next_cursor: str | None
+
+
+class Service:
+    def __init__(self, store: Store, settings: Settings, embedder: Callable[[], Embedder], *,
+                 on_accept: Callable[[], None] | None = None,
+                 worker_health: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self._embedder = embedder  # loaded on first search, never on the accept path
+        self._on_accept = on_accept or (lambda: None)  # wakes the workers
+        self._worker_health = worker_health or (lambda: {"status": "unknown"})
+
+    # ------------------------------------------------------------------ accept
+    def ingest_messages(self, org_id: str, req: MessagesIngest, idempotency_key: str | None = None) -> Job:
+        limits = self.settings.limits
+        if not req.messages:
+            raise EngramError("invalid_messages", "messages must be a non-empty list")
+        errors: list[dict[str, Any]] = []
+        _check_count(errors, ("body", "messages"), len(req.messages), limits.max_items_per_call)
+        for name in ("user_id", "conv_id", "agent_id", "app_id"):
+            _check_id(errors, ("body", name), getattr(req, name), limits.max_id_chars, required=name in ("user_id", "conv_id"))
+        for i, message in enumerate(req.messages):
+            message.content = message.content.replace("\x00", "")
+            if not message.content.strip():
+                errors.append(_err(("body", "messages", i, "content"), "content must not be blank", "value_error"))
+            elif len(message.content) > limits.max_content_chars_x:
+                errors.append(_err(("body", "messages", i, "content"),
+                                   f"content is longer than {limits.max_content_chars_x} characters", "string_too_long"))
+            if not message.role.strip():
+                errors.append(_err(("body", "messages", i, "role"), "role must not be blank", "value_error"))
+        metadata = self._clean_metadata(errors, ("body", "metadata"), req.metadata)
+        if errors:
+            raise ValidationFailed(errors)
+
+        now = utcnow()
+        body_hash = _body_hash(req)
+        if idempotency_key is not None:
+            found = self.store.find_idempotent_job(org_id, idempotency_key, now - timedelta(seconds=self.settings.idempotency_ttl_s))
+            if found is not None:
+                job_id, seen_hash = found
+                if seen_hash != body_hash:
+                    raise EngramError("idempotency_key_reused",
+                                      "this Idempotency-Key was used with a different body within 24 hours",
+                                      extra={"loc": ["header", "Idempotency-Key"]})
+                job = self.store.get_job(org_id, job_id)
+                if job is not None:
+                    return job
+        job = Job(id=new_job_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, status="pending",
+                  created_at=now, updated_at=now,
+                  params={"agent_id": req.agent_id, "app_id": req.app_id, "metadata": metadata,
+                          "extract_artifacts": req.extract_artifacts})
+        events = [
+            Event(id=new_event_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, role=m.role,
+                  kind=kind_for_role(m.role), content=m.content, occurred_at=m.date or now, received_at=now,
+                  agent_id=req.agent_id, app_id=req.app_id, name=m.name, dia_id=m.dia_id, metadata=metadata)
+            for m in req.messages
+        ]
+        idem = (idempotency_key, body_hash, now) if idempotency_key is not None else None
+        self.store.accept(org_id, [NewJob(job, events)], dedup_since=None, idempotency=idem)
+        self._on_accept()
+        return job
+
+    def ingest_events(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
+        limits = self.settings.limits
+        errors: list[dict[str, Any]] = []
+        if not events:
+            errors.append(_err(("body", "events"), "events must be a non-empty list", "too_short"))
+        _check_count(errors, ("body", "events"), len(events), limits.max_items_per_call)
+        for i, event in enumerate(events):
+            loc = ("body", "events", i)
+            if event.kind not in ROLE_BY_KIND:
+                errors.append(_err((*loc, "kind"), f"kind must be one of {', '.join(ROLE_BY_KIND)}", "enum"))
+            for name in ("actor_id", "session_id", "role_id", "team_id", "event_id"):
+                _check_id(errors, (*loc, name), getattr(event, name), limits.max_id_chars,
+                          required=name in ("actor_id", "session_id"))
+            event.content = event.content.replace("\x00", "")
+            if not event.content.strip():
+                errors.append(_err((*loc, "content"), "content must not be blank", "value_error"))
+            elif len(event.content) > limits.max_content_chars_m:
+                errors.append(_err((*loc, "content"), f"content is longer than {limits.max_content_chars_m} characters",
+                                   "string_too_long"))
+            event.metadata = self._clean_metadata(errors, (*loc, "metadata"), event.metadata)
+        if errors:
+            raise ValidationFailed(errors)
+
+        now = utcnow()
+        groups: dict[tuple[str, str], NewJob] = {}
+        new_ids: list[str] = []  # per input event, in input order
+        for event in events:
+            group = (event.actor_id, event.session_id)
+            if group not in groups:
+                groups[group] = NewJob(
+                    Job(id=new_job_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
+                        status="pending", created_at=now, updated_at=now,
+                        params={"metadata": {}, "extract_artifacts": False}), [])
+            extra_ids = {k: v for k, v in (("role_id", event.role_id), ("team_id", event.team_id)) if v}
+            stored = Event(
+                id=new_event_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
+                role=ROLE_BY_KIND[event.kind], kind=event.kind, content=event.content, occurred_at=event.ts or now,
+                received_at=now, metadata={**event.metadata, **extra_ids}, client_event_id=event.event_id,
+                dedup_hash=_dedup_hash(event),
+            )
+            groups[group].events.append(stored)
+            new_ids.append(stored.id)
+        batches = list(groups.values())
+        result = self.store.accept(org_id, batches, dedup_since=now - timedelta(seconds=self.settings.dedup_window_s))
+        if result.job_ids:
+            self._on_accept()
+        resolved = dict(zip((e.id for b in batches for e in b.events), result.event_ids))
+        return [resolved[i] for i in new_ids]
+
+    def _clean_metadata(self, errors: list[dict[str, Any]], loc: tuple[Any, ...], metadata: dict[str, Any]) -> dict[str, Any]:
+        """Reserved keys are dropped silently; size limits are errors."""
+        limits = self.settings.limits
+        cleaned = {k: v for k, v in (metadata or {}).items() if k not in RESERVED_METADATA_KEYS}
+        if len(cleaned) > limits.max_metadata_keys:
+            errors.append(_err(loc, f"metadata has more than {limits.max_metadata_keys} keys", "too_long"))
+        elif len(json.dumps(cleaned, ensure_ascii=False)) > limits.max_metadata_chars:
+            errors.append(_err(loc, f"metadata is longer than {limits.max_metadata_chars} characters serialized",
+                               "too_long"))
+        return cleaned
+
+    # ------------------------------------------------------------------ jobs and status
+    def get_job(self, org_id: str, job_id: str) -> Job:
+        job = self.store.get_job(org_id, job_id)
+        if job is None:
+            raise EngramError("job_not_found", f"no job {job_id!r} in this org")
+        return job
+
+    async def wait_for_job(self, org_id: str, job_id: str, budget_s: float | None = None) -> Job:
+        """Poll the job until it ends or the budget runs out; the work goes on either way."""
+        budget = self.settings.wait_budget_s if budget_s is None else budget_s
+        deadline = time.monotonic() + budget
+        pause = 0.005
+        while True:
+            job = await anyio.to_thread.run_sync(self.get_job, org_id, job_id)
+            if job.status in TERMINAL_JOB_STATUSES or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+
+    def event_status(self, org_id: str, event_ids: Sequence[str]) -> StatusReport:
+        limit = self.settings.limits.max_status_ids
+        if len(event_ids) > limit:
+            raise ValidationFailed([_err(("body", "event_ids"), f"at most {limit} ids per call", "too_long")])
+        known = self.store.event_statuses(org_id, event_ids)
+        report = StatusReport([], [], [], {}, {})
+        for event_id in dict.fromkeys(event_ids):
+            status, reason = known.get(event_id, ("failed", "not_found"))
+            if status == "completed":
+                report.completed.append(event_id)
+            elif status == "pending":
+                report.pending.append(event_id)
+            else:  # failed, deleted
+                report.failed.append(event_id)
+                report.reasons[event_id] = reason or status
+                status = "failed"
+            report.statuses[event_id] = status
+        return report
+
+    # ------------------------------------------------------------------ memories
+    def get_memory(self, org_id: str, memory_id: str) -> Memory:
+        memory = self.store.get_memory(org_id, memory_id)
+        if memory is None:
+            raise EngramError("memory_not_found", f"no memory {memory_id!r} in this org")
+        return memory
+
+    def delete_memory(self, org_id: str, memory_id: str) -> None:
+        if not self.store.delete_memory(org_id, memory_id, utcnow()):
+            raise EngramError("memory_not_found", f"no memory {memory_id!r} in this org (or it was already deleted)")
+
+    def list_memories(self, org_id: str, where: Node, *, ascending: bool, cursor: str | None, limit: int) -> MemoryPage:
+        where = _default_to_active(where)
+        scope = cursors.query_scope("list", ascending)
+        after = tuple(cursors.decode(cursor, org_id, scope)) if cursor else None
+        page = self.store.list_memories(org_id, where, ascending=ascending, after=after, limit=limit)
+        next_cursor = None
+        if page.has_more and page.items:
+            last = page.items[-1]
+            next_cursor = cursors.encode(org_id, scope, [_iso(last.created_at), last.id])
+        return MemoryPage(page.items, page.has_more, next_cursor)
+
+    def source_events(self, org_id: str, memories: Sequence[Memory]) -> dict[str, list[Event]]:
+        wanted = [e for m in memories for e in m.source_event_ids]
+        by_id = {e.id: e for e in self.store.get_events(org_id, wanted)}
+        return {m.id: [by_id[e] for e in m.source_event_ids if e in by_id] for m in memories}
+
+    def search(self, org_id: str, query: SearchQuery) -> SearchResults:
+        if not query.text.strip():
+            raise ValidationFailed([_err(("body", "query"), "query must not be blank", "value_error")])
+        where = _default_to_active(query.where)
+        scope = cursors.query_scope("search", query.text, repr(where), query.threshold)
+        offset = int(cursors.decode(query.cursor, org_id, scope)) if query.cursor else 0
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        vector = self._embedder().embed([query.text])[0]
+        timings["embed"] = time.perf_counter() - started
+        depth = max(50, 2 * (offset + query.limit))
+
+        started = time.perf_counter()
+        dense = self.store.dense_candidates(org_id, where, vector, depth)
+        timings["dense"] = time.perf_counter() - started
+        started = time.perf_counter()
+        lexical = self.store.lexical_candidates(org_id, where, query.text, depth)
+        timings["lexical"] = time.perf_counter() - started
+
+        ranked = [(m, s) for m, s in fuse(dense, lexical) if s >= query.threshold]
+        window = ranked[offset:offset + query.limit]
+        memories = self.store.get_memories(org_id, [m for m, _ in window])
+        hits = [SearchHit(memories[m], s) for m, s in window if m in memories]
+        if query.with_source_events:
+            sources = self.source_events(org_id, [h.memory for h in hits])
+            for hit in hits:
+                hit.source_events = sources[hit.memory.id]
+        has_more = len(ranked) > offset + query.limit
+        next_cursor = cursors.encode(org_id, scope, offset + query.limit) if has_more else None
+        results = SearchResults(hits, has_more, next_cursor, timings)
+        if query.with_context_prompt:
+            results.context_prompt = context_prompt(query.text, hits)
+        return results
+
+    def warm_up(self) -> None:
+        """Load the query embedder ahead of the first search."""
+        self._embedder().embed(["warm up"])
+
+    # ------------------------------------------------------------------ health
+    def health(self) -> dict[str, Any]:
+        components: dict[str, Any] = {}
+        try:
+            depth = self.store.queue_depth()
+            components["store"] = {"status": "ok"}
+            components["queue"] = {"status": "ok", **depth}
+        except Exception as exc:  # the health endpoint reports, it does not fail
+            components["store"] = {"status": "error", "message": type(exc).__name__}
+            components["queue"] = {"status": "unknown"}
+        components["embedder"] = {"status": "ok", "name": self.settings.embedder}
+        components["extractor"] = {"status": "ok", "name": self.settings.extractor}
+        components["workers"] = self._worker_health()
+        healthy = all(c.get("status") in ("ok", "unknown") for c in components.values())
+        return {"status": "ok" if healthy else "degraded", "version": __version__, "components": components}
+
+
+def context_prompt(query: str, hits: Sequence[SearchHit]) -> str:
+    """A markdown block of the results, ready to paste into a model's context."""
+    lines = [f"## Relevant memories for: {query}", ""]
+    for hit in hits:
+        m = hit.memory
+        when = f" ({m.valid_at.date().isoformat()})" if m.valid_at else ""
+        lines.append(f"- [{m.type}]{when} {m.text}")
+    if not hits:
+        lines.append("- (no relevant memories)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- helpers
+def _default_to_active(where: Node) -> Node:
+    """Only active memories, unless the filter itself says which statuses it wants."""
+    return where if mentions(where, "status") else conjoin(Cmp("status", "eq", "active"), where)
+
+
+def _err(loc: tuple[Any, ...], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+def _check_count(errors: list[dict[str, Any]], loc: tuple[Any, ...], count: int, limit: int) -> None:
+    if count > limit:
+        errors.append(_err(loc, f"at most {limit} items per call", "too_long"))
+
+
+def _check_id(errors: list[dict[str, Any]], loc: tuple[Any, ...], value: str | None, limit: int, *, required: bool) -> None:
+    if value is None:
+        if required:
+            errors.append(_err(loc, "field required", "missing"))
+        return
+    if not value.strip():
+        errors.append(_err(loc, "must not be blank", "value_error"))
+    elif len(value) > limit:
+        errors.append(_err(loc, f"longer than {limit} characters", "string_too_long"))
+
+
+def _dedup_hash(event: EventIn) -> str:
+    raw = "\x1f".join((event.actor_id, event.session_id, event.kind, event.content))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _body_hash(req: MessagesIngest) -> str:
+    raw = json.dumps(
+        {"user_id": req.user_id, "conv_id": req.conv_id, "agent_id": req.agent_id, "app_id": req.app_id,
+         "metadata": req.metadata, "extract_artifacts": req.extract_artifacts,
+         "messages": [[m.role, m.content, m.name, m.date.isoformat() if m.date else None, m.dia_id]
+                      for m in req.messages]},
+        sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _iso(ts: datetime) -> str:
+    return iso(ts) or ""

@@ -1,0 +1,116 @@
+"""The store protocol: events, jobs-as-queue, memories, vectors and the lexical index.
+
+Every backend implements this one protocol and passes the same conformance tests. The
+store executes rules atomically (dedup inside the accepting transaction, lease checks
+inside the committing one) but decides nothing about extraction or ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from engram.domain.filters import Node
+from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to create with its events, if at least one of them is new."""
+
+    job: Job
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class AcceptResult:
+    event_ids: list[str]  # in input order; duplicates resolve to the original id
+    job_ids: list[str]  # jobs created (a group whose events were all duplicates creates none)
+
+
+@dataclass(slots=True)
+class Lease:
+    job: Job
+    events: list[Event]  # the job's events, in arrival order
+    token: str  # proves ownership at commit; a reclaimed lease fails its commit
+
+
+@dataclass(slots=True)
+class NewMemory:
+    memory: Memory
+    vector: np.ndarray  # float32, L2-normalised
+
+
+@dataclass(slots=True)
+class JobOutcome:
+    """Everything a finished job writes, committed in one transaction with the job result."""
+
+    created: list[NewMemory] = field(default_factory=list)
+    added_sources: dict[str, list[str]] = field(default_factory=dict)  # memory id -> new event ids
+    superseded: dict[str, str] = field(default_factory=dict)  # old memory id -> new memory id
+    event_failures: dict[str, str] = field(default_factory=dict)  # event id -> reason
+    episode_event_ids: list[str] = field(default_factory=list)  # events now covered by an episode
+    episode_id: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: JobError | None = None  # set when the job as a whole failed (e.g. all events rejected)
+
+
+@dataclass(slots=True)
+class Page:
+    items: list[Memory]
+    has_more: bool
+
+
+class Store(Protocol):
+    # lifecycle
+    def migrate(self) -> None: ...
+    def close(self) -> None: ...
+    def recover_abandoned_leases(self) -> int: ...
+
+    # orgs and keys
+    def ensure_org(self, name: str) -> Org: ...
+    def get_org(self, org_id: str) -> Org | None: ...
+    def list_orgs(self) -> list[Org]: ...
+    def create_key(self, key: ApiKey, key_hash: str) -> None: ...
+    def find_key(self, key_hash: str) -> ApiKey | None: ...
+    def list_keys(self, org_id: str | None = None) -> list[ApiKey]: ...
+    def revoke_key(self, key_id: str, at: datetime) -> bool: ...
+    def count_active_keys(self) -> int: ...
+
+    # accept path
+    def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
+               idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult: ...
+    def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None: ...
+
+    # jobs and events
+    def get_job(self, org_id: str, job_id: str) -> Job | None: ...
+    def event_statuses(self, org_id: str, event_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]: ...
+    def get_events(self, org_id: str, event_ids: Sequence[str]) -> list[Event]: ...
+
+    # the queue
+    def lease(self, owner: str, now: datetime, lease_for_s: float, max_attempts: int) -> Lease | None: ...
+    def renew(self, lease: Lease, until: datetime) -> bool: ...
+    def retry_later(self, lease: Lease, error: JobError, at: datetime) -> bool: ...
+    def fail(self, lease: Lease, error: JobError) -> bool: ...
+    def complete(self, lease: Lease, outcome: JobOutcome) -> bool: ...
+    def enqueue_idle_episodes(self, idle_before: datetime, now: datetime) -> int: ...
+    def queue_depth(self) -> dict[str, int]: ...
+
+    # pipeline reads
+    def unepisoded_events(self, org_id: str, user_id: str, conv_id: str) -> list[Event]: ...
+    def reconcile_candidates(self, org_id: str, user_id: str, keys: Sequence[str],
+                             text_hashes: Sequence[str]) -> list[Memory]: ...
+
+    def memories_citing(self, org_id: str, event_ids: Sequence[str]) -> list[Memory]: ...
+
+    # memories
+    def get_memory(self, org_id: str, memory_id: str) -> Memory | None: ...
+    def get_memories(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]: ...
+    def delete_memory(self, org_id: str, memory_id: str, at: datetime) -> bool: ...
+    def list_memories(self, org_id: str, where: Node, *, ascending: bool,
+                      after: tuple[str, str] | None, limit: int) -> Page: ...
+    def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]: ...
+    def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]: ...

@@ -1,0 +1,700 @@
+"""The embedded store: one SQLite file in WAL mode, usable from several processes.
+
+The API process and the worker processes open the same file. Writes take the single
+writer lock briefly (`BEGIN IMMEDIATE`); reads never block writers. The job table is the
+queue: a lease is an UPDATE inside a write transaction, so two workers can never hold the
+same job, and the lease token is checked again when the job commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from engram.domain.filters import Node
+from engram.domain.text import text_hash
+from engram.domain.records import (
+    ApiKey, Event, Job, JobError, Memory, Org, iso, parse_iso, utcnow,
+)
+from engram.store.base import AcceptResult, JobOutcome, Lease, NewJob, Page
+from engram.store.sqlite_filters import compile_filter
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,      -- arrival order, also per conversation
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    conv_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    available_at TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_token TEXT,
+    lease_expires_at TEXT,
+    result TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(status, available_at) WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_conv ON jobs(org_id, user_id, conv_id, status);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    conv_id TEXT NOT NULL,
+    agent_id TEXT,
+    app_id TEXT,
+    role TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT,
+    content TEXT NOT NULL,
+    dia_id TEXT,
+    metadata TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    job_id TEXT,
+    client_event_id TEXT,
+    dedup_hash TEXT,
+    status TEXT NOT NULL,
+    fail_reason TEXT,
+    episode_id TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_client_id ON events(org_id, client_event_id) WHERE client_event_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_dedup ON events(org_id, dedup_hash, received_at) WHERE dedup_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+CREATE INDEX IF NOT EXISTS events_unepisoded ON events(org_id, user_id, conv_id, received_at)
+    WHERE episode_id IS NULL AND status = 'completed';
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    org_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, key)
+);
+CREATE TABLE IF NOT EXISTS memories (
+    rid INTEGER PRIMARY KEY AUTOINCREMENT,      -- joins the vector and lexical tables
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    key TEXT,
+    user_id TEXT,
+    agent_id TEXT,
+    conv_id TEXT,
+    app_id TEXT,
+    metadata TEXT NOT NULL,
+    categories TEXT NOT NULL,
+    details TEXT NOT NULL,
+    source_event_ids TEXT NOT NULL,
+    valid_at TEXT,
+    job_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_user ON memories(org_id, user_id, status);
+CREATE INDEX IF NOT EXISTS memories_created ON memories(org_id, created_at, id);
+CREATE INDEX IF NOT EXISTS memories_reconcile ON memories(org_id, user_id, text_hash) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS memories_key ON memories(org_id, user_id, key) WHERE key IS NOT NULL AND status = 'active';
+CREATE TABLE IF NOT EXISTS memory_sources (
+    memory_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (memory_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS memory_sources_event ON memory_sources(event_id);
+CREATE TABLE IF NOT EXISTS memory_vectors (
+    rid INTEGER PRIMARY KEY,                    -- memories.rid
+    vec BLOB NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tokenize = 'porter unicode61');
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_JSON = json.dumps
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class SQLiteStore:
+    """The embedded default store. Thread-safe: one connection per thread."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- plumbing
+    @classmethod
+    def from_url(cls, url: str) -> "SQLiteStore":
+        return cls(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before we answer, even across a power cut.
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, params).fetchall()
+
+    def migrate(self) -> None:
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    def recover_abandoned_leases(self) -> int:
+        """Hand back every running job. Only safe when no worker of this store is alive
+        (the embedded server holds the data directory's lock when it calls this)."""
+        now = iso(utcnow())
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status='pending', lease_owner=NULL, lease_token=NULL, "
+                "lease_expires_at=NULL, available_at=?, updated_at=? WHERE status='running'",
+                (now, now),
+            )
+            return cur.rowcount
+
+    # ---------------------------------------------------------------- orgs and keys
+    def ensure_org(self, name: str, org_id: str | None = None) -> Org:
+        rows = self._read("SELECT * FROM orgs WHERE name=?", (name,))
+        if rows:
+            return _org(rows[0])
+        with self._write() as conn:
+            rows = conn.execute("SELECT * FROM orgs WHERE name=?", (name,)).fetchall()
+            if rows:
+                return _org(rows[0])
+            org = Org(id=org_id or name, name=name, created_at=utcnow())
+            conn.execute("INSERT INTO orgs(id, name, created_at) VALUES (?,?,?)", (org.id, org.name, iso(org.created_at)))
+            return org
+
+    def get_org(self, org_id: str) -> Org | None:
+        rows = self._read("SELECT * FROM orgs WHERE id=?", (org_id,))
+        return _org(rows[0]) if rows else None
+
+    def list_orgs(self) -> list[Org]:
+        return [_org(r) for r in self._read("SELECT * FROM orgs ORDER BY created_at")]
+
+    def create_key(self, key: ApiKey, key_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO api_keys(id, org_id, name, prefix, key_hash, scopes, created_at) VALUES (?,?,?,?,?,?,?)",
+                (key.id, key.org_id, key.name, key.prefix, key_hash, _JSON(list(key.scopes)), iso(key.created_at)),
+            )
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        rows = self._read("SELECT * FROM api_keys WHERE key_hash=? AND revoked_at IS NULL", (key_hash,))
+        return _key(rows[0]) if rows else None
+
+    def list_keys(self, org_id: str | None = None) -> list[ApiKey]:
+        if org_id is None:
+            rows = self._read("SELECT * FROM api_keys ORDER BY created_at")
+        else:
+            rows = self._read("SELECT * FROM api_keys WHERE org_id=? ORDER BY created_at", (org_id,))
+        return [_key(r) for r in rows]
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        with self._write() as conn:
+            cur = conn.execute("UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (iso(at), key_id))
+            return cur.rowcount == 1
+
+    def count_active_keys(self) -> int:
+        return self._read("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")[0][0]
+
+    # ---------------------------------------------------------------- accept path
+    def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
+               idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult:
+        """Write new events and their jobs in one transaction.
+
+        An event whose client id is known, or whose dedup hash was seen since
+        `dedup_since`, resolves to the stored event and is not written again; a job whose
+        events all resolved that way is not created.
+        """
+        event_ids: list[str] = []
+        job_ids: list[str] = []
+        with self._write() as conn:
+            for new in jobs:
+                job = new.job
+                fresh = 0
+                for event in new.events:
+                    # Checked and written one at a time so a duplicate inside this very
+                    # batch resolves to its first copy.
+                    existing = self._existing_event(conn, org_id, event, dedup_since)
+                    if existing is not None:
+                        event_ids.append(existing)
+                        continue
+                    event_ids.append(event.id)
+                    fresh += 1
+                    conn.execute(
+                        "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
+                        " dia_id, metadata, occurred_at, received_at, job_id, client_event_id, dedup_hash, status)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
+                        (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
+                         event.kind, event.name, event.content, event.dia_id, _JSON(event.metadata),
+                         iso(event.occurred_at), iso(event.received_at), job.id, event.client_event_id,
+                         event.dedup_hash),
+                    )
+                if not fresh:
+                    continue
+                conn.execute(
+                    "INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (job.id, org_id, job.user_id, job.conv_id, job.kind, "pending", _JSON(job.params),
+                     iso(job.created_at), iso(job.created_at), iso(job.updated_at)),
+                )
+                job_ids.append(job.id)
+            if idempotency is not None and job_ids:
+                key, body_hash, at = idempotency
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys(org_id, key, body_hash, job_id, created_at) VALUES (?,?,?,?,?)",
+                    (org_id, key, body_hash, job_ids[0], iso(at)),
+                )
+        return AcceptResult(event_ids=event_ids, job_ids=job_ids)
+
+    @staticmethod
+    def _existing_event(conn: sqlite3.Connection, org_id: str, event: Event, since: datetime | None) -> str | None:
+        if event.client_event_id is not None:
+            row = conn.execute("SELECT id FROM events WHERE org_id=? AND client_event_id=?",
+                               (org_id, event.client_event_id)).fetchone()
+            if row:
+                return row[0]
+        if event.dedup_hash is not None and since is not None:
+            row = conn.execute(
+                "SELECT id FROM events WHERE org_id=? AND dedup_hash=? AND received_at>=? ORDER BY received_at LIMIT 1",
+                (org_id, event.dedup_hash, iso(since)),
+            ).fetchone()
+            if row:
+                return row[0]
+        return None
+
+    def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None:
+        rows = self._read("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=? AND key=? AND created_at>=?",
+                          (org_id, key, iso(since)))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # ---------------------------------------------------------------- jobs and events
+    def get_job(self, org_id: str, job_id: str) -> Job | None:
+        rows = self._read("SELECT * FROM jobs WHERE org_id=? AND id=?", (org_id, job_id))
+        return _job(rows[0]) if rows else None
+
+    def event_statuses(self, org_id: str, event_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        out: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(list(dict.fromkeys(event_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(f"SELECT id, status, fail_reason FROM events WHERE org_id=? AND id IN ({marks})",
+                                  (org_id, *chunk)):
+                out[row["id"]] = (row["status"], row["fail_reason"])
+        return out
+
+    def get_events(self, org_id: str, event_ids: Sequence[str]) -> list[Event]:
+        found: dict[str, Event] = {}
+        for chunk in _chunks(list(dict.fromkeys(event_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(f"SELECT * FROM events WHERE org_id=? AND id IN ({marks})", (org_id, *chunk)):
+                found[row["id"]] = _event(row)
+        return [found[i] for i in event_ids if i in found]
+
+    # ---------------------------------------------------------------- the queue
+    def lease(self, owner: str, now: datetime, lease_for_s: float, max_attempts: int) -> Lease | None:
+        """Lease the oldest ready job whose conversation has no earlier unfinished job.
+
+        A running job whose lease expired counts as ready again (its worker died); a job
+        that has used up its attempts that way fails instead of running forever.
+        """
+        now_s = iso(now)
+        with self._write() as conn:
+            while True:
+                row = conn.execute(
+                    """
+                    SELECT j.* FROM jobs j
+                    WHERE ((j.status = 'pending' AND j.available_at <= :now)
+                           OR (j.status = 'running' AND j.lease_expires_at < :now))
+                      AND NOT EXISTS (
+                          SELECT 1 FROM jobs e
+                          WHERE e.org_id = j.org_id AND e.user_id = j.user_id AND e.conv_id = j.conv_id
+                            AND e.status IN ('pending', 'running') AND e.seq < j.seq)
+                    ORDER BY j.seq LIMIT 1
+                    """,
+                    {"now": now_s},
+                ).fetchone()
+                if row is None:
+                    return None
+                if row["attempts"] >= max_attempts:
+                    error = JobError("ingest_failed", "the job was abandoned by its worker too many times")
+                    self._finish_failed(conn, row["id"], error, now_s)
+                    continue
+                token = secrets.token_hex(16)
+                conn.execute(
+                    "UPDATE jobs SET status='running', attempts=attempts+1, lease_owner=?, lease_token=?,"
+                    " lease_expires_at=?, updated_at=? WHERE id=?",
+                    (owner, token, iso(now + timedelta(seconds=lease_for_s)), now_s, row["id"]),
+                )
+                job = _job(row)
+                job.status, job.attempts = "running", job.attempts + 1
+                events = [_event(r) for r in conn.execute(
+                    "SELECT * FROM events WHERE job_id=? ORDER BY id", (job.id,)).fetchall()]
+                return Lease(job=job, events=events, token=token)
+
+    def _holds(self, conn: sqlite3.Connection, lease: Lease) -> bool:
+        row = conn.execute("SELECT lease_token, status FROM jobs WHERE id=?", (lease.job.id,)).fetchone()
+        return row is not None and row["status"] == "running" and row["lease_token"] == lease.token
+
+    def renew(self, lease: Lease, until: datetime) -> bool:
+        with self._write() as conn:
+            cur = conn.execute("UPDATE jobs SET lease_expires_at=? WHERE id=? AND lease_token=? AND status='running'",
+                               (iso(until), lease.job.id, lease.token))
+            return cur.rowcount == 1
+
+    def retry_later(self, lease: Lease, error: JobError, at: datetime) -> bool:
+        with self._write() as conn:
+            if not self._holds(conn, lease):
+                return False
+            conn.execute(
+                "UPDATE jobs SET status='pending', lease_owner=NULL, lease_token=NULL, lease_expires_at=NULL,"
+                " available_at=?, error=?, updated_at=? WHERE id=?",
+                (iso(at), _JSON(_error_dict(error)), iso(utcnow()), lease.job.id),
+            )
+            return True
+
+    def fail(self, lease: Lease, error: JobError) -> bool:
+        with self._write() as conn:
+            if not self._holds(conn, lease):
+                return False
+            self._finish_failed(conn, lease.job.id, error, iso(utcnow()))
+            return True
+
+    @staticmethod
+    def _finish_failed(conn: sqlite3.Connection, job_id: str, error: JobError, now_s: str | None) -> None:
+        conn.execute(
+            "UPDATE jobs SET status='failed', lease_owner=NULL, lease_token=NULL, lease_expires_at=NULL,"
+            " error=?, updated_at=? WHERE id=?",
+            (_JSON(_error_dict(error)), now_s, job_id),
+        )
+        conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE job_id=? AND status='pending'",
+                     (error.code, job_id))
+
+    def complete(self, lease: Lease, outcome: JobOutcome) -> bool:
+        """Commit memories, vectors, lexical entries, event states and the job result together."""
+        now_s = iso(utcnow())
+        with self._write() as conn:
+            if not self._holds(conn, lease):
+                return False
+            for new in outcome.created:
+                self._insert_memory(conn, new.memory, new.vector)
+            for memory_id, event_ids in outcome.added_sources.items():
+                self._add_sources(conn, memory_id, event_ids, now_s)
+            for old_id, new_id in outcome.superseded.items():
+                conn.execute("UPDATE memories SET status='superseded', updated_at=? WHERE id=? AND org_id=?",
+                             (now_s, old_id, lease.job.org_id))
+            if outcome.episode_id and outcome.episode_event_ids:
+                for chunk in _chunks(outcome.episode_event_ids, 500):
+                    marks = ",".join("?" * len(chunk))
+                    conn.execute(f"UPDATE events SET episode_id=? WHERE id IN ({marks})", (outcome.episode_id, *chunk))
+                    conn.execute(
+                        f"UPDATE memories SET details=json_set(details, '$.episode_id', ?) WHERE type='fact' AND id IN"
+                        f" (SELECT memory_id FROM memory_sources WHERE event_id IN ({marks}))",
+                        (outcome.episode_id, *chunk),
+                    )
+            for event_id, reason in outcome.event_failures.items():
+                conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE id=? AND job_id=?",
+                             (reason, event_id, lease.job.id))
+            conn.execute("UPDATE events SET status='completed' WHERE job_id=? AND status='pending'", (lease.job.id,))
+            status = "failed" if outcome.error else "succeeded"
+            conn.execute(
+                "UPDATE jobs SET status=?, result=?, error=?, lease_owner=NULL, lease_token=NULL,"
+                " lease_expires_at=NULL, updated_at=? WHERE id=?",
+                (status, None if outcome.error else _JSON(outcome.result),
+                 _JSON(_error_dict(outcome.error)) if outcome.error else None, now_s, lease.job.id),
+            )
+            return True
+
+    def _insert_memory(self, conn: sqlite3.Connection, m: Memory, vector: np.ndarray) -> None:
+        cur = conn.execute(
+            "INSERT INTO memories(id, org_id, type, status, text, text_hash, key, user_id, agent_id, conv_id, app_id,"
+            " metadata, categories, details, source_event_ids, valid_at, job_id, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (m.id, m.org_id, m.type, m.status, m.text, text_hash(m.text), m.key, m.user_id, m.agent_id, m.conv_id,
+             m.app_id, _JSON(m.metadata), _JSON(m.categories), _JSON(m.details), _JSON(m.source_event_ids),
+             iso(m.valid_at), m.job_id, iso(m.created_at), iso(m.updated_at)),
+        )
+        rid = cur.lastrowid
+        conn.execute("INSERT INTO memory_vectors(rid, vec) VALUES (?, ?)",
+                     (rid, np.asarray(vector, dtype=np.float32).tobytes()))
+        conn.execute("INSERT INTO memory_fts(rowid, text) VALUES (?, ?)", (rid, m.text))
+        conn.executemany("INSERT OR IGNORE INTO memory_sources(memory_id, event_id) VALUES (?,?)",
+                         [(m.id, e) for e in m.source_event_ids])
+
+    def _add_sources(self, conn: sqlite3.Connection, memory_id: str, event_ids: list[str], now_s: str | None) -> None:
+        row = conn.execute("SELECT source_event_ids, details FROM memories WHERE id=?", (memory_id,)).fetchone()
+        if row is None:
+            return
+        sources = list(dict.fromkeys([*json.loads(row["source_event_ids"]), *event_ids]))
+        details = json.loads(row["details"])
+        if "source_event_ids" in details:
+            details["source_event_ids"] = sources
+        conn.execute("UPDATE memories SET source_event_ids=?, details=?, updated_at=? WHERE id=?",
+                     (_JSON(sources), _JSON(details), now_s, memory_id))
+        conn.executemany("INSERT OR IGNORE INTO memory_sources(memory_id, event_id) VALUES (?,?)",
+                         [(memory_id, e) for e in event_ids])
+
+    def enqueue_idle_episodes(self, idle_before: datetime, now: datetime) -> int:
+        """Create an episode job for every conversation whose newest un-summarised turn is
+        older than `idle_before` and which has no unfinished job."""
+        now_s = iso(now)
+        created = 0
+        with self._write() as conn:
+            rows = conn.execute(
+                """
+                SELECT org_id, user_id, conv_id FROM events
+                WHERE episode_id IS NULL AND status = 'completed'
+                GROUP BY org_id, user_id, conv_id
+                HAVING max(received_at) < ?
+                """,
+                (iso(idle_before),),
+            ).fetchall()
+            for row in rows:
+                busy = conn.execute(
+                    "SELECT 1 FROM jobs WHERE org_id=? AND user_id=? AND conv_id=? AND status IN ('pending','running')",
+                    (row["org_id"], row["user_id"], row["conv_id"]),
+                ).fetchone()
+                if busy:
+                    continue
+                conn.execute(
+                    "INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at, updated_at)"
+                    " VALUES (?,?,?,?,'episode','pending','{}',?,?,?)",
+                    ("job_" + secrets.token_hex(16), row["org_id"], row["user_id"], row["conv_id"], now_s, now_s, now_s),
+                )
+                created += 1
+        return created
+
+    def queue_depth(self) -> dict[str, int]:
+        rows = self._read("SELECT status, count(*) AS n FROM jobs WHERE status IN ('pending','running') GROUP BY status")
+        depth = {"pending": 0, "running": 0}
+        depth.update({r["status"]: r["n"] for r in rows})
+        return depth
+
+    # ---------------------------------------------------------------- pipeline reads
+    def unepisoded_events(self, org_id: str, user_id: str, conv_id: str) -> list[Event]:
+        rows = self._read(
+            "SELECT * FROM events WHERE org_id=? AND user_id=? AND conv_id=? AND episode_id IS NULL AND status='completed'"
+            " ORDER BY id",
+            (org_id, user_id, conv_id),
+        )
+        return [_event(r) for r in rows]
+
+    def reconcile_candidates(self, org_id: str, user_id: str, keys: Sequence[str],
+                             text_hashes: Sequence[str]) -> list[Memory]:
+        found: dict[str, Memory] = {}
+        for column, values in (("key", list(keys)), ("text_hash", list(text_hashes))):
+            for chunk in _chunks(values, 500):
+                marks = ",".join("?" * len(chunk))
+                for row in self._read(
+                    f"SELECT * FROM memories WHERE org_id=? AND user_id=? AND status='active' AND type='fact'"
+                    f" AND {column} IN ({marks})", (org_id, user_id, *chunk)):
+                    found[row["id"]] = _memory(row)
+        return list(found.values())
+
+    def memories_citing(self, org_id: str, event_ids: Sequence[str]) -> list[Memory]:
+        found: dict[str, Memory] = {}
+        for chunk in _chunks(list(event_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(
+                f"SELECT * FROM memories WHERE org_id=? AND status='active' AND id IN"
+                f" (SELECT memory_id FROM memory_sources WHERE event_id IN ({marks}))", (org_id, *chunk)):
+                found[row["id"]] = _memory(row)
+        return list(found.values())
+
+    # ---------------------------------------------------------------- memories
+    def get_memory(self, org_id: str, memory_id: str) -> Memory | None:
+        rows = self._read("SELECT * FROM memories WHERE org_id=? AND id=?", (org_id, memory_id))
+        return _memory(rows[0]) if rows else None
+
+    def get_memories(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        out: dict[str, Memory] = {}
+        for chunk in _chunks(list(memory_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(f"SELECT * FROM memories WHERE org_id=? AND id IN ({marks})", (org_id, *chunk)):
+                out[row["id"]] = _memory(row)
+        return out
+
+    def delete_memory(self, org_id: str, memory_id: str, at: datetime) -> bool:
+        """Facts are retracted (kept for their history); artifacts and episodes are removed."""
+        with self._write() as conn:
+            row = conn.execute("SELECT rid, type, status FROM memories WHERE org_id=? AND id=?",
+                               (org_id, memory_id)).fetchone()
+            if row is None or row["status"] == "retracted":
+                return False
+            if row["type"] == "fact":
+                conn.execute("UPDATE memories SET status='retracted', updated_at=? WHERE rid=?", (iso(at), row["rid"]))
+            else:
+                conn.execute("DELETE FROM memory_vectors WHERE rid=?", (row["rid"],))
+                conn.execute("DELETE FROM memory_fts WHERE rowid=?", (row["rid"],))
+                conn.execute("DELETE FROM memory_sources WHERE memory_id=?", (memory_id,))
+                conn.execute("DELETE FROM memories WHERE rid=?", (row["rid"],))
+            return True
+
+    def list_memories(self, org_id: str, where: Node, *, ascending: bool,
+                      after: tuple[str, str] | None, limit: int) -> Page:
+        params: list[Any] = [org_id]
+        sql = f"SELECT * FROM memories m WHERE m.org_id=? AND {compile_filter(where, params)}"
+        if after is not None:
+            sql += " AND (m.created_at, m.id) " + (">" if ascending else "<") + " (?, ?)"
+            params.extend(after)
+        direction = "ASC" if ascending else "DESC"
+        sql += f" ORDER BY m.created_at {direction}, m.id {direction} LIMIT ?"
+        params.append(limit + 1)
+        rows = self._read(sql, params)
+        return Page(items=[_memory(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Exact cosine over every memory the filter admits (vectors are unit length)."""
+        params: list[Any] = [org_id]
+        rows = self._read(
+            f"SELECT m.id, v.vec FROM memories m JOIN memory_vectors v ON v.rid = m.rid"
+            f" WHERE m.org_id=? AND {compile_filter(where, params)}", params)
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        scores = matrix @ np.asarray(query, dtype=np.float32)
+        top = np.argsort(-scores)[:k] if len(rows) > k else np.argsort(-scores)
+        return [(rows[i][0], float(scores[i])) for i in top]
+
+    def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
+        """BM25 over the memories the filter admits; scores are positive, higher is better."""
+        match = fts_query(query)
+        if not match:
+            return []
+        params: list[Any] = [match, org_id]
+        rows = self._read(
+            f"SELECT m.id, -bm25(memory_fts) AS s FROM memory_fts JOIN memories m ON m.rid = memory_fts.rowid"
+            f" WHERE memory_fts MATCH ? AND m.org_id=? AND {compile_filter(where, params)}"
+            f" ORDER BY bm25(memory_fts) LIMIT ?", [*params, k])
+        return [(r[0], float(r[1])) for r in rows]
+
+
+# -------------------------------------------------------------------- helpers
+def fts_query(text: str) -> str:
+    """Turn free text into an FTS5 OR-query of quoted tokens (no FTS syntax reaches SQLite)."""
+    tokens = [t for t in re.findall(r"\w+", text.lower()) if len(t) > 1 or t.isdigit()]
+    return " OR ".join(f'"{t}"' for t in dict.fromkeys(tokens))
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _error_dict(error: JobError | None) -> dict[str, str] | None:
+    if error is None:
+        return None
+    return {"type": error.type, "code": error.code, "message": error.message}
+
+
+def _org(row: sqlite3.Row) -> Org:
+    return Org(id=row["id"], name=row["name"], created_at=parse_iso(row["created_at"]))
+
+
+def _key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(id=row["id"], org_id=row["org_id"], name=row["name"], prefix=row["prefix"],
+                  scopes=tuple(json.loads(row["scopes"])), created_at=parse_iso(row["created_at"]),
+                  revoked_at=parse_iso(row["revoked_at"]))
+
+
+def _job(row: sqlite3.Row) -> Job:
+    error = _loads(row["error"])
+    return Job(
+        id=row["id"], org_id=row["org_id"], user_id=row["user_id"], conv_id=row["conv_id"], kind=row["kind"],
+        status=row["status"], created_at=parse_iso(row["created_at"]), updated_at=parse_iso(row["updated_at"]),
+        params=json.loads(row["params"]), attempts=row["attempts"], result=_loads(row["result"]),
+        error=JobError(code=error["code"], message=error["message"], type=error.get("type", "ingest_error"))
+        if error else None,
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"], org_id=row["org_id"], user_id=row["user_id"], conv_id=row["conv_id"], role=row["role"],
+        kind=row["kind"], content=row["content"], occurred_at=parse_iso(row["occurred_at"]),
+        received_at=parse_iso(row["received_at"]), job_id=row["job_id"], agent_id=row["agent_id"],
+        app_id=row["app_id"], name=row["name"], dia_id=row["dia_id"], metadata=json.loads(row["metadata"]),
+        client_event_id=row["client_event_id"], dedup_hash=row["dedup_hash"], status=row["status"],
+        fail_reason=row["fail_reason"],
+    )
+
+
+def _memory(row: sqlite3.Row) -> Memory:
+    return Memory(
+        id=row["id"], org_id=row["org_id"], type=row["type"], text=row["text"], user_id=row["user_id"],
+        conv_id=row["conv_id"], agent_id=row["agent_id"], app_id=row["app_id"], status=row["status"],
+        metadata=json.loads(row["metadata"]), categories=json.loads(row["categories"]),
+        details=json.loads(row["details"]), key=row["key"], valid_at=parse_iso(row["valid_at"]),
+        source_event_ids=json.loads(row["source_event_ids"]), job_id=row["job_id"],
+        created_at=parse_iso(row["created_at"]), updated_at=parse_iso(row["updated_at"]),
+    )
