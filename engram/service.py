@@ -116,7 +116,7 @@ class Service:
                     return job
         job = Job(id=new_job_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, status="pending",
                   created_at=now, updated_at=now,
-                  params={"agent_id": req.agent_id, "app_id": req.app_id, "metadata": metadata,
+                  params={"agent_id": req.agent_id, "app_id": req.app_id,
                           "extract_artifacts": req.extract_artifacts})
         events = [
             Event(id=new_event_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, role=m.role,
@@ -161,7 +161,7 @@ class Service:
                 groups[group] = NewJob(
                     Job(id=new_job_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
                         status="pending", created_at=now, updated_at=now,
-                        params={"metadata": {}, "extract_artifacts": False}), [])
+                        params={"extract_artifacts": False}), [])
             extra_ids = {k: v for k, v in (("role_id", event.role_id), ("team_id", event.team_id)) if v}
             stored = Event(
                 id=new_event_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,

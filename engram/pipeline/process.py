@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -22,6 +23,9 @@ from engram.ids import new_memory_id
 from engram.pipeline.content_filter import ContentFilter
 from engram.pipeline.reconcile import reconcile
 from engram.store.base import JobOutcome, Lease, NewMemory, Store
+
+
+CONTEXT_TURNS = 10  # earlier turns shown to the extractor (e.g. to know who "you" is)
 
 
 class Extractor(Protocol):
@@ -68,8 +72,11 @@ class Pipeline:
 
         with _timed(timings, "extract"):
             turns = [to_turn(e) for e in accepted]
-            extraction = self.extractor.extract(turns, extract_artifacts=bool(job.params.get("extract_artifacts")))
             earlier = self.store.unepisoded_events(job.org_id, job.user_id, job.conv_id)
+            context = [to_turn(e) for e in earlier[-CONTEXT_TURNS:]]
+            extraction = self.extractor.extract(turns, extract_artifacts=bool(job.params.get("extract_artifacts")),
+                                                context=context)
+            _qualify_keys(extraction, accepted)
             episode = None
             if len(earlier) + len(accepted) >= self.settings.episode_every_turns:
                 episode = self.extractor.episode([to_turn(e) for e in earlier] + turns)
@@ -97,11 +104,18 @@ class Pipeline:
         return outcome
 
     def _base_memory(self, lease: Lease, type_: str, text: str, sources: Sequence[str]) -> Memory:
+        """A memory carries the metadata of the events it came from (family X gives every
+        event of a call the call's metadata; family M gives each event its own)."""
         job, now = lease.job, utcnow()
+        by_id = {e.id: e for e in lease.events}
+        metadata: dict[str, Any] = {}
+        for event_id in sources:
+            if event_id in by_id:
+                metadata.update(by_id[event_id].metadata)
         return Memory(
             id=new_memory_id(), org_id=job.org_id, type=type_, text=text, user_id=job.user_id, conv_id=job.conv_id,
             agent_id=job.params.get("agent_id"), app_id=job.params.get("app_id"),
-            metadata=dict(job.params.get("metadata") or {}), created_at=now, updated_at=now,
+            metadata=metadata, created_at=now, updated_at=now,
             source_event_ids=list(dict.fromkeys(sources)), job_id=job.id,
         )
 
@@ -208,6 +222,16 @@ class Pipeline:
                           "memories_updated": [], "memories_superseded_by": {},
                           "stage_timings": {k: round(v, 6) for k, v in timings.items()}}
         return outcome
+
+
+def _qualify_keys(extraction: Extraction, events: Sequence[Event]) -> None:
+    """An attribute key belongs to the speaker it describes: under one user_id several
+    named people may talk (Caroline's `lives_in` must not supersede Melanie's)."""
+    speakers = {e.id: (e.name or e.role) for e in events}
+    for i, fact in enumerate(extraction.facts):
+        if fact.key and fact.source_event_ids:
+            speaker = speakers.get(fact.source_event_ids[0], "")
+            extraction.facts[i] = replace(fact, key=f"{speaker.strip().lower()}:{fact.key}")
 
 
 def _ref(memory: Memory) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Worker:
 
     def _sweep_idle_conversations(self) -> None:
         now = time.monotonic()
-        if now - self._last_sweep < IDLE_SWEEP_EVERY_S:
+        if now - self._last_sweep < min(IDLE_SWEEP_EVERY_S, self.settings.episode_idle_s / 2):
             return
         self._last_sweep = now
         at = utcnow()

@@ -98,7 +98,8 @@ SMALL_TALK_WORDS = _words(
     know knew tell told say said hugs hug xoxo xo miss missed thinking means meant mean
     glad hopefully least best whoops oops ugh hmm hmmm um umm uh yikes geez gosh jeez
     absolutely certainly appreciate appreciated appreciating
-    wonder wondering definitely sounding feel feeling feels felt touched
+    wonder wondering definitely sounding feel feeling feels felt touched kind brave
+    thoughtful caring generous lucky rock rocks
     supportive awesome totally rad dope lit epic wild crazy insane unreal
     """
 )
@@ -193,7 +194,7 @@ _LEADING_MARKERS = [
         r"^(?i:oh|ah|aw+|ooh|wow|whoa|yeah|yes|yep|yup|yay|no|nope|nah|ok|okay|sure|well|so|"
         r"hey|hi|hello|haha+|hehe|lol|omg|um+|uh+|hmm+|btw|anyway|anyways|honestly|actually|"
         r"also|and|but|plus|thanks|thank you|cool|great|awesome|nice|totally|absolutely|"
-        r"definitely|exactly|right|true|indeed|gosh|man|dude|ugh|oh well|oh man|by the way)"
+        r"definitely|exactly|right|true|indeed|gosh|man|dude|ugh|oof|phew|whew|oh well|oh man|by the way)"
         r"\s*(?:[,!.…:]+|\s-\s|\s—\s?|—)\s*"
     ),
     # "So I ...", "And then we ...": bare markers, only before a pronoun or determiner
@@ -371,6 +372,20 @@ def _other_speaker(timeline: Sequence[Turn], index: int) -> _Speaker | None:
     return None
 
 
+class _Lazy:
+    """Computes a value on first use (the other speaker is only needed for "you")."""
+
+    __slots__ = ("_fn", "_done", "_value")
+
+    def __init__(self, fn: Callable[[], _Speaker | None]) -> None:
+        self._fn, self._done, self._value = fn, False, None
+
+    def get(self) -> _Speaker | None:
+        if not self._done:
+            self._value, self._done = self._fn(), True
+        return self._value
+
+
 def _name_tokens(turns: Iterable[Turn]) -> frozenset[str]:
     out: set[str] = set()
     for t in turns:
@@ -499,8 +514,8 @@ def _h_ago(m: re.Match[str], anchor: date, tense: str | None) -> _When | None:
 
 def _h_in(m: re.Match[str], anchor: date, tense: str | None) -> _When | None:
     n = _count(m)
-    if n is None:
-        return None
+    if n is None or (tense == "past" and not m.group(0).lower().endswith("now")):
+        return None  # "I read it in a day" is a duration, not a date
     w = _shift(anchor, m.group("unit"), n)
     return _When(w.phrase, w.start, append=True)
 
@@ -785,12 +800,17 @@ _NO_CONJUGATION = MODALS | IRREGULAR_PAST | _words(
 )
 
 
+# Present-tense verbs that merely look like past participles.
+_ED_PRESENT = _words("need feed bleed breed speed succeed proceed exceed heed plead embed shred seed weed shed")
+
+
 def _conjugate(verb: str) -> str:
     """Third-person singular of a verb that followed "I" ("love" -> "loves")."""
     low = verb.lower()
     if low in _THIRD_PERSON:
         return _THIRD_PERSON[low]
-    if low in _NO_CONJUGATION or low in _NOT_A_VERB or low.endswith(("ed", "ing")) or not low.isalpha() or verb[0].isupper():
+    looks_past = low.endswith("ed") and low not in _ED_PRESENT
+    if low in _NO_CONJUGATION or low in _NOT_A_VERB or looks_past or low.endswith("ing") or not low.isalpha() or verb[0].isupper():
         return verb
     if low.endswith(("s", "sh", "ch", "x", "z", "o")):
         return verb + "es"
@@ -1090,7 +1110,8 @@ def _prepare(raw: str, names: frozenset[str]) -> _Sentence | None:
         return None
     first = bool(_HAS_FIRST_PERSON_STRICT.search(s))
     second = bool(_HAS_SECOND_PERSON.search(s))
-    needed = 1 if first else 2  # "I'm vegan" is a fact; "That's so cool" is not
+    # "I'm vegan" and "You'd be a great counselor" are facts; "That's so cool" is not
+    needed = 1 if (first or second) else 2
     if len(_content_words(s, names)) + _proper_nouns(s, names) < needed:
         return None
     return _Sentence(s, first, second)
@@ -1364,7 +1385,7 @@ class RulesExtractor:
 
             if (turn.role or "").lower() in _SILENT_ROLES:
                 continue
-            other = _other_speaker(timeline, index)
+            other = _Lazy(lambda i=index: _other_speaker(timeline, i))  # only needed for "you"
             facts = [self._fact(s, turn, speaker, other, names) for s in _prose_sentences(parsed.prose)]
             facts += [self._caption_fact(c, turn, speaker) for c in parsed.captions]
             for fact in facts:
@@ -1373,7 +1394,7 @@ class RulesExtractor:
         return result
 
     def _fact(
-        self, raw: str, turn: Turn, speaker: _Speaker, other: _Speaker | None, names: frozenset[str]
+        self, raw: str, turn: Turn, speaker: _Speaker, other: _Lazy, names: frozenset[str]
     ) -> FactCandidate | None:
         sentence = _prepare(raw, names)
         if sentence is None:
@@ -1389,8 +1410,9 @@ class RulesExtractor:
                 key = detect_key(s)
         if text is None:
             quoted = _cap_first(dated.text.strip())
-            if sentence.second_person and other is not None:
-                text = f"{speaker.display} said to {other.label}: {quoted}"
+            listener = other.get() if sentence.second_person else None
+            if listener is not None:
+                text = f"{speaker.display} said to {listener.label}: {quoted}"
             else:
                 text = f"{speaker.display} said: {quoted}"
         return FactCandidate(
