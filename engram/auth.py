@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from engram.domain.records import ApiKey, utcnow
-from engram.errors import EngramError
+from engram.errors import ServiceError
 from engram.ids import new_key_id
 from engram.store.base import Store
 
@@ -26,7 +26,7 @@ class Principal:
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise EngramError("insufficient_scope", f"this key lacks the {scope!r} scope")
+            raise ServiceError("insufficient_scope", f"this key lacks the {scope!r} scope")
 
 
 def hash_key(secret: str) -> str:
@@ -88,15 +88,15 @@ class Authenticator:
             principal = Principal(DEFAULT_ORG, frozenset(SCOPES), None)
         else:
             if not secret:
-                raise EngramError("unauthorized", "an API key is required (Authorization: Bearer <key> or x-api-key)")
+                raise ServiceError("unauthorized", "an API key is required (Authorization: Bearer <key> or x-api-key)")
             key = self._lookup(secret)
             if key is None:
-                raise EngramError("unauthorized", "the API key is not valid or was revoked")
+                raise ServiceError("unauthorized", "the API key is not valid or was revoked")
             principal = Principal(key.org_id, frozenset(key.scopes), key.id)
         if org_header and org_header != principal.org_id:
             org = self.store.get_org(principal.org_id)
             if org is None or org_header != org.name:
-                raise EngramError("org_mismatch", "X-Org-Id does not name the org of this API key")
+                raise ServiceError("org_mismatch", "X-Org-Id does not name the org of this API key")
         return principal
 
 

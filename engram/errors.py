@@ -1,7 +1,7 @@
 """Every failure a user can see: a stable code, an HTTP status and a message.
 
 The mapping from code to status lives here and nowhere else; the API layer renders an
-`EngramError` into the wire envelope, the worker stores `code`/`message` on failed jobs.
+`ServiceError` into the wire envelope, the worker stores `code`/`message` on failed jobs.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ JOB_FAILURE_CODES = frozenset(
 )
 
 
-class EngramError(Exception):
+class ServiceError(Exception):
     """A failure with a stable code, raised by the core and rendered by the API."""
 
     def __init__(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
@@ -65,4 +65,4 @@ class EngramError(Exception):
         return STATUS_BY_CODE[self.code]
 
     def __repr__(self) -> str:
-        return f"EngramError({self.code!r}, {self.message!r})"
+        return f"ServiceError({self.code!r}, {self.message!r})"

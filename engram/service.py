@@ -21,13 +21,13 @@ from engram.domain.inputs import (
 )
 from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, utcnow
 from engram.embed import Embedder
-from engram.errors import EngramError
+from engram.errors import ServiceError
 from engram.ids import new_event_id, new_job_id
 from engram.search.fusion import fuse
 from engram.store.base import NewJob, Store
 
 
-class ValidationFailed(EngramError):
+class ValidationFailed(ServiceError):
     """Request fields that break a rule; carries FastAPI-style per-field entries."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
@@ -83,7 +83,7 @@ class Service:
     def ingest_messages(self, org_id: str, req: MessagesIngest, idempotency_key: str | None = None) -> Job:
         limits = self.settings.limits
         if not req.messages:
-            raise EngramError("invalid_messages", "messages must be a non-empty list")
+            raise ServiceError("invalid_messages", "messages must be a non-empty list")
         errors: list[dict[str, Any]] = []
         _check_count(errors, ("body", "messages"), len(req.messages), limits.max_items_per_call)
         for name in ("user_id", "conv_id", "agent_id", "app_id"):
@@ -108,7 +108,7 @@ class Service:
             if found is not None:
                 job_id, seen_hash = found
                 if seen_hash != body_hash:
-                    raise EngramError("idempotency_key_reused",
+                    raise ServiceError("idempotency_key_reused",
                                       "this Idempotency-Key was used with a different body within 24 hours",
                                       extra={"loc": ["header", "Idempotency-Key"]})
                 job = self.store.get_job(org_id, job_id)
@@ -193,7 +193,7 @@ class Service:
     def get_job(self, org_id: str, job_id: str) -> Job:
         job = self.store.get_job(org_id, job_id)
         if job is None:
-            raise EngramError("job_not_found", f"no job {job_id!r} in this org")
+            raise ServiceError("job_not_found", f"no job {job_id!r} in this org")
         return job
 
     async def wait_for_job(self, org_id: str, job_id: str, budget_s: float | None = None) -> Job:
@@ -231,12 +231,12 @@ class Service:
     def get_memory(self, org_id: str, memory_id: str) -> Memory:
         memory = self.store.get_memory(org_id, memory_id)
         if memory is None:
-            raise EngramError("memory_not_found", f"no memory {memory_id!r} in this org")
+            raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org")
         return memory
 
     def delete_memory(self, org_id: str, memory_id: str) -> None:
         if not self.store.delete_memory(org_id, memory_id, utcnow()):
-            raise EngramError("memory_not_found", f"no memory {memory_id!r} in this org (or it was already deleted)")
+            raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was already deleted)")
 
     def list_memories(self, org_id: str, where: Node, *, ascending: bool, cursor: str | None, limit: int) -> MemoryPage:
         where = _default_to_active(where)

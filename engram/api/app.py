@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engram import __version__
 from engram.api import errors, family_m, family_x
 from engram.auth import Authenticator
-from engram.errors import EngramError
+from engram.errors import ServiceError
 from engram.service import Service
 
 log = logging.getLogger("engram.api")
@@ -111,7 +111,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
                               "/v1/status, /v1/search) on one core.")
     app.state.service = service
     app.state.authenticator = authenticator
-    app.add_exception_handler(EngramError, errors.handle_engram_error)
+    app.add_exception_handler(ServiceError, errors.handle_service_error)
     app.add_exception_handler(RequestValidationError, errors.handle_request_validation)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)
     app.include_router(family_x.router)

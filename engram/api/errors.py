@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engram.errors import EngramError
+from engram.errors import ServiceError
 
 log = logging.getLogger("engram.api")
 
@@ -60,14 +60,14 @@ def validation_response(request: Request, errors: list[dict[str, Any]], code: st
     return JSONResponse(body, status_code=422)
 
 
-def error_response(error: EngramError) -> JSONResponse:
+def error_response(error: ServiceError) -> JSONResponse:
     detail = {"code": error.code, "error": error.code, "message": error.message}
     detail.update({k: v for k, v in error.extra.items() if k not in ("errors", "loc")})
     return JSONResponse({"detail": detail}, status_code=error.status, headers=error.headers)
 
 
-async def handle_engram_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EngramError)
+async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
     errors = exc.extra.get("errors")
     if exc.code == "validation_error" and errors:
         return validation_response(request, errors)

@@ -19,7 +19,7 @@ from engram.auth import Principal
 from engram.domain.filters import equality_filter, parse_filter
 from engram.domain.inputs import MessageIn, MessagesIngest, SearchQuery
 from engram.domain.records import Event, Job, Memory, iso
-from engram.errors import EngramError
+from engram.errors import ServiceError
 from engram.service import SearchHit, Service
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
@@ -144,7 +144,7 @@ async def get_job(job_id: str, principal: Principal = Depends(reader), svc: Serv
 async def search(body: SearchBody, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
     unknown = set(body.include) - SEARCH_INCLUDES
     if unknown:
-        raise EngramError("unsupported_include_option",
+        raise ServiceError("unsupported_include_option",
                           f"unsupported include option(s): {', '.join(sorted(unknown))}; "
                           f"use {', '.join(sorted(SEARCH_INCLUDES))}")
     query = SearchQuery(
@@ -178,7 +178,7 @@ async def list_memories(
 ) -> dict[str, Any]:
     includes = {part.strip() for part in (include or "").split(",") if part.strip()}
     if includes - {"full_content"}:
-        raise EngramError("unsupported_include_option", "list supports include=full_content only")
+        raise ServiceError("unsupported_include_option", "list supports include=full_content only")
     where = equality_filter(user_id=user_id, agent_id=agent_id, conv_id=conv_id, app_id=app_id, type=type)
     page = await run_in_threadpool(svc.list_memories, principal.org_id, where,
                                    ascending=order == "created_at_asc", cursor=cursor, limit=limit)

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from engram.errors import EngramError
+from engram.errors import ServiceError
 
 
 def encode(org_id: str, scope: str, position: Any) -> str:
@@ -22,9 +22,9 @@ def decode(cursor: str, org_id: str, scope: str) -> Any:
         payload = json.loads(raw)
         tag, cursor_scope, position = payload["o"], payload["s"], payload["p"]
     except (ValueError, KeyError, TypeError):
-        raise EngramError("invalid_cursor", "the cursor is malformed; pass next_cursor exactly as returned") from None
+        raise ServiceError("invalid_cursor", "the cursor is malformed; pass next_cursor exactly as returned") from None
     if tag != _org_tag(org_id) or cursor_scope != scope:
-        raise EngramError("cursor_mismatch", "the cursor belongs to another org, ordering or query")
+        raise ServiceError("cursor_mismatch", "the cursor belongs to another org, ordering or query")
     return position
 
 

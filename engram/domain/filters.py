@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Union
 
-from engram.errors import EngramError
+from engram.errors import ServiceError
 
 # Fields stored as columns; every other field name is a metadata key.
 CORE_FIELDS = frozenset(
@@ -51,11 +51,11 @@ Node = Union[Cmp, And, Or, Not]
 MATCH_ALL = And(())
 
 
-def _bad(clause: Any, why: str) -> EngramError:
+def _bad(clause: Any, why: str) -> ServiceError:
     text = json.dumps(clause, default=str, ensure_ascii=False)
     if len(text) > 200:
         text = text[:200] + "…"
-    return EngramError("invalid_filter", f"invalid filter clause {text}: {why}")
+    return ServiceError("invalid_filter", f"invalid filter clause {text}: {why}")
 
 
 def parse_filter(filters: Any) -> Node:

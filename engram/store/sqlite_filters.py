@@ -11,7 +11,7 @@ from typing import Any
 
 from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or
 from engram.domain.records import iso
-from engram.errors import EngramError
+from engram.errors import ServiceError
 
 
 def compile_filter(node: Node, params: list[Any]) -> str:
@@ -63,7 +63,7 @@ def _core(node: Cmp, params: list[Any]) -> str:
 
 def _path(key: str) -> str:
     if '"' in key or "\\" in key:
-        raise EngramError("invalid_filter", f"metadata key {key!r}: quotes and backslashes are not filterable")
+        raise ServiceError("invalid_filter", f"metadata key {key!r}: quotes and backslashes are not filterable")
     return f'$."{key}"'
 
 
