@@ -8,8 +8,7 @@ import threading
 import time
 import uuid
 
-from ulid import ULID
-
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ulid_lock = threading.Lock()
 _last_ulid = 0
 
@@ -20,8 +19,9 @@ def new_event_id() -> str:
     global _last_ulid
     with _ulid_lock:
         candidate = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-        _last_ulid = candidate if candidate > _last_ulid else _last_ulid + 1
-        return str(ULID.from_int(_last_ulid))
+        _last_ulid = value = candidate if candidate > _last_ulid else _last_ulid + 1
+    # 128 bits as 26 Crockford base-32 digits, most significant first (the ULID text form).
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def new_memory_id() -> str:

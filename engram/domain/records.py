@@ -22,7 +22,9 @@ def iso(ts: datetime | None) -> str | None:
     """Fixed-width ISO-8601 UTC with microseconds and `Z`: sorts as text in time order."""
     if ts is None:
         return None
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if ts.utcoffset():
+        ts = ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str | None) -> datetime | None:

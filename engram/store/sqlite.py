@@ -280,37 +280,43 @@ class SQLiteStore:
         """
         event_ids: list[str] = []
         job_ids: list[str] = []
+        event_rows: list[tuple[Any, ...]] = []
+        job_rows: list[tuple[Any, ...]] = []
         with self._write() as conn:
+            by_client, by_hash = self._known_events(conn, org_id, jobs, dedup_since)
             for new in jobs:
-                job = new.job
-                fresh = 0
+                job, fresh = new.job, 0
                 for event in new.events:
-                    # Checked and written one at a time so a duplicate inside this very
-                    # batch resolves to its first copy.
-                    existing = self._existing_event(conn, org_id, event, dedup_since)
+                    existing = by_client.get(event.client_event_id) if event.client_event_id else None
+                    if existing is None and event.dedup_hash and dedup_since is not None:
+                        existing = by_hash.get(event.dedup_hash)
                     if existing is not None:
                         event_ids.append(existing)
                         continue
+                    # Later copies inside this very batch resolve to this first one.
+                    if event.client_event_id:
+                        by_client[event.client_event_id] = event.id
+                    if event.dedup_hash:
+                        by_hash[event.dedup_hash] = event.id
                     event_ids.append(event.id)
                     fresh += 1
-                    conn.execute(
-                        "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
-                        " dia_id, metadata, occurred_at, received_at, job_id, client_event_id, dedup_hash, status)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
+                    event_rows.append(
                         (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
                          event.kind, event.name, event.content, event.dia_id, _JSON(event.metadata),
                          iso(event.occurred_at), iso(event.received_at), job.id, event.client_event_id,
-                         event.dedup_hash),
-                    )
-                if not fresh:
-                    continue
-                conn.execute(
-                    "INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (job.id, org_id, job.user_id, job.conv_id, job.kind, "pending", _JSON(job.params),
-                     iso(job.created_at), iso(job.created_at), iso(job.updated_at)),
-                )
-                job_ids.append(job.id)
+                         event.dedup_hash))
+                if fresh:
+                    created = iso(job.created_at)
+                    job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, _JSON(job.params),
+                                     created, created, iso(job.updated_at)))
+                    job_ids.append(job.id)
+            conn.executemany(
+                "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
+                " dia_id, metadata, occurred_at, received_at, job_id, client_event_id, dedup_hash, status)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')", event_rows)
+            conn.executemany(
+                "INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,'pending',?,?,?,?)", job_rows)
             if idempotency is not None and job_ids:
                 key, body_hash, at = idempotency
                 conn.execute(
@@ -320,20 +326,26 @@ class SQLiteStore:
         return AcceptResult(event_ids=event_ids, job_ids=job_ids)
 
     @staticmethod
-    def _existing_event(conn: sqlite3.Connection, org_id: str, event: Event, since: datetime | None) -> str | None:
-        if event.client_event_id is not None:
-            row = conn.execute("SELECT id FROM events WHERE org_id=? AND client_event_id=?",
-                               (org_id, event.client_event_id)).fetchone()
-            if row:
-                return row[0]
-        if event.dedup_hash is not None and since is not None:
-            row = conn.execute(
-                "SELECT id FROM events WHERE org_id=? AND dedup_hash=? AND received_at>=? ORDER BY received_at LIMIT 1",
-                (org_id, event.dedup_hash, iso(since)),
-            ).fetchone()
-            if row:
-                return row[0]
-        return None
+    def _known_events(conn: sqlite3.Connection, org_id: str, jobs: Sequence[NewJob],
+                      since: datetime | None) -> tuple[dict[str, str], dict[str, str]]:
+        """Stored events matching the batch's client ids, and (within the window) its dedup hashes."""
+        client_ids = list({e.client_event_id for j in jobs for e in j.events if e.client_event_id})
+        hashes = list({e.dedup_hash for j in jobs for e in j.events if e.dedup_hash}) if since is not None else []
+        by_client: dict[str, str] = {}
+        by_hash: dict[str, str] = {}
+        for chunk in _chunks(client_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            by_client.update(conn.execute(
+                f"SELECT client_event_id, id FROM events WHERE org_id=? AND client_event_id IN ({marks})",
+                (org_id, *chunk)).fetchall())
+        for chunk in _chunks(hashes, 500):
+            marks = ",".join("?" * len(chunk))
+            # SQLite returns the bare `id` of the row that holds MIN(received_at): the original.
+            for digest, event_id, _ in conn.execute(
+                    f"SELECT dedup_hash, id, MIN(received_at) FROM events WHERE org_id=? AND dedup_hash IN ({marks})"
+                    f" AND received_at>=? GROUP BY dedup_hash", (org_id, *chunk, iso(since))).fetchall():
+                by_hash[digest] = event_id
+        return by_client, by_hash
 
     def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None:
         rows = self._read("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=? AND key=? AND created_at>=?",
