@@ -1,4 +1,4 @@
-"""The `engram` command: serve, worker, migrate, keys."""
+"""The `engram` command: serve, worker, migrate, keys; and (engram/cli_client.py) ingest, search, jobs, status."""
 
 from __future__ import annotations
 
@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     data_arg(revoke)
     keys.set_defaults(func=cmd_keys)
+
+    from engram.cli_client import add_client_commands  # ingest, search, jobs, status: talk to a server over HTTP
+
+    add_client_commands(sub)
     return parser
 
 
