@@ -143,6 +143,7 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self.enabled = False
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -255,6 +256,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 raise InputError(f"cannot read {args.file}: {exc.strerror}") from None
         family = detect_family(lines)
         batches = message_batches(lines, args) if family == "x" else event_batches(lines, args)
+        from engram.client import EngramError
+
         with _client(args) as client:
             progress = Progress(len(lines), enabled=not args.no_progress)
             try:
@@ -264,8 +267,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     else:
                         batch.result["event_ids"] = client.ingest(batch.items).event_ids
                     progress.advance(len(batch.items))
-            finally:
+            except EngramError:
                 progress.close()
+                sent = [b for b in batches if b.result]
+                if sent:
+                    _report_ingest(args, family, sum(len(b.items) for b in sent), sent, None, complete=False)
+                print(f"engram: stopped at lines {batch.first_line}-{batch.last_line}; run the same command again "
+                      "to resume (lines already sent are not ingested twice)", file=sys.stderr)
+                raise
+            progress.close()
             summary = _wait_for(client, family, batches, args.timeout) if args.wait else None
         _report_ingest(args, family, len(lines), batches, summary)
         if summary and (summary.get("failed") or summary.get("pending")):
@@ -312,9 +322,9 @@ def _wait_for(client: Any, family: str, batches: list[Batch], timeout: float) ->
 
 
 def _report_ingest(args: argparse.Namespace, family: str, n_lines: int, batches: list[Batch],
-                   summary: dict[str, Any] | None) -> None:
+                   summary: dict[str, Any] | None, complete: bool = True) -> None:
     if args.json:
-        _print_json({"file": args.file, "family": family, "lines": n_lines,
+        _print_json({"file": args.file, "family": family, "lines": n_lines, "complete": complete,
                      "batches": [{"first_line": b.first_line, "last_line": b.last_line, **b.result} for b in batches],
                      "summary": summary})
         return
