@@ -37,10 +37,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from engram.api.app import create_app
     from engram.auth import DEFAULT_ORG, Authenticator
-    from engram.runtime import DataDirLock, WorkerSupervisor, build_content_filter, lazy_embedder, open_store
+    from engram.runtime import (
+        DataDirLock, WorkerSupervisor, build_content_filter, lazy_embedder, open_store, redact_url,
+    )
     from engram.service import Service
 
-    settings = _settings(args, workers=args.workers)
+    settings = _settings(args, workers=0 if args.no_workers else args.workers)
     build_content_filter(settings)  # a bad pattern stops start-up, not the first job
     embedded = settings.resolved_database_url.startswith("sqlite:///")
     lock = DataDirLock(Path(settings.resolved_database_url[len("sqlite:///"):]).parent) if embedded else None
@@ -66,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.warm:
         threading.Thread(target=service.warm_up, daemon=True).start()
     log.info("engram %s serving on http://%s:%d (data: %s, workers: %d)", __version__, args.host, args.port,
-             settings.resolved_database_url, settings.workers)
+             redact_url(settings.resolved_database_url), settings.workers)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     finally:
@@ -80,11 +82,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from engram.pipeline.worker import Worker
     from engram.runtime import build_pipeline, open_store
+    from engram.store.base import WORK_READY
 
     settings = _settings(args)
     store = open_store(settings)
     worker = Worker(store, build_pipeline(settings, store), settings)
     stop = threading.Event()
+    # Where the store can say so (PostgreSQL's NOTIFY), work accepted by any API process on
+    # any machine wakes this worker at once; otherwise it polls (and a supervising server
+    # wakes it through stdin).
+    store.subscribe(lambda kind, _payload: worker.wake.set() if kind == WORK_READY else None)
     if args.supervised:
         threading.Thread(target=_follow_parent, args=(worker, stop), name="parent-pipe", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,11 +114,12 @@ def _follow_parent(worker: Any, stop: threading.Event) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from engram.runtime import open_store
+    from engram.runtime import open_store, redact_url
 
-    store = open_store(_settings(args))
+    settings = _settings(args)
+    store = open_store(settings, migrate=True)
     store.close()
-    print("migrated")
+    print(f"migrated {redact_url(settings.resolved_database_url)}: the schema is up to date")
     return 0
 
 
@@ -164,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8420)
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default ENGRAM_WORKERS or 1)")
+    serve.add_argument("--no-workers", action="store_true",
+                       help="API only: no pipeline workers here (run `engram worker` elsewhere on the same database)")
     serve.add_argument("--no-warm", dest="warm", action="store_false", help="load the query embedder on first search")
     data_arg(serve)
     serve.set_defaults(func=cmd_serve)

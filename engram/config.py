@@ -54,6 +54,8 @@ class Settings(BaseModel):
     episode_idle_s: float = Field(900.0, gt=0)
     content_filter_patterns: tuple[str, ...] = ()
     embed_threads: int = Field(1, ge=1, le=64)
+    db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)
+    migrate_on_start: bool = False  # PostgreSQL: apply pending migrations at start (else `engram migrate`)
     limits: Limits = Limits()
 
     @field_validator("database_url")

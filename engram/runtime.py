@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -22,7 +23,10 @@ from engram.store.base import Store
 log = logging.getLogger("engram")
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
+    """The store named by ENGRAM_DATABASE_URL. The embedded store always brings its schema
+    up to date; PostgreSQL does when `migrate` (default: ENGRAM_MIGRATE_ON_START) says so,
+    and otherwise refuses to start on a schema that lacks a migration."""
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
         from engram.store.sqlite import SQLiteStore
@@ -30,7 +34,36 @@ def open_store(settings: Settings) -> Store:
         store = SQLiteStore.from_url(url)
         store.migrate()
         return store
-    raise ConfigError("ENGRAM_DATABASE_URL: PostgreSQL support is not built yet; use sqlite:///path")
+    return _open_postgres(settings, url, settings.migrate_on_start if migrate is None else migrate)
+
+
+def _open_postgres(settings: Settings, url: str, migrate: bool) -> Store:
+    try:
+        from psycopg import Error as DatabaseError
+        from psycopg_pool import PoolTimeout
+
+        from engram.store.postgres import PostgresStore, SchemaOutOfDate
+    except ImportError as exc:
+        raise ConfigError("ENGRAM_DATABASE_URL: PostgreSQL needs psycopg and psycopg-pool"
+                          " (pip install 'engram[postgres]')") from exc
+    try:
+        store = PostgresStore(url, pool_size=settings.db_pool_size)
+    except (PoolTimeout, DatabaseError) as exc:
+        raise ConfigError(f"ENGRAM_DATABASE_URL: cannot connect to {redact_url(url)}: {exc}") from exc
+    try:
+        if migrate:
+            store.migrate()
+        else:
+            store.check_schema()
+    except SchemaOutOfDate as exc:
+        store.close()
+        raise ConfigError(f"ENGRAM_DATABASE_URL: {exc}") from exc
+    return store
+
+
+def redact_url(url: str) -> str:
+    """The database URL without its password, for logs and messages."""
+    return re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def build_embedder(settings: Settings) -> Embedder:

