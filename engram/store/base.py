@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -62,6 +62,7 @@ class JobOutcome:
     episode_id: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     error: JobError | None = None  # set when the job as a whole failed (e.g. all events rejected)
+    usage: dict[str, int] = field(default_factory=dict)  # provider requests and tokens, added to the org's counters
 
 
 @dataclass(slots=True)
@@ -127,3 +128,29 @@ class Store(Protocol):
                       after: tuple[str, str] | None, limit: int) -> Page: ...
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]: ...
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]: ...
+
+    # memory management (PATCH, revisions)
+    def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
+        """In one transaction: if `old_id` is an active fact, insert `new` (its vector and
+        lexical entry too) and mark the old one `superseded`. False (and no write) otherwise."""
+        ...
+
+    def merge_memory_metadata(self, org_id: str, memory_id: str, metadata: Mapping[str, Any],
+                              at: datetime) -> Memory | None:
+        """Merge keys into a memory's metadata (atomically); the updated memory, or None when
+        there is no such memory or it was retracted."""
+        ...
+
+    def memory_revisions(self, org_id: str, memory_id: str) -> list[Memory]:
+        """The revision chain through `memory_id`, oldest first: the memories linked to it
+        by `details.supersedes`, backwards and forwards. [] for an unknown id."""
+        ...
+
+    # usage counters (per org, per UTC day)
+    def record_usage(self, org_id: str, at: datetime, counts: Mapping[str, int]) -> None:
+        """Add to the org's counters of the day of `at` (e.g. llm_requests, prompt_tokens)."""
+        ...
+
+    def usage_totals(self, org_id: str, since: datetime | None = None) -> dict[str, int]:
+        """The org's counters summed over the days since `since` (all days when None)."""
+        ...

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from engram.domain.text import text_hash
 from engram.domain.records import (
     ApiKey, Event, Job, JobError, Memory, Org, iso, parse_iso, utcnow,
 )
-from engram.store.base import AcceptResult, JobOutcome, Lease, NewJob, Page
+from engram.store.base import AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page
 from engram.store.sqlite_filters import compile_filter
 
 SCHEMA_VERSION = 1
@@ -141,6 +141,16 @@ CREATE TABLE IF NOT EXISTS memory_vectors (
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- revisions: a memory's successor is the one whose details.supersedes names it
+CREATE INDEX IF NOT EXISTS memories_supersedes ON memories(org_id, json_extract(details, '$.supersedes'))
+    WHERE json_extract(details, '$.supersedes') IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage_counters (
+    org_id TEXT NOT NULL,
+    day TEXT NOT NULL,                          -- UTC, YYYY-MM-DD
+    name TEXT NOT NULL,                         -- llm_requests, prompt_tokens, completion_tokens, ...
+    value INTEGER NOT NULL,
+    PRIMARY KEY (org_id, day, name)
+);
 """
 
 _JSON = json.dumps
@@ -481,6 +491,8 @@ class SQLiteStore:
                         f" (SELECT memory_id FROM memory_sources WHERE event_id IN ({marks}))",
                         (outcome.episode_id, *chunk),
                     )
+            if outcome.usage:
+                self._add_usage(conn, lease.job.org_id, now_s, outcome.usage)
             for event_id, reason in outcome.event_failures.items():
                 conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE id=? AND job_id=?",
                              (reason, event_id, lease.job.id))
@@ -606,20 +618,93 @@ class SQLiteStore:
         return out
 
     def delete_memory(self, org_id: str, memory_id: str, at: datetime) -> bool:
-        """Facts are retracted (kept for their history); artifacts and episodes are removed."""
+        """Facts are retracted (kept for their history); episodes are removed; an artifact is
+        removed with all its versions (every row of its `root_id`)."""
         with self._write() as conn:
-            row = conn.execute("SELECT rid, type, status FROM memories WHERE org_id=? AND id=?",
-                               (org_id, memory_id)).fetchone()
+            row = conn.execute("SELECT rid, type, status, json_extract(details, '$.root_id') AS root_id"
+                               " FROM memories WHERE org_id=? AND id=?", (org_id, memory_id)).fetchone()
             if row is None or row["status"] == "retracted":
                 return False
             if row["type"] == "fact":
                 conn.execute("UPDATE memories SET status='retracted', updated_at=? WHERE rid=?", (iso(at), row["rid"]))
-            else:
-                conn.execute("DELETE FROM memory_vectors WHERE rid=?", (row["rid"],))
-                conn.execute("DELETE FROM memory_fts WHERE rowid=?", (row["rid"],))
-                conn.execute("DELETE FROM memory_sources WHERE memory_id=?", (memory_id,))
-                conn.execute("DELETE FROM memories WHERE rid=?", (row["rid"],))
+                return True
+            rows = [(row["rid"], memory_id)]
+            if row["type"] == "artifact" and row["root_id"]:
+                rows += [(r["rid"], r["id"]) for r in conn.execute(
+                    "SELECT rid, id FROM memories WHERE org_id=? AND type='artifact' AND rid<>?"
+                    " AND json_extract(details, '$.root_id')=?", (org_id, row["rid"], row["root_id"]))]
+            for rid, mid in rows:
+                conn.execute("DELETE FROM memory_vectors WHERE rid=?", (rid,))
+                conn.execute("DELETE FROM memory_fts WHERE rowid=?", (rid,))
+                conn.execute("DELETE FROM memory_sources WHERE memory_id=?", (mid,))
+                conn.execute("DELETE FROM memories WHERE rid=?", (rid,))
             return True
+
+    def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT rid FROM memories WHERE org_id=? AND id=? AND type='fact' AND status='active'",
+                               (org_id, old_id)).fetchone()
+            if row is None:
+                return False
+            self._insert_memory(conn, new.memory, new.vector)
+            conn.execute("UPDATE memories SET status='superseded', updated_at=? WHERE rid=?", (iso(at), row["rid"]))
+            return True
+
+    def merge_memory_metadata(self, org_id: str, memory_id: str, metadata: Mapping[str, Any],
+                              at: datetime) -> Memory | None:
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM memories WHERE org_id=? AND id=? AND status<>'retracted'",
+                               (org_id, memory_id)).fetchone()
+            if row is None:
+                return None
+            merged = {**json.loads(row["metadata"]), **metadata}
+            conn.execute("UPDATE memories SET metadata=?, updated_at=? WHERE rid=?",
+                         (_JSON(merged), iso(at), row["rid"]))
+            row = conn.execute("SELECT * FROM memories WHERE rid=?", (row["rid"],)).fetchone()
+            return _memory(row)
+
+    def memory_revisions(self, org_id: str, memory_id: str) -> list[Memory]:
+        conn = self._conn()
+        rows = conn.execute("SELECT * FROM memories WHERE org_id=? AND id=?", (org_id, memory_id)).fetchall()
+        if not rows:
+            return []
+        chain = [_memory(rows[0])]
+        seen = {memory_id}
+        while (back := chain[0].details.get("supersedes")) and back not in seen:  # older revisions
+            row = conn.execute("SELECT * FROM memories WHERE org_id=? AND id=?", (org_id, back)).fetchone()
+            if row is None:
+                break
+            seen.add(back)
+            chain.insert(0, _memory(row))
+        while True:  # newer revisions
+            row = conn.execute(
+                "SELECT * FROM memories WHERE org_id=? AND json_extract(details, '$.supersedes')=?"
+                " ORDER BY created_at, id LIMIT 1", (org_id, chain[-1].id)).fetchone()
+            if row is None or row["id"] in seen:
+                break
+            seen.add(row["id"])
+            chain.append(_memory(row))
+        return chain
+
+    # ---------------------------------------------------------------- usage counters
+    def record_usage(self, org_id: str, at: datetime, counts: Mapping[str, int]) -> None:
+        if not any(counts.values()):
+            return
+        with self._write() as conn:
+            self._add_usage(conn, org_id, iso(at), counts)
+
+    @staticmethod
+    def _add_usage(conn: sqlite3.Connection, org_id: str, at_s: str | None, counts: Mapping[str, int]) -> None:
+        day = (at_s or iso(utcnow()) or "")[:10]
+        conn.executemany(
+            "INSERT INTO usage_counters(org_id, day, name, value) VALUES (?,?,?,?)"
+            " ON CONFLICT(org_id, day, name) DO UPDATE SET value = value + excluded.value",
+            [(org_id, day, name, int(value)) for name, value in counts.items() if value])
+
+    def usage_totals(self, org_id: str, since: datetime | None = None) -> dict[str, int]:
+        rows = self._read("SELECT name, sum(value) AS total FROM usage_counters WHERE org_id=? AND day>=?"
+                          " GROUP BY name", (org_id, (iso(since) or "")[:10]))
+        return {r["name"]: int(r["total"]) for r in rows}
 
     def list_memories(self, org_id: str, where: Node, *, ascending: bool,
                       after: tuple[str, str] | None, limit: int) -> Page:
