@@ -31,6 +31,10 @@ class FactCandidate:
     source_role: str
     valid_at: datetime | None = None  # when the fact holds / happened, if the text says
     key: str | None = None  # stable attribute key for single-valued facts ("lives_in", "works_at")
+    # An extractor that was shown the user's stored memories may say how this fact relates
+    # to one of them (a memory id); reconciliation checks the id and falls back to its rules.
+    repeats: str | None = None  # says the same as this stored fact
+    supersedes: str | None = None  # replaces this stored fact (a changed attribute, a moved plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class ArtifactCandidate:
     rationale: str
     content: str  # the whole artifact, kept verbatim
     source_event_ids: tuple[str, ...]
+    revises: str | None = None  # id of a stored artifact this is a new version of, if the extractor knows
 
 
 @dataclass(frozen=True, slots=True)

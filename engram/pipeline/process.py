@@ -9,26 +9,36 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from engram.config import Settings
-from engram.domain.extraction import Extraction, EpisodeCandidate, Turn
+from engram.domain.extraction import ArtifactCandidate, Extraction, EpisodeCandidate, Turn
 from engram.domain.filters import Cmp, conjoin
 from engram.domain.records import Event, JobError, Memory, iso, utcnow
 from engram.domain.text import text_hash
 from engram.embed import Embedder
 from engram.ids import new_memory_id
+from engram.llm.usage import metering
 from engram.pipeline.content_filter import ContentFilter
 from engram.pipeline.reconcile import reconcile
 from engram.store.base import JobOutcome, Lease, NewMemory, Store
 
 
 CONTEXT_TURNS = 10  # earlier turns shown to the extractor (e.g. to know who "you" is)
+RECALL_PER_TURN = 5  # stored memories looked up per turn for an extractor that sees memories
 
 
 class Extractor(Protocol):
+    """Turns into candidate memories.
+
+    An extractor whose class sets `sees_memories = True` is also given
+    `recall=<callable>`: `recall(turns)` returns the user's stored active memories most
+    related to those turns, so that it can say in its candidates which one a fact
+    repeats or supersedes (`FactCandidate.repeats / supersedes`, `ArtifactCandidate.revises`).
+    """
+
     name: str
 
     def extract(self, turns: Sequence[Turn], *, extract_artifacts: bool, context: Sequence[Turn] = ()) -> Extraction: ...
@@ -51,9 +61,19 @@ class Pipeline:
         self.content_filter = content_filter
 
     def process(self, lease: Lease) -> JobOutcome:
-        if lease.job.kind == "episode":
-            return self._episode_only(lease)
-        return self._ingest(lease)
+        """Run one job. Provider requests and tokens it spends land in `outcome.usage` and
+        `result.usage`; when it raises, in the exception's `usage` attribute instead (the
+        worker records them for the org either way)."""
+        with metering() as usage:
+            try:
+                outcome = self._episode_only(lease) if lease.job.kind == "episode" else self._ingest(lease)
+            except Exception as exc:
+                exc.usage = usage.snapshot()  # type: ignore[attr-defined]
+                raise
+        outcome.usage = usage.snapshot()
+        if outcome.result:
+            outcome.result["usage"] = outcome.usage
+        return outcome
 
     # ------------------------------------------------------------------ ingest jobs
     def _ingest(self, lease: Lease) -> JobOutcome:
@@ -74,8 +94,11 @@ class Pipeline:
             turns = [to_turn(e) for e in accepted]
             earlier = self.store.unepisoded_events(job.org_id, job.user_id, job.conv_id)
             context = [to_turn(e) for e in earlier[-CONTEXT_TURNS:]]
+            extra: dict[str, Any] = {}
+            if getattr(self.extractor, "sees_memories", False):
+                extra["recall"] = self._recall(lease)
             extraction = self.extractor.extract(turns, extract_artifacts=bool(job.params.get("extract_artifacts")),
-                                                context=context)
+                                                context=context, **extra)
             _qualify_keys(extraction, accepted)
             episode = None
             if len(earlier) + len(accepted) >= self.settings.episode_every_turns:
@@ -119,12 +142,39 @@ class Pipeline:
             source_event_ids=list(dict.fromkeys(sources)), job_id=job.id,
         )
 
+    def _recall(self, lease: Lease) -> Callable[[Sequence[Turn]], list[Memory]]:
+        """The user's active facts and artifacts nearest to any of the given turns, best first."""
+        job = lease.job
+        where = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("status", "eq", "active"),
+                        Cmp("type", "in", ["fact", "artifact"]))
+        limit = self.settings.llm_recall_limit
+
+        def recall(turns: Sequence[Turn]) -> list[Memory]:
+            texts = [t.content[:2000] for t in turns if t.content.strip()]
+            if not texts or not limit:
+                return []
+            best: dict[str, float] = {}
+            for vector in self.embedder.embed(texts):
+                for memory_id, score in self.store.dense_candidates(job.org_id, where, vector, RECALL_PER_TURN):
+                    best[memory_id] = max(score, best.get(memory_id, -1.0))
+            ranked = sorted(best, key=lambda m: -best[m])[:limit]
+            found = self.store.get_memories(job.org_id, ranked)
+            return [found[m] for m in ranked if m in found]
+
+        return recall
+
     def _reconcile_facts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, outcome: JobOutcome) -> None:
         job, facts = lease.job, extraction.facts
         if not facts:
             return
         existing = self.store.reconcile_candidates(
             job.org_id, job.user_id, [f.key for f in facts if f.key], [text_hash(f.text) for f in facts])
+        # Facts the extractor says a candidate repeats or supersedes count only if they are
+        # still active facts of this user (the job may run long after the model saw them).
+        hinted = {ref for f in facts for ref in (f.repeats, f.supersedes) if ref} - {m.id for m in existing}
+        if hinted:
+            existing += [m for m in self.store.get_memories(job.org_id, sorted(hinted)).values()
+                         if m.type == "fact" and m.status == "active" and m.user_id == job.user_id]
         user_facts = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("type", "eq", "fact"), Cmp("status", "eq", "active"))
 
         def nearest(vector: np.ndarray) -> tuple[str, str, float] | None:
@@ -142,7 +192,7 @@ class Pipeline:
             return created_by_index[int(ref[1:])].id if ref.startswith("#") else ref
 
         for index, decision in enumerate(plan.decisions):
-            fact = decision.candidate
+            fact = decision.candidate  # reconcile may have given it the key of the fact it supersedes
             if decision.repeats is not None:
                 target = resolve(decision.repeats)
                 if decision.repeats.startswith("#"):
@@ -163,24 +213,60 @@ class Pipeline:
                 outcome.superseded[old] = memory.id
             created_by_index[index] = memory
             outcome.created.append(NewMemory(memory, decision.vector))
-        outcome.result["memories_updated"] = [
+        outcome.result.setdefault("memories_updated", []).extend(
             {"id": mid, "type": "fact", "text": m.text if m else ""} for mid, m in updated.items()
-        ]
+        )
 
     def _add_artifacts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, outcome: JobOutcome) -> None:
+        """New artifacts, or new versions of stored ones: an artifact with the title of an
+        active artifact of the user (or that the extractor says revises one) and other
+        content is version n+1 with the same `root_id`, and the old version is superseded;
+        with the same content it only cites the new turns (`memories_updated`)."""
         facts_by_event: dict[str, list[Memory]] = {}
         for new in outcome.created:
             for event_id in new.memory.source_event_ids:
                 facts_by_event.setdefault(event_id, []).append(new.memory)
+        this_job: dict[str, Memory] = {}  # title -> latest version written by this job
         for artifact, vector in zip(extraction.artifacts, vectors):
+            previous = this_job.get(_title_key(artifact.title)) or self._stored_version(lease, artifact, vector)
+            if previous is not None and _same_content(previous.details.get("full_content"), artifact.content):
+                if previous.id in {m.id for m in this_job.values()}:
+                    previous.source_event_ids = list(dict.fromkeys([*previous.source_event_ids,
+                                                                    *artifact.source_event_ids]))
+                else:
+                    outcome.added_sources.setdefault(previous.id, []).extend(artifact.source_event_ids)
+                    outcome.result.setdefault("memories_updated", []).append(_ref(previous))
+                continue
             memory = self._base_memory(lease, "artifact", artifact.title, artifact.source_event_ids)
             related = [f for e in artifact.source_event_ids for f in facts_by_event.get(e, [])]
-            memory.details = {"title": artifact.title, "rationale": artifact.rationale, "version": 1,
-                              "root_id": memory.id, "source_fact_ids": [f.id for f in related], "episode_ids": [],
+            version, root_id = 1, memory.id
+            if previous is not None:
+                version = int(previous.details.get("version") or 1) + 1
+                root_id = previous.details.get("root_id") or previous.id
+                outcome.superseded[previous.id] = memory.id
+            memory.details = {"title": artifact.title, "rationale": artifact.rationale, "version": version,
+                              "root_id": root_id, "supersedes": previous.id if previous is not None else None,
+                              "source_fact_ids": [f.id for f in related], "episode_ids": [],
                               "full_content": artifact.content}
             for fact in related:
                 fact.details["artifact_ids"].append(memory.id)
+            this_job[_title_key(artifact.title)] = memory
             outcome.created.append(NewMemory(memory, vector))
+
+    def _stored_version(self, lease: Lease, artifact: ArtifactCandidate, vector: np.ndarray) -> Memory | None:
+        """The user's active artifact this one is a new version (or a repeat) of, if any."""
+        job = lease.job
+        if artifact.revises:
+            memory = self.store.get_memory(job.org_id, artifact.revises)
+            if memory is not None and memory.type == "artifact" and memory.status == "active" \
+                    and memory.user_id == job.user_id:
+                return memory
+        where = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("type", "eq", "artifact"),
+                        Cmp("status", "eq", "active"))
+        nearest = [m for m, _ in self.store.dense_candidates(job.org_id, where, vector, 5)]
+        found = self.store.get_memories(job.org_id, nearest)
+        return next((found[m] for m in nearest if m in found and _title_key(found[m].text) == _title_key(artifact.title)),
+                    None)
 
     def _add_episode(self, lease: Lease, episode: EpisodeCandidate, vector: np.ndarray, events: Sequence[Event],
                      outcome: JobOutcome) -> None:
@@ -232,6 +318,14 @@ def _qualify_keys(extraction: Extraction, events: Sequence[Event]) -> None:
         if fact.key and fact.source_event_ids:
             speaker = speakers.get(fact.source_event_ids[0], "")
             extraction.facts[i] = replace(fact, key=f"{speaker.strip().lower()}:{fact.key}")
+
+
+def _title_key(title: str) -> str:
+    return " ".join(title.casefold().split())
+
+
+def _same_content(old: Any, new: str) -> bool:
+    return isinstance(old, str) and old.strip() == new.strip()
 
 
 def _ref(memory: Memory) -> dict[str, Any]:

@@ -5,12 +5,18 @@
 - a fact with the same attribute `key` as an active fact of the same user but different
   text supersedes it (the old one stays, with status `superseded`);
 - anything else is new.
+
+An extractor that was shown the user's stored memories (the `llm` one) may have said which
+fact a candidate repeats or supersedes. Its word is taken when the fact it names is among
+`existing` (still active, this user's), after the exact-text check and before the key and
+vector rules; the rules decide everything it left open. A fact superseded twice in one
+batch becomes a chain (old → first → second), never a fork.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -60,9 +66,11 @@ def reconcile(
     by_hash = {text_hash(m.text): m.id for m in existing}
     by_key = {m.key: m.id for m in existing if m.key}
     texts_by_id = {m.id: m.text for m in existing}
+    keys_by_id = {m.id: m.key for m in existing}
     plan = Plan()
     fresh_by_hash: dict[str, int] = {}
     fresh_by_key: dict[str, int] = {}
+    claimed: dict[str, int] = {}  # stored fact id -> the latest candidate of this batch superseding it
     for index, (candidate, vector) in enumerate(zip(candidates, vectors)):
         decision = Decision(candidate, vector)
         digest = text_hash(candidate.text)
@@ -70,6 +78,10 @@ def reconcile(
             decision.repeats = f"#{fresh_by_hash[digest]}"
         elif digest in by_hash:
             decision.repeats = by_hash[digest]
+        elif candidate.repeats in texts_by_id:  # the extractor saw that fact and says this repeats it
+            decision.repeats = candidate.repeats
+        elif candidate.supersedes in texts_by_id:  # … or replaces it
+            decision.supersedes = candidate.supersedes
         elif candidate.key and candidate.key in fresh_by_key:
             decision.supersedes = f"#{fresh_by_key[candidate.key]}"
         elif candidate.key and candidate.key in by_key and texts_by_id[by_key[candidate.key]] != candidate.text:
@@ -79,9 +91,16 @@ def reconcile(
             if near is not None and near[2] >= NEAR_DUPLICATE_COSINE \
                     and _specifics(near[1]) == _specifics(candidate.text):
                 decision.repeats = near[0]
+        old = decision.supersedes
+        if old is not None and not old.startswith("#"):
+            if old in claimed:  # already replaced in this batch: replace the replacement
+                decision.supersedes = f"#{claimed[old]}"
+            claimed[old] = index
+            if not candidate.key and keys_by_id.get(old):  # the new value of a keyed attribute keeps its key
+                decision.candidate = replace(candidate, key=keys_by_id[old])
         if decision.repeats is None:
             fresh_by_hash[digest] = index
-            if candidate.key:
-                fresh_by_key[candidate.key] = index
+            if decision.candidate.key:
+                fresh_by_key[decision.candidate.key] = index
         plan.decisions.append(decision)
     return plan

@@ -67,6 +67,12 @@ class Worker:
         return True
 
     def _retry_or_fail(self, lease: Lease, exc: Exception) -> None:
+        """A failed attempt is retried later (backoff with jitter) unless it used the last
+        attempt or its exception says `retryable = False` (the llm provider's errors do: their
+        retries already happened around each request, see engram/llm/provider.py)."""
+        spent = getattr(exc, "usage", None)  # provider tokens a failed attempt still cost the org
+        if spent:
+            self.store.record_usage(lease.job.org_id, utcnow(), spent)
         code = getattr(exc, "job_code", "ingest_failed")
         message = f"{type(exc).__name__}: {exc}"[:500]
         error = JobError(code=code, message=message)
