@@ -41,6 +41,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "unavailable": 503,
 }
 
+# The few codes the family-X contract answers with a second status, and which one:
+# `invalid_request` is 400 for an empty PATCH body but 422 for a text patch on a non-fact.
+ALSO_STATUS: dict[str, frozenset[int]] = {"invalid_request": frozenset({422})}
+
 # Codes a failed job or event can carry (SPEC §6.7); they are not HTTP errors.
 JOB_FAILURE_CODES = frozenset(
     {"ingest_failed", "rate_limit_exceeded", "content_rejected", "resource_deleted", "not_found"}
@@ -51,18 +55,21 @@ class ServiceError(Exception):
     """A failure with a stable code, raised by the core and rendered by the API."""
 
     def __init__(self, code: str, message: str, *, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, status: int | None = None) -> None:
         if code not in STATUS_BY_CODE:
             raise ValueError(f"unregistered error code {code!r}")
+        if status is not None and status != STATUS_BY_CODE[code] and status not in ALSO_STATUS.get(code, ()):
+            raise ValueError(f"error code {code!r} is not answered with status {status}")
         super().__init__(message)
         self.code = code
         self.message = message
         self.extra = extra or {}
         self.headers = headers or {}
+        self._status = status
 
     @property
     def status(self) -> int:
-        return STATUS_BY_CODE[self.code]
+        return self._status or STATUS_BY_CODE[self.code]
 
     def __repr__(self) -> str:
         return f"ServiceError({self.code!r}, {self.message!r})"

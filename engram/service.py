@@ -24,9 +24,14 @@ from engram.domain.inputs import (
 from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, utcnow
 from engram.embed import Embedder
 from engram.errors import ServiceError
-from engram.ids import new_event_id, new_job_id
+from engram.ids import new_event_id, new_job_id, new_memory_id
 from engram.search.fusion import fuse
-from engram.store.base import JOB_ENDED, NewJob, Store
+from engram.store.base import JOB_ENDED, NewJob, NewMemory, Store
+
+
+# Metadata keys PATCH refuses with `immutable_field`: they name a core field of the memory.
+# The other reserved keys (tag1–tag5, kb_type, status, …) are refused with `reserved_field`.
+IMMUTABLE_FIELDS = frozenset({"id", "org_id", "user_id", "agent_id", "conv_id", "app_id", "type", "created_at"})
 
 
 class ValidationFailed(ServiceError):
@@ -250,6 +255,62 @@ class Service:
     def delete_memory(self, org_id: str, memory_id: str) -> None:
         if not self.store.delete_memory(org_id, memory_id, utcnow()):
             raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was already deleted)")
+
+    def update_memory(self, org_id: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None) -> Memory:
+        """PATCH: `metadata` merges into the memory in place (any type); `text` (facts only)
+        writes a new active fact with `details.supersedes = <old id>`, carrying the merged
+        metadata, and marks the old one `superseded` (it keeps its own metadata)."""
+        if text is None and not metadata:
+            raise ServiceError("invalid_request", "nothing to change: send `text`, `metadata` or both")
+        if text is not None and not text.strip():
+            raise ServiceError("empty_text_field", "text must not be empty or only whitespace")
+        metadata = metadata or {}
+        immutable = sorted(set(metadata) & IMMUTABLE_FIELDS)
+        if immutable:
+            raise ServiceError("immutable_field", f"{', '.join(immutable)} cannot be changed (a core field of the memory,"
+                                                  f" not metadata)")
+        reserved = sorted(set(metadata) & RESERVED_METADATA_KEYS)
+        if reserved:
+            raise ServiceError("reserved_field", f"{', '.join(reserved)} is reserved for engram's own use")
+        memory = self.store.get_memory(org_id, memory_id)
+        if memory is None or memory.status == "retracted":
+            raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was deleted)")
+        if text is not None and memory.type != "fact":
+            raise ServiceError("invalid_request", f"text can be changed on facts only; this memory is an {memory.type}"
+                               " (its metadata can be changed)", status=422)
+        merged = {**memory.metadata, **metadata}
+        errors: list[dict[str, Any]] = []
+        self._clean_metadata(errors, ("body", "metadata"), merged)
+        if errors:
+            raise ValidationFailed(errors)
+        now = utcnow()
+        if text is None:
+            updated = self.store.merge_memory_metadata(org_id, memory_id, metadata, now)
+            if updated is None:
+                raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was deleted)")
+            return updated
+        if memory.status != "active":
+            raise ServiceError("invalid_request", f"this fact was superseded; change its newest revision instead"
+                               f" (GET /v1/memories/{memory_id}/revisions)", status=422)
+        new = Memory(
+            id=new_memory_id(), org_id=org_id, type="fact", text=text.strip(), user_id=memory.user_id,
+            conv_id=memory.conv_id, agent_id=memory.agent_id, app_id=memory.app_id, metadata=merged,
+            categories=list(memory.categories), details={**memory.details, "supersedes": memory.id},
+            key=memory.key, valid_at=memory.valid_at, source_event_ids=list(memory.source_event_ids),
+            created_at=now, updated_at=now,
+        )
+        vector = self._embedder().embed([new.text])[0]
+        if not self.store.supersede_memory(org_id, memory.id, NewMemory(new, vector), now):
+            raise ServiceError("invalid_request", "this fact was changed or deleted meanwhile; fetch it again",
+                               status=422)
+        return new
+
+    def memory_revisions(self, org_id: str, memory_id: str) -> list[Memory]:
+        """The memory's revision chain, oldest first (itself alone when it was never revised)."""
+        chain = self.store.memory_revisions(org_id, memory_id)
+        if not chain:
+            raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org")
+        return chain
 
     def list_memories(self, org_id: str, where: Node, *, ascending: bool, cursor: str | None, limit: int) -> MemoryPage:
         where = _default_to_active(where)

@@ -45,6 +45,11 @@ class IngestBody(BaseModel):
     extract_artifacts: bool = False
 
 
+class UpdateBody(BaseModel):
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class SearchBody(BaseModel):
     query: str = Field(min_length=1)
     filters: dict[str, Any] | None = None
@@ -195,6 +200,23 @@ async def get_memory(memory_id: str, principal: Principal = Depends(reader),
                      svc: Service = Depends(service)) -> dict[str, Any]:
     memory = await run_in_threadpool(svc.get_memory, principal.org_id, memory_id)
     return memory_wire(memory, full_content=True)
+
+
+@router.patch("/{memory_id}")
+async def update_memory(memory_id: str, body: UpdateBody | None = None, principal: Principal = Depends(writer),
+                        svc: Service = Depends(service)) -> dict[str, Any]:
+    body = body or UpdateBody()
+    memory = await run_in_threadpool(svc.update_memory, principal.org_id, memory_id, body.text, body.metadata)
+    return memory_wire(memory, full_content=True)
+
+
+@router.get("/{memory_id}/revisions")
+async def memory_revisions(memory_id: str, principal: Principal = Depends(reader),
+                           svc: Service = Depends(service)) -> dict[str, Any]:
+    """engram's extension: the revision chain through this memory, oldest first."""
+    chain = await run_in_threadpool(svc.memory_revisions, principal.org_id, memory_id)
+    return {"object": "list", "data": [memory_wire(m, full_content=True) for m in chain], "has_more": False,
+            "next_cursor": None}
 
 
 @router.delete("/{memory_id}", status_code=204)
