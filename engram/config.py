@@ -43,6 +43,20 @@ class Settings(BaseModel):
     llm_model: str | None = None
     embedding_base_url: str | None = None
     embedding_model: str | None = None
+    # The llm extractor and the openai embedder (docs/llm.md explains each one).
+    llm_timeout_s: float = Field(60.0, gt=0)  # one HTTP request to the provider
+    llm_max_retries: int = Field(3, ge=0, le=10)  # per call, for timeouts, 429 and 5xx
+    llm_retry_base_s: float = Field(1.0, ge=0)  # first backoff; doubles per retry, full jitter
+    llm_retry_max_wait_s: float = Field(30.0, ge=0)  # cap on one wait, Retry-After included
+    llm_structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    llm_max_prompt_tokens: int = Field(6000, ge=2500)  # chunking budget per call (estimated)
+    llm_max_output_tokens: int = Field(4096, ge=256)
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_concurrency: int = Field(1, ge=1, le=32)  # chunk calls of one job in flight at once
+    llm_recall_limit: int = Field(20, ge=0, le=200)  # stored memories shown to the model per chunk
+    embedding_api_key: str | None = None  # default: ENGRAM_LLM_API_KEY
+    embedding_dimensions: int | None = Field(None, ge=1)  # ask the server for this size (if it supports it)
+    embedding_batch_size: int = Field(64, ge=1, le=2048)
     workers: int = Field(1, ge=0, le=64)  # worker processes beside the API
     wait_budget_s: float = Field(30.0, ge=0, le=300)
     dedup_window_s: float = Field(60.0, ge=0)

@@ -69,7 +69,19 @@ def redact_url(url: str) -> str:
 def build_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "local":
         return make_embedder("local", threads=settings.embed_threads)
+    if settings.embedder == "openai":
+        return make_embedder(
+            "openai", base_url=settings.embedding_base_url, model=settings.embedding_model,
+            api_key=settings.embedding_api_key or settings.llm_api_key, dimensions=settings.embedding_dimensions,
+            batch_size=settings.embedding_batch_size, timeout_s=settings.llm_timeout_s, retry=_retry_policy(settings))
     return make_embedder(settings.embedder)
+
+
+def _retry_policy(settings: Settings) -> Any:
+    from engram.llm.provider import RetryPolicy
+
+    return RetryPolicy(max_retries=settings.llm_max_retries, base_s=settings.llm_retry_base_s,
+                       max_wait_s=settings.llm_retry_max_wait_s)
 
 
 def lazy_embedder(settings: Settings) -> Callable[[], Embedder]:
@@ -87,7 +99,19 @@ def build_extractor(settings: Settings) -> Extractor:
         from engram.pipeline.extract.rules import RulesExtractor
 
         return RulesExtractor()
-    raise ConfigError("ENGRAM_EXTRACTOR: the llm extractor is not built yet; use rules")
+    if settings.extractor == "llm":
+        from engram.llm.provider import Provider
+        from engram.pipeline.extract.llm import LLMExtractor
+
+        assert settings.llm_base_url and settings.llm_model  # checked when the settings were loaded
+        provider = Provider(settings.llm_base_url, settings.llm_api_key, timeout_s=settings.llm_timeout_s,
+                            retry=_retry_policy(settings))
+        return LLMExtractor(
+            provider, settings.llm_model, mode=settings.llm_structured_output,
+            max_prompt_tokens=settings.llm_max_prompt_tokens, max_output_tokens=settings.llm_max_output_tokens,
+            temperature=settings.llm_temperature, concurrency=settings.llm_concurrency,
+            recall_limit=settings.llm_recall_limit)
+    raise ConfigError(f"ENGRAM_EXTRACTOR: unknown extractor {settings.extractor!r}")
 
 
 def build_content_filter(settings: Settings) -> ContentFilter:

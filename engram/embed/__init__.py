@@ -21,10 +21,16 @@ def _local(**opts: Any) -> Embedder:
     return LocalEmbedder(**opts)
 
 
+def _openai(**opts: Any) -> Embedder:
+    from engram.embed.openai import OpenAIEmbedder
+
+    return OpenAIEmbedder(**opts)
+
+
 # Config string -> factory taking the backend's keyword options.
 _FACTORIES: dict[str, Callable[..., Embedder]] = {
     "local": _local,
-    # "openai": _openai,  # remote embedder: to be added (not implemented yet)
+    "openai": _openai,  # any OpenAI-compatible /v1/embeddings (base_url, model, api_key, …)
 }
 
 

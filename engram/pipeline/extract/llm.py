@@ -1,0 +1,536 @@
+"""The ``llm`` extractor: any OpenAI-compatible chat model turns turns into memories (SPEC §6.4).
+
+One job's turns are cut into chunks so that no request exceeds
+``ENGRAM_LLM_MAX_PROMPT_TOKENS`` (estimated, see `engram.llm.usage.estimate_tokens`). Each
+chunk is one request carrying:
+
+- the system prompt (``prompts/extract.md``);
+- a few earlier turns of the conversation, as context only;
+- the user's stored memories most related to the chunk (``recall``), labelled ``M1``, ``M2`` …,
+  so that the model itself says whether a fact repeats one, supersedes one, or is new;
+- the chunk's turns, labelled ``T1``, ``T2`` … (a turn too long for one request is split
+  into parts that cite the same event).
+
+The answer is asked for as strict JSON schema output (or JSON mode, or plain text, by
+``ENGRAM_LLM_STRUCTURED_OUTPUT``) and validated with pydantic, references included (a
+``T`` or ``M`` label that was not shown is an error). An invalid answer is repaired once:
+the request is sent again with the rejected answer and the validation error. A second
+invalid answer fails the job (``ingest_failed``); nothing of it is written.
+
+Chunks are independent of each other (they see stored memories, not each other's new
+facts), so up to ``ENGRAM_LLM_CONCURRENCY`` of them are in flight at once; facts that
+repeat or change across chunks of one job are reconciled by the rules afterwards.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Callable, Literal, Sequence, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from engram.config import ConfigError
+from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Turn
+from engram.domain.records import Memory
+from engram.llm.provider import Provider, StructuredOutput
+from engram.llm.usage import estimate_tokens
+
+__all__ = ["LLMExtractor", "ExtractionFailed", "load_prompt"]
+
+Recall = Callable[[Sequence[Turn]], list[Memory]]
+M = TypeVar("M", bound=BaseModel)
+
+FACT_TYPES = ("preference", "biographical", "event", "plan", "relationship", "opinion", "statement")
+CONTEXT_SHARE = 0.15  # of the room left after the system prompt: earlier turns shown as context
+MEMORY_SHARE = 0.30  # … and stored memories shown for reconciliation
+CONTEXT_TURN_CHARS = 400
+MEMORY_CHARS = 300
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
+
+
+class ExtractionFailed(Exception):
+    """The model's answer stayed unusable after the repair request. Final for the job."""
+
+    job_code = "ingest_failed"
+    retryable = False
+
+
+class _Invalid(Exception):
+    """An answer that cannot be used; the message is written for the model to act on."""
+
+
+@lru_cache(maxsize=None)
+def load_prompt(name: str) -> str:
+    """A prompt file shipped in ``engram/pipeline/extract/prompts/``."""
+    return (resources.files("engram.pipeline.extract") / "prompts" / f"{name}.md").read_text(encoding="utf-8")
+
+
+# ====================================================================== answer schemas
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _labels(info: ValidationInfo, kind: str) -> dict[str, Any]:
+    return (info.context or {}).get(kind, {})
+
+
+def _check_turns(value: list[int], info: ValidationInfo) -> list[int]:
+    shown = _labels(info, "turns")
+    for n in value:
+        if f"T{n}" not in shown:
+            raise ValueError(f"there is no turn T{n}; the turns to extract from are T1 to T{len(shown)}")
+    return value
+
+
+class FactOut(_Strict):
+    text: str = Field(min_length=1)
+    fact_type: Literal["preference", "biographical", "event", "plan", "relationship", "opinion", "statement"]
+    key: str | None
+    turns: list[int] = Field(min_length=1)
+    valid_at: str | None
+    action: Literal["new", "repeats", "supersedes"]
+    memory: str | None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @field_validator("valid_at")
+    @classmethod
+    def _a_date(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()[:10]
+        if not _DATE.match(value):
+            raise ValueError("must be a date written YYYY-MM-DD, or null")
+        date.fromisoformat(value)  # a ValueError names the impossible date
+        return value
+
+    @field_validator("turns")
+    @classmethod
+    def _shown_turns(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        return _check_turns(value, info)
+
+    @model_validator(mode="after")
+    def _shown_memory(self, info: ValidationInfo) -> "FactOut":
+        if self.action == "new":
+            self.memory = None
+            return self
+        facts = _labels(info, "facts")
+        if self.memory is None:
+            raise ValueError(f"action {self.action!r} needs the M number of a stored memory in `memory`")
+        if self.memory not in facts:
+            raise ValueError(f"memory {self.memory!r} is not one of the stored facts shown "
+                             f"({', '.join(facts) or 'none were shown'}); use action \"new\" instead")
+        return self
+
+
+class ArtifactOut(_Strict):
+    title: str = Field(min_length=1)
+    rationale: str
+    content: str = Field(min_length=1)
+    turns: list[int] = Field(min_length=1)
+    revises: str | None
+
+    @field_validator("turns")
+    @classmethod
+    def _shown_turns(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        return _check_turns(value, info)
+
+    @field_validator("revises")
+    @classmethod
+    def _shown_artifact(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        artifacts = _labels(info, "artifacts")
+        if value not in artifacts:
+            raise ValueError(f"{value!r} is not one of the stored artifacts shown; use null")
+        return value
+
+
+class ExtractionOut(_Strict):
+    facts: list[FactOut]
+    artifacts: list[ArtifactOut]
+
+
+class EpisodeOut(_Strict):
+    title: str = Field(min_length=1)
+    summary: str = Field(min_length=1)
+
+
+_UNSENT_KEYWORDS = frozenset({"title", "default", "minLength", "maxLength", "minItems", "maxItems", "pattern",
+                              "format", "description"})
+
+
+def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the form strict structured output accepts: every property
+    required, no additional properties, and only keywords every server knows (the
+    validators check the rest)."""
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, list):
+            return [fix(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: v for k, v in node.items() if k not in _UNSENT_KEYWORDS}
+        if "properties" in out:
+            out["properties"] = {name: fix(sub) for name, sub in out["properties"].items()}
+            out["required"] = list(out["properties"])
+            out["additionalProperties"] = False
+        if "$defs" in out:
+            out["$defs"] = {name: fix(sub) for name, sub in out["$defs"].items()}
+        for key in ("items", "anyOf"):
+            if key in out:
+                out[key] = fix(out[key])
+        return out
+
+    return fix(model.model_json_schema())
+
+
+# ====================================================================== prompt pieces
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """A turn, or a part of a turn too long for one request."""
+
+    turn: Turn
+    text: str
+    part: int = 1
+    parts: int = 1
+
+
+@dataclass(slots=True)
+class _Chunk:
+    pieces: list[_Piece]
+    memories: list[Memory] = field(default_factory=list)
+
+
+def _speaker(turn: Turn) -> str:
+    if turn.name:
+        return f"{turn.name} ({turn.role})"
+    return f"the {turn.role or 'user'}"
+
+
+def _when(turn: Turn) -> str:
+    return turn.date.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _render_piece(label: str, piece: _Piece) -> str:
+    part = f" (part {piece.part} of {piece.parts})" if piece.parts > 1 else ""
+    return f"[{label}] {_when(piece.turn)} — {_speaker(piece.turn)}{part}: {piece.text}"
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _render_memory(label: str, memory: Memory) -> str:
+    if memory.type == "artifact":
+        version = memory.details.get("version") or 1
+        return f"[{label}] artifact, version {version} — {_short(memory.text, MEMORY_CHARS)}"
+    bits = ["fact"]
+    if memory.key:
+        bits.append(f"key {memory.key.split(':', 1)[-1]}")
+    if memory.valid_at:
+        bits.append(memory.valid_at.date().isoformat())
+    return f"[{label}] {', '.join(bits)} — {_short(memory.text, MEMORY_CHARS)}"
+
+
+def _split_text(text: str, max_tokens: int) -> list[str]:
+    """Cut a long text into pieces of at most `max_tokens` (estimated), at paragraph, then
+    line, then sentence boundaries where possible."""
+    if estimate_tokens(text) <= max_tokens:
+        return [text]
+    limit = max(1, max_tokens * 3)  # bytes, matching estimate_tokens
+    pieces: list[str] = []
+    current = ""
+    for unit in re.split(r"(?<=\n\n)|(?<=\n)|(?<=[.!?] )", text):
+        while len(unit.encode()) > limit:  # one unit alone is too long: hard cut
+            head = unit.encode()[:limit].decode("utf-8", "ignore")
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(head)
+            unit = unit[len(head):]
+        if len((current + unit).encode()) > limit:
+            pieces.append(current)
+            current = unit
+        else:
+            current += unit
+    if current:
+        pieces.append(current)
+    return [p for p in pieces if p]
+
+
+def _strip_fence(text: str) -> str:
+    match = _FENCE.match(text)
+    return match.group(1).strip() if match else text
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for entry in error.errors()[:6]:
+        where = ".".join(str(p) for p in entry["loc"]) or "the answer"
+        parts.append(f"{where}: {entry['msg']}")
+    more = f" (and {error.error_count() - 6} more problems)" if error.error_count() > 6 else ""
+    return "; ".join(parts) + more
+
+
+def _normal_key(key: str | None) -> str | None:
+    if not key:
+        return None
+    key = re.sub(r"[^a-z0-9]+", "_", key.split(":")[-1].lower()).strip("_")
+    return key or None
+
+
+# ====================================================================== the extractor
+class LLMExtractor:
+    name = "llm"
+    sees_memories = True  # the pipeline passes `recall` (the user's related stored memories)
+
+    def __init__(self, provider: Provider, model: str, *, mode: StructuredOutput = "json_schema",
+                 max_prompt_tokens: int = 6000, max_output_tokens: int = 4096, temperature: float = 0.0,
+                 concurrency: int = 1, recall_limit: int = 20) -> None:
+        self.provider = provider
+        self.model = model
+        self.mode = mode
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_output_tokens = max_output_tokens
+        self.temperature = temperature
+        self.concurrency = concurrency
+        self.recall_limit = recall_limit
+        self._extract_system = self._system("extract", ExtractionOut)
+        self._episode_system = self._system("episode", EpisodeOut)
+        self._extract_fixed = self._fixed_cost(self._extract_system, ExtractionOut)
+        self._episode_fixed = self._fixed_cost(self._episode_system, EpisodeOut)
+        self._room = max_prompt_tokens - self._extract_fixed
+        episode_room = max_prompt_tokens - self._episode_fixed
+        if min(self._room, episode_room) < 300:
+            need = max_prompt_tokens - min(self._room, episode_room) + 300
+            raise ConfigError(f"ENGRAM_LLM_MAX_PROMPT_TOKENS: {max_prompt_tokens} leaves no room for turns next to "
+                              f"the extraction prompt; use at least {need}")
+
+    def _system(self, prompt: str, model: type[BaseModel]) -> str:
+        text = load_prompt(prompt)
+        if self.mode != "json_schema":  # the schema is not sent as response_format: show it
+            text += "\n\nThe JSON schema of the answer:\n\n" + json.dumps(strict_schema(model), separators=(",", ":"))
+        return text
+
+    def _fixed_cost(self, system: str, model: type[BaseModel]) -> int:
+        schema = estimate_tokens(json.dumps(strict_schema(model))) if self.mode == "json_schema" else 0
+        return estimate_tokens(system) + schema + 40  # + the framing of the user message
+
+    # ------------------------------------------------------------------ facts and artifacts
+    def extract(self, turns: Sequence[Turn], *, extract_artifacts: bool, context: Sequence[Turn] = (),
+                recall: Recall | None = None) -> Extraction:
+        if not turns:
+            return Extraction()
+        context_block = self._context_block(context)
+        memory_reserve = min(int(self._room * MEMORY_SHARE), self.recall_limit * (MEMORY_CHARS // 3 + 15)) \
+            if recall is not None and self.recall_limit else 0
+        turn_room = self._room - estimate_tokens(context_block) - memory_reserve
+        chunks = [_Chunk(pieces) for pieces in self._pack(turns, turn_room)]
+        for chunk in chunks:
+            if recall is not None and self.recall_limit:
+                found = recall([p.turn for p in chunk.pieces])[: self.recall_limit]
+                chunk.memories = self._fit_memories(found, chunk, context_block, extract_artifacts)
+        answers = self._map(lambda c: self._extract_chunk(c, context_block, extract_artifacts), chunks)
+        result = Extraction()
+        for chunk, (out, labels) in zip(chunks, answers):
+            self._collect(result, out, labels, extract_artifacts)
+        return result
+
+    def _context_block(self, context: Sequence[Turn]) -> str:
+        budget = int(self._room * CONTEXT_SHARE)
+        lines: list[str] = []
+        for turn in reversed(list(context)):
+            line = _render_piece("C", _Piece(turn, _short(turn.content, CONTEXT_TURN_CHARS)))
+            if estimate_tokens("\n".join([line, *lines])) > budget:
+                break
+            lines.insert(0, line)
+        return "\n".join(line.replace("[C]", f"[C{i}]", 1) for i, line in enumerate(lines, 1))
+
+    def _pack(self, turns: Sequence[Turn], room: int) -> list[list[_Piece]]:
+        """Greedy: consecutive turns go in one chunk while their rendering fits `room`."""
+        overhead = estimate_tokens(_render_piece("T999", _Piece(turns[0], "", 9, 9)))
+        pieces: list[_Piece] = []
+        for turn in turns:
+            texts = _split_text(turn.content, max(1, room - overhead))
+            pieces.extend(_Piece(turn, text, i, len(texts)) for i, text in enumerate(texts, 1))
+        chunks: list[list[_Piece]] = []
+        used = 0
+        for piece in pieces:
+            cost = estimate_tokens(_render_piece("T999", piece)) + 1
+            if chunks and used + cost <= room:
+                chunks[-1].append(piece)
+                used += cost
+            else:
+                chunks.append([piece])
+                used = cost
+        return chunks
+
+    def _fit_memories(self, found: list[Memory], chunk: _Chunk, context_block: str, artifacts: bool) -> list[Memory]:
+        kept: list[Memory] = []
+        for memory in found:
+            if memory.type == "artifact" and not artifacts:
+                continue
+            message, _ = self._user_message(_Chunk(chunk.pieces, [*kept, memory]), context_block, artifacts)
+            if self._extract_fixed + estimate_tokens(message) > self.max_prompt_tokens:
+                break
+            kept.append(memory)
+        return kept
+
+    def _user_message(self, chunk: _Chunk, context_block: str, artifacts: bool) -> tuple[str, dict[str, Any]]:
+        """The request's user message, and what its labels stand for."""
+        labels: dict[str, Any] = {"turns": {}, "facts": {}, "artifacts": {}}
+        memory_lines = []
+        for i, memory in enumerate(chunk.memories, 1):
+            label = f"M{i}"
+            labels["artifacts" if memory.type == "artifact" else "facts"][label] = memory
+            memory_lines.append(_render_memory(label, memory))
+        turn_lines = []
+        for i, piece in enumerate(chunk.pieces, 1):
+            labels["turns"][f"T{i}"] = piece.turn
+            turn_lines.append(_render_piece(f"T{i}", piece))
+        parts = [f"Extract artifacts: {'yes' if artifacts else 'no'}"]
+        if context_block:
+            parts.append("## Earlier turns (context only)\n" + context_block)
+        parts.append("## Stored memories\n" + ("\n".join(memory_lines) if memory_lines else "(none)"))
+        parts.append("## Turns to extract from\n" + "\n".join(turn_lines))
+        return "\n\n".join(parts), labels
+
+    def _extract_chunk(self, chunk: _Chunk, context_block: str, artifacts: bool) -> tuple[ExtractionOut, dict]:
+        user, labels = self._user_message(chunk, context_block, artifacts)
+        out = self._ask(self._extract_system, user, ExtractionOut, labels, "memories")
+        return out, labels
+
+    def _collect(self, result: Extraction, out: ExtractionOut, labels: dict[str, Any], artifacts: bool) -> None:
+        turns: dict[str, Turn] = labels["turns"]
+
+        def sources(numbers: list[int]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys(turns[f"T{n}"].event_id for n in numbers))
+
+        for fact in out.facts:
+            first = turns[f"T{fact.turns[0]}"]
+            target = labels["facts"][fact.memory].id if fact.memory else None
+            valid_at = None
+            if fact.valid_at:
+                day = date.fromisoformat(fact.valid_at)
+                valid_at = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            result.facts.append(FactCandidate(
+                text=fact.text, fact_type=fact.fact_type, source_event_ids=sources(fact.turns),
+                source_role=first.role, valid_at=valid_at, key=_normal_key(fact.key),
+                repeats=target if fact.action == "repeats" else None,
+                supersedes=target if fact.action == "supersedes" else None,
+            ))
+        if not artifacts:
+            return
+        for art in out.artifacts:
+            result.artifacts.append(ArtifactCandidate(
+                title=art.title.strip(), rationale=art.rationale.strip(), content=art.content,
+                source_event_ids=sources(art.turns),
+                revises=labels["artifacts"][art.revises].id if art.revises else None,
+            ))
+
+    # ------------------------------------------------------------------ episodes
+    def episode(self, turns: Sequence[Turn]) -> EpisodeCandidate | None:
+        """A title and summary of a stretch of turns: one request, or one per chunk and then
+        requests that combine the partial summaries until one is left."""
+        if not turns:
+            return None
+        room = self.max_prompt_tokens - self._episode_fixed
+        lines = [_render_piece("T", p) for chunk in self._pack(turns, room) for p in chunk]
+        while True:
+            groups = self._group_lines(lines, room)
+            outs = self._map(lambda g: self._ask(self._episode_system, "\n".join(g), EpisodeOut, {}, "episode"),
+                             groups)
+            if len(outs) == 1:
+                out = outs[0]
+                break
+            lines = [f"[Part {i}] {o.title}: {o.summary}" for i, o in enumerate(outs, 1)]
+        start = min(t.date for t in turns)
+        end = max(t.date for t in turns)
+        return EpisodeCandidate(title=out.title.strip(), summary=out.summary.strip(), started_at=start,
+                                ended_at=end, source_event_ids=tuple(dict.fromkeys(t.event_id for t in turns)))
+
+    @staticmethod
+    def _group_lines(lines: list[str], room: int) -> list[list[str]]:
+        groups: list[list[str]] = []
+        used = 0
+        for line in lines:
+            cost = estimate_tokens(line) + 1
+            if groups and used + cost <= room:
+                groups[-1].append(line)
+                used += cost
+            else:
+                groups.append([line])
+                used = cost
+        if len(groups) > 1 and all(len(g) == 1 for g in groups):
+            # Every line fills a request alone: cut the lines so that pairs fit and the loop shrinks.
+            half = max(1, room * 3 // 2 - 10)
+            return LLMExtractor._group_lines([line.encode()[:half].decode("utf-8", "ignore") for line in lines],
+                                             room)
+        return groups
+
+    # ------------------------------------------------------------------ one request, repaired once
+    def _ask(self, system: str, user: str, model: type[M], labels: dict[str, Any], name: str) -> M:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        schema = strict_schema(model) if self.mode == "json_schema" else None
+        answer = self.provider.chat(self.model, messages, mode=self.mode, schema=schema, schema_name=name,
+                                    max_tokens=self.max_output_tokens, temperature=self.temperature)
+        try:
+            return self._parse(answer.content, answer.finish_reason, model, labels)
+        except _Invalid as first:
+            repair = load_prompt("repair").replace("{{error}}", str(first))
+            spent = sum(estimate_tokens(m["content"]) for m in messages) + estimate_tokens(repair) + \
+                (estimate_tokens(json.dumps(schema)) if schema else 0)
+            room = max(0, self.max_prompt_tokens - spent - 20) * 3  # bytes of the rejected answer we can show
+            rejected = answer.content.encode()[:room].decode("utf-8", "ignore")
+            if rejected:
+                messages.append({"role": "assistant", "content": rejected})
+            messages.append({"role": "user", "content": repair})
+            again = self.provider.chat(self.model, messages, mode=self.mode, schema=schema, schema_name=name,
+                                       max_tokens=self.max_output_tokens, temperature=self.temperature)
+            try:
+                return self._parse(again.content, again.finish_reason, model, labels)
+            except _Invalid as second:
+                raise ExtractionFailed(f"the model's answer was unusable twice (asked to repair it once): "
+                                       f"{second}") from None
+
+    def _parse(self, content: str, finish_reason: str | None, model: type[M], labels: dict[str, Any]) -> M:
+        cut = (f" (the answer was cut off at the output limit, ENGRAM_LLM_MAX_OUTPUT_TOKENS="
+               f"{self.max_output_tokens}; be more concise)") if finish_reason == "length" else ""
+        text = _strip_fence(content.strip())
+        if not text:
+            raise _Invalid("the answer was empty" + cut)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _Invalid(f"the answer is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+                           + cut) from None
+        try:
+            return model.model_validate(data, context=labels)
+        except ValidationError as exc:
+            raise _Invalid(f"the answer does not match the schema: {_summarise(exc)}" + cut) from None
+
+    # ------------------------------------------------------------------ fan-out
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """Run `fn` over items, up to `concurrency` at once, each in a copy of the caller's
+        context (so the job's usage meter sees every request)."""
+        if self.concurrency <= 1 or len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)),
+                                thread_name_prefix="llm-chunk") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
+            return [f.result() for f in futures]
