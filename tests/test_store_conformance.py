@@ -534,6 +534,22 @@ def test_idle_conversations_get_one_episode_job(store: Any) -> None:
     assert leased[3] is None
 
 
+def test_a_failed_episode_job_is_not_queued_again_until_a_new_turn(store: Any) -> None:
+    run_job(store, ORG, "u1", "stuck", [])
+    later = T0 + timedelta(hours=1)
+    assert store.enqueue_idle_episodes(T0 + timedelta(minutes=30), later) == 1
+    lease = store.lease("w", utcnow(), 30, 5)
+    assert lease is not None and lease.job.kind == "episode"
+    assert store.fail(lease, JobError("ingest_failed", "the model provider is down"))
+    assert store.enqueue_idle_episodes(later, later + timedelta(minutes=5)) == 0, "no retry loop every sweep"
+    newer = T0 + timedelta(hours=2)
+    job_id, _ = accept(store, user="u1", conv="stuck", at=newer)
+    turn = store.lease("w", utcnow(), 30, 5)
+    assert turn is not None and turn.job.id == job_id
+    assert store.complete(turn, JobOutcome(result={"object": "ingest_result", "stage_timings": {}}))
+    assert store.enqueue_idle_episodes(newer + timedelta(minutes=30), newer + timedelta(hours=1)) == 1
+
+
 # ---------------------------------------------------------------------- notifications
 def test_notifications_reach_other_processes_when_the_backend_has_them(store: Any, request: Any) -> None:
     """A backend that says it notifies must deliver: WORK_READY on accept, JOB_ENDED with the

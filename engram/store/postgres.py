@@ -525,14 +525,17 @@ class PostgresStore:
             if not cur.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (_SWEEP_LOCK,)).fetchone()["ok"]:
                 return 0
             rows = cur.execute(
-                "SELECT org_id, user_id, conv_id FROM events WHERE episode_id IS NULL AND status = 'completed'"
+                "SELECT org_id, user_id, conv_id, max(received_at) AS last_turn FROM events"
+                " WHERE episode_id IS NULL AND status = 'completed'"
                 " GROUP BY org_id, user_id, conv_id HAVING max(received_at) < %s", (idle_before,)).fetchall()
             rows.sort(key=lambda r: _conv_lock(r["org_id"], r["user_id"], r["conv_id"]))
             for row in rows:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_conv_lock(row["org_id"], row["user_id"], row["conv_id"]),))
+                # Nor after an episode job failed since that turn: an outage must not re-queue it every sweep.
                 busy = cur.execute(
-                    "SELECT 1 FROM jobs WHERE org_id=%s AND user_id=%s AND conv_id=%s AND status IN ('pending','running')"
-                    " LIMIT 1", (row["org_id"], row["user_id"], row["conv_id"])).fetchone()
+                    "SELECT 1 FROM jobs WHERE org_id=%s AND user_id=%s AND conv_id=%s AND (status IN ('pending','running')"
+                    " OR (kind='episode' AND status='failed' AND created_at>=%s)) LIMIT 1",
+                    (row["org_id"], row["user_id"], row["conv_id"], row["last_turn"])).fetchone()
                 if busy:
                     continue
                 cur.execute(

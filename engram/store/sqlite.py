@@ -539,13 +539,14 @@ class SQLiteStore:
 
     def enqueue_idle_episodes(self, idle_before: datetime, now: datetime) -> int:
         """Create an episode job for every conversation whose newest un-summarised turn is
-        older than `idle_before` and which has no unfinished job."""
+        older than `idle_before` and which has no unfinished job, nor an episode job that
+        failed since that turn (a provider outage must not re-queue it every sweep)."""
         now_s = iso(now)
         created = 0
         with self._write() as conn:
             rows = conn.execute(
                 """
-                SELECT org_id, user_id, conv_id FROM events
+                SELECT org_id, user_id, conv_id, max(received_at) AS last_turn FROM events
                 WHERE episode_id IS NULL AND status = 'completed'
                 GROUP BY org_id, user_id, conv_id
                 HAVING max(received_at) < ?
@@ -554,8 +555,9 @@ class SQLiteStore:
             ).fetchall()
             for row in rows:
                 busy = conn.execute(
-                    "SELECT 1 FROM jobs WHERE org_id=? AND user_id=? AND conv_id=? AND status IN ('pending','running')",
-                    (row["org_id"], row["user_id"], row["conv_id"]),
+                    "SELECT 1 FROM jobs WHERE org_id=? AND user_id=? AND conv_id=? AND (status IN ('pending','running')"
+                    " OR (kind='episode' AND status='failed' AND created_at>=?))",
+                    (row["org_id"], row["user_id"], row["conv_id"], row["last_turn"]),
                 ).fetchone()
                 if busy:
                     continue
