@@ -264,6 +264,9 @@ class Service:
             raise ServiceError("invalid_request", "nothing to change: send `text`, `metadata` or both")
         if text is not None and not text.strip():
             raise ServiceError("empty_text_field", "text must not be empty or only whitespace")
+        limit = self.settings.limits.max_content_chars_x
+        if text is not None and len(text) > limit:
+            raise ValidationFailed([_err(("body", "text"), f"text is longer than {limit} characters", "string_too_long")])
         metadata = metadata or {}
         immutable = sorted(set(metadata) & IMMUTABLE_FIELDS)
         if immutable:
@@ -278,6 +281,10 @@ class Service:
         if text is not None and memory.type != "fact":
             raise ServiceError("invalid_request", f"text can be changed on facts only; this memory is an {memory.type}"
                                " (its metadata can be changed)", status=422)
+        if text is not None and text.strip() == memory.text:
+            text = None  # the same text again is no revision
+            if not metadata:
+                return memory
         merged = {**memory.metadata, **metadata}
         errors: list[dict[str, Any]] = []
         self._clean_metadata(errors, ("body", "metadata"), merged)

@@ -105,6 +105,16 @@ def test_a_later_ingest_of_the_same_key_supersedes_the_edited_fact(client: httpx
     assert [m["id"] for m in revisions(client, original)] == [original, edited, newest]
 
 
+def test_patch_with_the_same_text_is_no_revision(client: httpx.Client) -> None:
+    fact_id = a_fact(client, uid(), "I enjoy jazz.")
+    text = get(client, fact_id)["text"]
+    same = patch(client, fact_id, json={"text": text})
+    assert same.status_code == 200 and same.json()["id"] == fact_id
+    tagged = patch(client, fact_id, json={"text": f"  {text} ", "metadata": {"genre": "jazz"}}).json()
+    assert tagged["id"] == fact_id and tagged["metadata"] == {"genre": "jazz"}
+    assert [m["id"] for m in revisions(client, fact_id)] == [fact_id]
+
+
 # ---------------------------------------------------------------------- PATCH metadata
 def test_patch_metadata_merges_in_place_for_every_type(client: httpx.Client) -> None:
     user = uid()
@@ -146,6 +156,7 @@ def test_patch_error_codes(client: httpx.Client) -> None:
     assert error_code(patch(client, "not-a-uuid", json={"metadata": {"a": 1}}), 404) == "memory_not_found"
     too_many = {f"k{i}": i for i in range(65)}
     assert error_code(patch(client, fact_id, json={"metadata": too_many}), 422) == "validation_error"
+    assert error_code(patch(client, fact_id, json={"text": "x" * 32001}), 422) == "validation_error"
     assert get(client, fact_id)["metadata"] == {} and get(client, fact_id)["details"]["status"] == "active", \
         "refused patches change nothing"
 
