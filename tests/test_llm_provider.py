@@ -15,7 +15,7 @@ from engram.embed import make_embedder
 from engram.embed.openai import OpenAIEmbedder
 from engram.llm.provider import Provider, ProviderError, RetryPolicy, _retry_after
 from engram.llm.usage import estimate_tokens, metering
-from tests.openai_server import ScriptedOpenAI, chat, default_embeddings, error, rate_limited, slow
+from tests.openai_server import Reply, ScriptedOpenAI, chat, default_embeddings, error, rate_limited, slow
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,13 @@ def test_refusals_are_not_retried(server: ScriptedOpenAI) -> None:
         assert caught.value.job_code == "ingest_failed" and f"HTTP {status}" in str(caught.value)
         assert "model 'nope' not found" in str(caught.value)
         assert len(server.chat_requests()) == 1
+
+
+def test_an_unreadable_success_is_not_retried(server: ScriptedOpenAI) -> None:
+    server.script(Reply(200, "<html>a proxy's login page</html>", {"content-type": "text/html"}), chat("unused"))
+    with pytest.raises(ProviderError) as caught:
+        ask(provider(server))
+    assert caught.value.job_code == "ingest_failed" and len(server.chat_requests()) == 1
 
 
 def test_connection_refused_is_transient_then_ingest_failed() -> None:

@@ -113,7 +113,7 @@ class Provider:
                     return self._client.chat.completions.create(**kwargs, max_completion_tokens=max_tokens)
                 raise
 
-        response = self._with_retries("chat completion", send)
+        response = _readable(self._with_retries("chat completion", send), "choices", "chat completion")
         choice = response.choices[0] if response.choices else None
         content = (choice.message.content or "") if choice is not None and choice.message is not None else ""
         prompt_tokens = getattr(response.usage, "prompt_tokens", None) if response.usage else None
@@ -136,8 +136,8 @@ class Provider:
             usage.record(embedding_requests=1)
             return self._client.embeddings.create(**kwargs)
 
-        response = self._with_retries("embeddings", send)
-        rows = sorted(response.data, key=lambda d: d.index)
+        response = _readable(self._with_retries("embeddings", send), "data", "embeddings")
+        rows = sorted(response.data or [], key=lambda d: d.index)
         if len(rows) != len(texts):
             raise ProviderError(f"the embeddings server returned {len(rows)} vectors for {len(texts)} texts",
                                 rate_limited=False)
@@ -161,6 +161,9 @@ class Provider:
                     raise ProviderError(f"the model provider refused the {what} request: HTTP {status}: "
                                         f"{_brief(exc)}", rate_limited=False) from exc
                 reason, retry_after = f"HTTP {status}", _retry_after(exc.response.headers)
+            except openai.APIError as exc:  # an answer the client cannot read (not JSON, wrong shape)
+                raise ProviderError(f"the {what} response could not be read: {str(exc)[:300]}",
+                                    rate_limited=False) from exc
             rate_limited = status == 429
             if retry >= self.retry.max_retries:
                 raise ProviderError(f"the {what} request failed {retry + 1} time(s); last: {reason}",
@@ -173,6 +176,15 @@ class Provider:
             log.warning("%s request %s; retry %d/%d in %.2fs", what, reason, retry + 1, self.retry.max_retries, delay)
             self._sleep(delay)
             retry += 1
+
+
+def _readable(response: Any, field: str, what: str) -> Any:
+    """The client hands back the raw text when a server answers 200 with something that is
+    not JSON (a proxy's login page, say): that is a refusal, not an empty answer."""
+    if not hasattr(response, field):
+        raise ProviderError(f"the {what} response is not an OpenAI-compatible JSON body: {str(response)[:200]!r}",
+                            rate_limited=False)
+    return response
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
