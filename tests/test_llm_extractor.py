@@ -243,6 +243,18 @@ def test_long_conversations_are_chunked_under_the_token_budget(server: ScriptedO
     assert {f.source_event_ids[0] for f in result.facts} >= {t.event_id for t in turns}
 
 
+def test_the_repair_request_stays_within_the_budget_too(server: ScriptedOpenAI) -> None:
+    budget = 2500
+    turns = [turn(i, f"Statement {i}: I grow tomatoes, basil and far too many courgettes. " * 3) for i in range(1, 9)]
+    bad = {"facts": [fact("x" * 3000, [99], fact_type="mood") for _ in range(8)], "artifacts": []}
+    server.script(chat(bad), chat({"facts": [], "artifacts": []}))
+    extractor(server, max_prompt_tokens=budget).extract(turns[:4], extract_artifacts=False)
+    first, repair = server.chat_requests()
+    assert prompt_tokens(first) > budget - 300, "the chunk filled the budget"
+    assert prompt_tokens(repair) <= budget and len(repair.messages) == 4
+    assert "fact_type" in repair.messages[-1]["content"]
+
+
 def test_chunks_run_concurrently_and_every_request_is_metered(server: ScriptedOpenAI) -> None:
     server.reset(default_chat=echo_extractor)
     turns = [turn(i, f"My favourite number is {i}, and I say so at some length to fill space. " * 4)

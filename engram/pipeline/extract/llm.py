@@ -52,6 +52,7 @@ CONTEXT_SHARE = 0.15  # of the room left after the system prompt: earlier turns 
 MEMORY_SHARE = 0.30  # … and stored memories shown for reconciliation
 CONTEXT_TURN_CHARS = 400
 MEMORY_CHARS = 300
+REPAIR_RESERVE = 120  # tokens kept free in every request for the repair message, should one be needed
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
 
@@ -257,7 +258,7 @@ def _split_text(text: str, max_tokens: int) -> list[str]:
     current = ""
     for unit in re.split(r"(?<=\n\n)|(?<=\n)|(?<=[.!?] )", text):
         while len(unit.encode()) > limit:  # one unit alone is too long: hard cut
-            head = unit.encode()[:limit].decode("utf-8", "ignore")
+            head = unit.encode()[:limit].decode("utf-8", "ignore") or unit[0]
             if current:
                 pieces.append(current)
                 current = ""
@@ -329,7 +330,8 @@ class LLMExtractor:
 
     def _fixed_cost(self, system: str, model: type[BaseModel]) -> int:
         schema = estimate_tokens(json.dumps(strict_schema(model))) if self.mode == "json_schema" else 0
-        return estimate_tokens(system) + schema + 40  # + the framing of the user message
+        # + the framing of the user message, and room for a repair request's extra message
+        return estimate_tokens(system) + schema + 40 + REPAIR_RESERVE
 
     # ------------------------------------------------------------------ facts and artifacts
     def extract(self, turns: Sequence[Turn], *, extract_artifacts: bool, context: Sequence[Turn] = (),
@@ -492,11 +494,16 @@ class LLMExtractor:
         try:
             return self._parse(answer.content, answer.finish_reason, model, labels)
         except _Invalid as first:
-            repair = load_prompt("repair").replace("{{error}}", str(first))
-            spent = sum(estimate_tokens(m["content"]) for m in messages) + estimate_tokens(repair) + \
+            # The repair request must fit the budget too: the error is cut to the reserve if
+            # need be, and the rejected answer is shown as far as the rest of the room allows.
+            spent = sum(estimate_tokens(m["content"]) for m in messages) + \
                 (estimate_tokens(json.dumps(schema)) if schema else 0)
-            room = max(0, self.max_prompt_tokens - spent - 20) * 3  # bytes of the rejected answer we can show
-            rejected = answer.content.encode()[:room].decode("utf-8", "ignore")
+            room = self.max_prompt_tokens - spent
+            template = load_prompt("repair")
+            error = str(first).encode()[: max(0, room - estimate_tokens(template) - 5) * 3].decode("utf-8", "ignore")
+            repair = template.replace("{{error}}", error)
+            room -= estimate_tokens(repair) + 5
+            rejected = answer.content.encode()[: max(0, room) * 3].decode("utf-8", "ignore")
             if rejected:
                 messages.append({"role": "assistant", "content": rejected})
             messages.append({"role": "user", "content": repair})
