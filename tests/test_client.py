@@ -252,30 +252,24 @@ def test_poll_until_done_times_out_on_a_job_no_worker_runs(keyed_server: ServerP
 
 
 # ------------------------------------------------------------------ update and revisions end to end
-# PATCH /v1/memories/{id} and GET /v1/memories/{id}/revisions come with issue 4. Until a server has
-# them, these tests xfail on the route's absence (405, or a route-level 404 `not_found`), and only
-# on that: once the routes exist they must pass, like every other test.
-def _xfail_if_route_missing(exc: engram.APIStatusError) -> None:
-    if exc.status_code == 405 or (exc.status_code == 404 and exc.code == "not_found"):
-        pytest.xfail(f"the server has no such route yet (issue 4): {exc}")
-    raise exc
-
-
 def test_update_supersedes_a_fact_end_to_end(client: engram.Client) -> None:
     user = uid()
     done = client.memories.ingest(messages=[{"role": "user", "content": "I live in Porto."}], user_id=user,
                                   conv_id="c1", wait=True)
     old_id = done.result.memories_created[0].id
-    try:
-        new = client.memories.update(old_id, text="The user lives in Lisbon.")
-    except engram.APIStatusError as exc:
-        _xfail_if_route_missing(exc)
+    new = client.memories.update(old_id, text="The user lives in Lisbon.")
     assert new.id != old_id and new.text == "The user lives in Lisbon." and new.details.supersedes == old_id
     assert client.memories.get(old_id).details.status == "superseded"
     merged = client.memories.update(new.id, metadata={"source": "profile"})
     assert merged.metadata["source"] == "profile"
     with pytest.raises(engram.NotFoundError):
         client.memories.update("00000000-0000-0000-0000-000000000000", text="x")
+    with pytest.raises(engram.BadRequestError) as empty:
+        client.memories.update(new.id)
+    assert empty.value.status_code == 400 and empty.value.code == "invalid_request"
+    with pytest.raises(engram.ValidationError) as blank:
+        client.memories.update(new.id, text="   ")
+    assert blank.value.code == "empty_text_field"
 
 
 def test_revisions_end_to_end(client: engram.Client) -> None:
@@ -283,10 +277,7 @@ def test_revisions_end_to_end(client: engram.Client) -> None:
     done = client.memories.ingest(messages=[{"role": "user", "content": "I live in Porto."}], user_id=user,
                                   conv_id="c1", wait=True)
     memory_id = done.result.memories_created[0].id
-    try:
-        chain = client.memories.revisions(memory_id)
-    except engram.APIStatusError as exc:
-        _xfail_if_route_missing(exc)
+    chain = client.memories.revisions(memory_id)
     assert [m.id for m in chain] == [memory_id]
 
     async def later() -> list[engram.Memory]:

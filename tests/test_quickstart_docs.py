@@ -21,12 +21,6 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in FENCE.finditer(text)]
 
 
-def route_missing(exc: BaseException) -> bool:
-    """The server has no such route yet (PATCH and revisions come with issue 4)."""
-    return isinstance(exc, engram.APIStatusError) and (
-        exc.status_code == 405 or (exc.status_code == 404 and exc.code == "not_found"))
-
-
 def test_the_extractor_finds_blocks_and_their_lines() -> None:
     text = "intro\n```python\nx = 1\n```\n\n```sh\nls\n```\n```python\ny = 2\nz = 3\n```\n"
     assert python_blocks(text) == [(3, "x = 1\n"), (10, "y = 2\nz = 3\n")]
@@ -42,16 +36,10 @@ def test_quickstart_runs_as_written(server: ServerProcess, monkeypatch: pytest.M
 
     namespace: dict[str, Any] = {"__name__": "quickstart"}
     after: dict[str, dict[str, Any]] = {}  # a snapshot of the namespace after each block, by its source
-    missing_routes: list[str] = []
     for line, source in blocks:
         # Pad with blank lines so that a traceback points at the line in the markdown file.
         code = compile("\n" * (line - 1) + source, str(QUICKSTART), "exec")
-        try:
-            exec(code, namespace)
-        except Exception as exc:
-            if not route_missing(exc):
-                raise
-            missing_routes.append(f"docs/quickstart.md:{line}: {exc}")
+        exec(code, namespace)
         after[source] = dict(namespace)
     out = capsys.readouterr().out
 
@@ -91,7 +79,6 @@ def test_quickstart_runs_as_written(server: ServerProcess, monkeypatch: pytest.M
     assert namespace["status_async"].completed_ids == state("async def main")["status_async"].completed_ids != []
     assert "404 memory_not_found" in out
 
-    if missing_routes:
-        pytest.xfail("the server lacks routes the quickstart shows (issue 4): " + "; ".join(missing_routes))
-    newer = state("client.memories.update(fact.id")["newer"]
-    assert newer.details.supersedes == state("client.memories.update(fact.id")["fact"].id
+    updated = state("client.memories.update(fact.id")
+    assert updated["newer"].details.supersedes == updated["fact"].id
+    assert re.search(r"^True$", out, re.MULTILINE)
