@@ -7,7 +7,6 @@ import os
 import pty
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-import engram
 from tests.conftest import ServerProcess
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "docs" / "quickstart.md"
