@@ -42,7 +42,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool
 
-from engram.domain.filters import Node, equality_value
+from engram.domain.filters import And, Cmp, Node, equality_value
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, parse_iso, utcnow
 from engram.domain.text import text_hash
 from engram.store.base import JOB_ENDED, WORK_READY, AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page
@@ -57,6 +57,7 @@ _MEMORY = ("m.id, m.org_id, m.type, m.status, m.text, m.key, m.user_id, m.agent_
 WORK_CHANNEL = "engram_work"
 JOB_DONE_CHANNEL = "engram_job_done"
 HNSW_DIM = 384  # the dimension the migration's HNSW index covers (the default embedder)
+HNSW_MAX_K = 200  # deeper org-wide queries are scored exactly (the index's ef_search would not reach)
 BM25_K1, BM25_B = 1.2, 0.75  # the constants SQLite's FTS5 uses
 
 _MIGRATION_LOCK = 0x656E6772616D  # "engram": one migrator at a time
@@ -682,13 +683,14 @@ class PostgresStore:
         return Page(items=[_memory(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Cosine similarity, best first. Scoped to one user: exact over every memory the
-        filter admits. Org-wide: the HNSW index, with iterative scans so filters still fill k."""
+        """Cosine similarity, best first. Scoped to one user (or to listed ids): exact over
+        every memory the filter admits. Org-wide: the HNSW index, with iterative scans so
+        filters still fill k."""
         q = np.asarray(query, dtype=np.float32)
         dim = int(q.shape[0])
         params: list[Any] = [_vector(q), org_id, dim]
         filter_sql = compile_filter(where, params)
-        if equality_value(where, "user_id") is not None or dim != HNSW_DIM:
+        if _small_scope(where) or k > HNSW_MAX_K or dim != HNSW_DIM:
             # MATERIALIZED: filter first, then score every admitted row; no index can reorder this.
             sql = (f"WITH scored AS MATERIALIZED (SELECT m.id, m.embedding <=> %s::vector AS d FROM memories m"
                    f" WHERE m.org_id=%s AND vector_dims(m.embedding)=%s AND {filter_sql})"
@@ -726,7 +728,7 @@ class PostgresStore:
         tsquery = " | ".join(f"'{t}'" for t in tokens)
         params: list[Any] = [tsquery, words, org_id]
         filter_sql = compile_filter(where, params)
-        user_scoped = equality_value(where, "user_id") is not None
+        user_scoped = _small_scope(where)
         if user_scoped:
             scope_params: list[Any] = [org_id]
             n_sql = (f"(SELECT count(*) FROM memories m WHERE m.org_id=%s AND "
@@ -734,26 +736,27 @@ class PostgresStore:
         else:
             scope_params = []
             n_sql = "(SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = 'memories'::regclass)"
+        # One pass over the matches: term frequency, document length and (as a window over the
+        # matches) document frequency per query term; no join whose size the planner misjudges.
         sql = f"""
             WITH q AS (SELECT to_tsquery('english', %s) AS tq,
                               tsvector_to_array(to_tsvector('english', %s)) AS terms),
             hits AS MATERIALIZED (
-                SELECT m.id, m.tsv FROM memories m, q
+                SELECT m.id, m.tsv, GREATEST((SELECT sum(COALESCE(array_length(u.positions, 1), 1))
+                                              FROM unnest(m.tsv) u), 1) AS dl
+                FROM memories m, q
                 WHERE m.tsv @@ q.tq AND m.org_id=%s AND {filter_sql}),
-            lengths AS (
-                SELECT h.id, GREATEST((SELECT sum(COALESCE(array_length(u.positions, 1), 1))
-                                       FROM unnest(h.tsv) u), 1) AS dl FROM hits h),
             tf AS (
-                SELECT h.id, u.lexeme, COALESCE(array_length(u.positions, 1), 1) AS tf
+                SELECT h.id, h.dl, COALESCE(array_length(u.positions, 1), 1) AS tf,
+                       count(*) OVER (PARTITION BY u.lexeme) AS df
                 FROM hits h, q, unnest(h.tsv) u WHERE u.lexeme = ANY(q.terms)),
-            df AS (SELECT lexeme, count(*) AS df FROM tf GROUP BY lexeme),
             stats AS (SELECT GREATEST({n_sql}, (SELECT count(*) FROM hits)) AS n,
-                             (SELECT avg(dl) FROM lengths) AS avgdl)
+                             (SELECT avg(dl) FROM hits) AS avgdl)
             SELECT tf.id, sum(
-                GREATEST(ln((stats.n - df.df + 0.5) / (df.df + 0.5)), 1e-6)
-                * tf.tf * {BM25_K1 + 1} / (tf.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * lengths.dl / stats.avgdl))
+                GREATEST(ln((stats.n - tf.df + 0.5) / (tf.df + 0.5)), 1e-6)
+                * tf.tf * {BM25_K1 + 1} / (tf.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * tf.dl / stats.avgdl))
             ) AS score
-            FROM tf JOIN df USING (lexeme) JOIN lengths USING (id), stats
+            FROM tf, stats
             GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT %s
         """
         rows = self._read(sql, [*params, *scope_params, k])
@@ -821,6 +824,15 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 def _conv_lock(org_id: str, user_id: str, conv_id: str) -> int:
     digest = hashlib.sha256("\x1f".join((org_id, user_id, conv_id)).encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _small_scope(where: Node) -> bool:
+    """Whether the filter pins one user or a list of memory ids: a scope small enough to
+    score exactly (and where an approximate index with post-filtering would miss rows)."""
+    if equality_value(where, "user_id") is not None:
+        return True
+    clauses = where.clauses if isinstance(where, And) else (where,)
+    return any(isinstance(c, Cmp) and c.field == "id" and c.op in ("eq", "in") for c in clauses)
 
 
 def query_tokens(text: str) -> list[str]:
