@@ -442,6 +442,19 @@ def test_lexical_candidates_stem_rank_and_filter(store: Any) -> None:
     assert store.lexical_candidates(ORG, MATCH_ALL, 'kayak" OR "x', 10)[0][0] in {made[1].id, made[2].id}
 
 
+def test_document_frequencies_count_within_the_filter(store: Any) -> None:
+    if not hasattr(store, "document_frequencies"):
+        pytest.skip("this store offers no term statistics (an optional search capability)")
+    made = [memory(ORG, "u1", "Ann walks her dogs"), memory(ORG, "u1", "Ann likes green tea"),
+            memory(ORG, "u1", "Ann walked home", type_="episode"), memory(ORG, "u2", "Bob walks daily")]
+    run_job(store, ORG, "u1", "c1", [(m, unit(i)) for i, m in enumerate(made[:3])])
+    run_job(store, ORG, "u2", "c1", [(made[3], unit(9))])
+    where = conjoin(Cmp("status", "eq", "active"), Cmp("user_id", "eq", "u1"), Cmp("type", "eq", "fact"))
+    total, counts = store.document_frequencies(ORG, where, ["ann", "walking", "zebra", "?!"])
+    assert total == 2 and counts == {"ann": 2, "walking": 1, "zebra": 0, "?!": 0}
+    assert store.document_frequencies(OTHER, where, ["ann"]) == (0, {"ann": 0})
+
+
 # ---------------------------------------------------------------------- the filter DSL
 def _filter_data(store: Any) -> dict[str, Memory]:
     rows = {

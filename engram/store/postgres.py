@@ -763,6 +763,24 @@ class PostgresStore:
         return [(r["id"], float(r["score"])) for r in rows]
 
 
+    def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """How many memories the filter admits, and in how many of them each term occurs
+        (matched as `lexical_candidates` matches a word: english stemming; a stop word never
+        matches, so it counts 0)."""
+        wanted = list(dict.fromkeys(terms))
+        queries = [" | ".join(f"'{t}'" for t in query_tokens(term)) for term in wanted]
+        params: list[Any] = []
+        columns = ["count(*) AS total"]
+        for i, tsquery in enumerate(queries):
+            if tsquery:
+                columns.append(f"count(*) FILTER (WHERE m.tsv @@ to_tsquery('english', %s)) AS t{i}")
+                params.append(tsquery)
+        params.append(org_id)
+        row = self._read(f"SELECT {', '.join(columns)} FROM memories m WHERE m.org_id=%s AND "
+                         f"{compile_filter(where, params)}", params)[0]
+        return int(row["total"]), {term: int(row.get(f"t{i}", 0)) for i, term in enumerate(wanted)}
+
+
 # -------------------------------------------------------------------- the listener
 class _Listener(threading.Thread):
     """One LISTEN connection per process, reconnecting with backoff; fans notifications out."""
