@@ -8,15 +8,17 @@ its own query language; nothing here touches rows.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Union
 
 from engram.errors import ServiceError
 
-# Fields stored as columns; every other field name is a metadata key.
+# Fields stored as columns; every other field name is a metadata key. `id` (the memory's id)
+# is no metadata key either: ingest drops it as reserved.
 CORE_FIELDS = frozenset(
-    {"user_id", "agent_id", "conv_id", "app_id", "type", "status", "created_at", "updated_at", "valid_at"}
+    {"id", "user_id", "agent_id", "conv_id", "app_id", "type", "status", "created_at", "updated_at", "valid_at"}
 )
 TIME_FIELDS = frozenset({"created_at", "updated_at", "valid_at"})
 OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$gt", "$gte", "$lt", "$lte", "$between"})
@@ -90,6 +92,8 @@ def _parse_entry(key: str, value: Any, whole: dict[str, Any]) -> Node:
         raise _bad({key: value}, f"unknown operator {key} at field position")
     if not key or len(key) > 256:
         raise _bad({key: value}, "field names are 1-256 characters")
+    if key not in CORE_FIELDS and _UNFILTERABLE_KEY.search(key):
+        raise _bad({key: value}, "metadata keys with quotes, backslashes or control characters are not filterable")
     return _parse_field(key, value)
 
 
@@ -152,6 +156,9 @@ def _parse_operator(field: str, op: str, arg: Any) -> Node:
     return Cmp(field, name, _scalar(field, arg))
 
 
+_UNFILTERABLE_KEY = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -159,8 +166,12 @@ def _is_number(v: Any) -> bool:
 def _ordered(field: str, op: str, arg: Any) -> Scalar:
     """Range operators compare numbers with numbers and ISO dates with dates."""
     if _is_number(arg):
+        if arg != arg:  # NaN orders against nothing
+            raise _bad({field: {op: arg}}, "NaN is not a value")
         if field in TIME_FIELDS:
             raise _bad({field: {op: arg}}, "time fields compare with ISO-8601 strings")
+        if field in CORE_FIELDS:
+            raise _bad({field: {op: arg}}, f"{field} is a string field")
         return arg
     if isinstance(arg, str):
         if field in TIME_FIELDS:

@@ -1,11 +1,23 @@
 """Compile the filter AST to a SQLite boolean expression over the `memories` table (alias m).
 
-Every comparison is wrapped in COALESCE(…, 0) so that NULLs never leak three-valued logic
-into NOT and OR: a clause is either true or false for every row.
+The meaning of every clause (tests/filter_oracle.py is its executable statement):
+
+- core fields are columns: strings compare as text (bytewise), the time fields as instants
+  (they are stored as fixed-width UTC ISO text, so text order is time order);
+- metadata comparisons are typed: a number equals only a number (1 = 1.0, never "1" or
+  true), numbers order as numbers, a date filter value orders the metadata strings that are
+  ISO dates as instants (to the millisecond), other strings order bytewise;
+- unset means missing or JSON null; `$ne` requires the field to be set, `$nin` lets unset pass.
+
+A clause must be plainly true or false for every row. SQL comparisons with NULL are
+neither, which only matters under NOT: there each comparison is wrapped in
+COALESCE(…, 0). Outside NOT a NULL already excludes the row, and leaving the comparison
+bare lets SQLite use the indexes (`m.user_id = ?` on memories_user).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,17 +26,17 @@ from engram.domain.records import iso
 from engram.errors import ServiceError
 
 
-def compile_filter(node: Node, params: list[Any]) -> str:
+def compile_filter(node: Node, params: list[Any], *, negated: bool = False) -> str:
     if isinstance(node, And):
         if not node.clauses:
             return "1"
-        return "(" + " AND ".join(compile_filter(c, params) for c in node.clauses) + ")"
+        return "(" + " AND ".join(compile_filter(c, params, negated=negated) for c in node.clauses) + ")"
     if isinstance(node, Or):
-        return "(" + " OR ".join(compile_filter(c, params) for c in node.clauses) + ")"
+        return "(" + " OR ".join(compile_filter(c, params, negated=negated) for c in node.clauses) + ")"
     if isinstance(node, Not):
-        return "(NOT " + compile_filter(node.clause, params) + ")"
+        return "(NOT " + compile_filter(node.clause, params, negated=True) + ")"
     expr = _core(node, params) if node.field in CORE_FIELDS else _meta(node, params)
-    return f"COALESCE(({expr}), 0)"
+    return f"COALESCE(({expr}), 0)" if negated else f"({expr})"
 
 
 def _time_value(value: Any) -> str:
@@ -53,21 +65,34 @@ def _core(node: Cmp, params: list[Any]) -> str:
         params.append(conv(value))
         return f"{col} IS NOT NULL AND {col} != ?"
     if op == "between":
+        if node.field not in TIME_FIELDS and not all(isinstance(v, str) for v in value):
+            return "0"  # a number never orders against a text column (the parser rejects it)
         params.extend(conv(v) for v in value)
         return f"{col} BETWEEN ? AND ?"
-    if op in ("gt", "gte", "lt", "lte") and node.field not in TIME_FIELDS and not isinstance(value, str):
-        return "0"  # a number never orders against a text column
+    if node.field not in TIME_FIELDS and not isinstance(value, str):
+        return "0"  # likewise
     params.append(conv(value))
     return f"{col} {_SQL_OPS[op]} ?"
 
 
-def _path(key: str) -> str:
+def _path(label: str) -> str:
+    """A JSON path to one key, as a SQL string literal."""
+    return "'" + f'$."{label}"'.replace("'", "''") + "'"
+
+
+def _json_of(fn: str, key: str) -> str:
+    """`json_type`/`json_extract` of a metadata key. SQLite matches path labels against keys
+    as written in the stored JSON, and metadata is stored ASCII-escaped ("\\u043a…"), so a
+    non-ASCII key is looked up both as escaped and as written."""
     if '"' in key or "\\" in key:
         raise ServiceError("invalid_filter", f"metadata key {key!r}: quotes and backslashes are not filterable")
-    return f'$."{key}"'
+    labels = dict.fromkeys([key, json.dumps(key)[1:-1]])
+    lookups = [f"{fn}(m.metadata, {_path(label)})" for label in labels]
+    return lookups[0] if len(lookups) == 1 else f"COALESCE({', '.join(lookups)})"
 
 
 def _is_date(value: Any) -> bool:
+    """Whether a filter value is a date: ISO-8601 as Python reads it, at least YYYY-MM-DD."""
     if not isinstance(value, str) or len(value) < 10:
         return False
     try:
@@ -88,9 +113,8 @@ def _typed_eq(jt: str, jx: str, value: Any, params: list[Any]) -> str:
 
 
 def _meta(node: Cmp, params: list[Any]) -> str:
-    path = _path(node.field)
-    jt = f"json_type(m.metadata, '{path}')"
-    jx = f"json_extract(m.metadata, '{path}')"
+    jt = _json_of("json_type", node.field)
+    jx = _json_of("json_extract", node.field)
     is_set = f"({jt} IS NOT NULL AND {jt} != 'null')"
     op, value = node.op, node.value
     if op == "null":
@@ -110,6 +134,15 @@ def _meta(node: Cmp, params: list[Any]) -> str:
     return _ordered(jt, jx, op, value, params)
 
 
+def _stored_date(jx: str) -> str:
+    """Whether a metadata string is an ISO date: YYYY-MM-DD first (a real calendar day), and
+    the rest as SQLite's date functions read it (time, fraction, zone). Julian day numbers
+    ("12345") and impossible days ("2023-02-30") are not dates, as on PostgreSQL."""
+    return (f"{jx} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'"
+            f" AND substr({jx}, 1, 4) != '0000' AND julianday({jx}) IS NOT NULL"
+            f" AND date(julianday(substr({jx}, 1, 10))) = substr({jx}, 1, 10)")
+
+
 def _ordered(jt: str, jx: str, op: str, value: Any, params: list[Any]) -> str:
     """Numbers compare as numbers, ISO dates as instants, other strings as text."""
     sql_op = _SQL_OPS[op]
@@ -118,6 +151,6 @@ def _ordered(jt: str, jx: str, op: str, value: Any, params: list[Any]) -> str:
         return f"({jt} IN ('integer','real') AND {jx} {sql_op} ?)"
     if _is_date(value):
         params.append(_time_value(value))
-        return f"({jt} = 'text' AND julianday({jx}) IS NOT NULL AND julianday({jx}) {sql_op} julianday(?))"
+        return f"({jt} = 'text' AND {_stored_date(jx)} AND julianday({jx}) {sql_op} julianday(?))"
     params.append(value)
     return f"({jt} = 'text' AND {jx} {sql_op} ?)"
