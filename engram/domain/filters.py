@@ -110,23 +110,25 @@ def _parse_field(field: str, value: Any) -> Node:
     return Cmp(field, "eq", _scalar(field, value))
 
 
-def _scalar(field: str, value: Any) -> Scalar:
+def _scalar(field: str, value: Any, clause: Any = None) -> Scalar:
+    """A comparison value; `clause` (default `{field: value}`) is what an error names."""
+    clause = {field: value} if clause is None else clause
     if isinstance(value, (str, bool, int, float)) and not (isinstance(value, float) and value != value):
         if field in TIME_FIELDS and not isinstance(value, str):
-            raise _bad({field: value}, "time fields compare with ISO-8601 strings")
+            raise _bad(clause, "time fields compare with ISO-8601 strings")
         if field in TIME_FIELDS:
-            _parse_time(field, value)
+            _parse_time(clause, value)
         elif field in CORE_FIELDS and not isinstance(value, str):
-            raise _bad({field: value}, f"{field} is a string field")
+            raise _bad(clause, f"{field} is a string field")
         return value
-    raise _bad({field: value}, "values must be strings, numbers or booleans")
+    raise _bad(clause, "values must be strings, numbers or booleans")
 
 
-def _parse_time(field: str, value: str) -> datetime:
+def _parse_time(clause: Any, value: str) -> datetime:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _bad({field: value}, "not an ISO-8601 date or time") from None
+        raise _bad(clause, "not an ISO-8601 date or time") from None
 
 
 def _parse_operator(field: str, op: str, arg: Any) -> Node:
@@ -136,7 +138,7 @@ def _parse_operator(field: str, op: str, arg: Any) -> Node:
     if name in ("in", "nin"):
         if not isinstance(arg, list) or not arg:
             raise _bad({field: {op: arg}}, f"{op} takes a non-empty list")
-        return Cmp(field, name, tuple(_scalar(field, v) for v in arg))
+        return Cmp(field, name, tuple(_scalar(field, v, {field: {op: arg}}) for v in arg))
     if name == "exists":
         if not isinstance(arg, bool):
             raise _bad({field: {op: arg}}, "$exists takes true or false")
@@ -153,7 +155,7 @@ def _parse_operator(field: str, op: str, arg: Any) -> Node:
     if arg is None:
         # {"$eq": null} means unset; {"$ne": null} means set.
         return Cmp(field, "null") if name == "eq" else Cmp(field, "exists", True)
-    return Cmp(field, name, _scalar(field, arg))
+    return Cmp(field, name, _scalar(field, arg, {field: {op: arg}}))
 
 
 _UNFILTERABLE_KEY = re.compile(r'["\\\x00-\x1f\x7f]')
@@ -175,7 +177,7 @@ def _ordered(field: str, op: str, arg: Any) -> Scalar:
         return arg
     if isinstance(arg, str):
         if field in TIME_FIELDS:
-            _parse_time(field, arg)
+            _parse_time({field: {op: arg}}, arg)
         return arg
     raise _bad({field: {op: arg}}, f"{op} takes a number or a string")
 
