@@ -25,7 +25,7 @@ from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso
 from engram.embed import Embedder
 from engram.errors import ServiceError
 from engram.ids import new_event_id, new_job_id, new_memory_id
-from engram.search.fusion import fuse
+from engram.search.engine import HybridRanker
 from engram.store.base import JOB_ENDED, NewJob, NewMemory, Store
 
 
@@ -341,20 +341,13 @@ class Service:
         where = _default_to_active(query.where)
         scope = cursors.query_scope("search", query.text, repr(where), query.threshold)
         offset = int(cursors.decode(query.cursor, org_id, scope)) if query.cursor else 0
-        timings: dict[str, float] = {}
         started = time.perf_counter()
-        vector = self._embedder().embed([query.text])[0]
-        timings["embed"] = time.perf_counter() - started
         depth = max(50, 2 * (offset + query.limit))
-
-        started = time.perf_counter()
-        dense = self.store.dense_candidates(org_id, where, vector, depth)
-        timings["dense"] = time.perf_counter() - started
-        started = time.perf_counter()
-        lexical = self.store.lexical_candidates(org_id, where, query.text, depth)
-        timings["lexical"] = time.perf_counter() - started
-
-        ranked = [(m, s) for m, s in fuse(dense, lexical) if s >= query.threshold]
+        ranking = HybridRanker(self.store, lambda texts: self._embedder().embed(texts)).rank(
+            org_id, where, query.text, depth)
+        timings = ranking.timings
+        # scores go out rounded to 6 places: a threshold copied from a result admits that result
+        ranked = [(m, s) for m, s in ranking.scored if round(s, 6) >= query.threshold]
         window = ranked[offset:offset + query.limit]
         memories = self.store.get_memories(org_id, [m for m, _ in window])
         hits = [SearchHit(memories[m], s) for m, s in window if m in memories]
@@ -367,6 +360,7 @@ class Service:
         results = SearchResults(hits, has_more, next_cursor, timings)
         if query.with_context_prompt:
             results.context_prompt = context_prompt(query.text, hits)
+        timings["total"] = time.perf_counter() - started
         return results
 
     def warm_up(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -204,7 +205,9 @@ class Pipeline:
                     updated.setdefault(target, next((m for m in existing if m.id == target), None))
                 continue
             memory = self._base_memory(lease, "fact", fact.text, fact.source_event_ids)
-            memory.key, memory.valid_at = fact.key, fact.valid_at
+            # Event time: the date the text gives, else when the turn it came from happened
+            # (SPEC §3: a message's `date` is what time filters use).
+            memory.key, memory.valid_at = fact.key, fact.valid_at or _turn_time(lease, fact.source_event_ids)
             memory.details = {"fact_type": fact.fact_type, "supersedes": None, "source_role": fact.source_role,
                               "episode_id": None, "artifact_ids": []}
             if decision.supersedes is not None:
@@ -326,6 +329,13 @@ def _title_key(title: str) -> str:
 
 def _same_content(old: Any, new: str) -> bool:
     return isinstance(old, str) and old.strip() == new.strip()
+
+
+def _turn_time(lease: Lease, event_ids: Sequence[str]) -> datetime | None:
+    """When the earliest of these turns of the job happened."""
+    wanted = set(event_ids)
+    times = [e.occurred_at for e in lease.events if e.id in wanted]
+    return min(times) if times else None
 
 
 def _ref(memory: Memory) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -153,4 +153,20 @@ class Store(Protocol):
 
     def usage_totals(self, org_id: str, since: datetime | None = None) -> dict[str, int]:
         """The org's counters summed over the days since `since` (all days when None)."""
+        ...
+
+
+@runtime_checkable
+class DocumentFrequencies(Protocol):
+    """An optional search capability of a store: term statistics over a filter's scope.
+
+    Search uses it, when the store has it, to find the query words that occur in a large
+    share of the searched memories (a speaker's name in that speaker's memory) and to embed
+    the query a second time without them (search/engine.py). A store without it still
+    searches; its ranking only lacks that blend.
+    """
+
+    def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """(how many memories `where` admits, {term: in how many of them the term occurs}),
+        a term matching as `lexical_candidates` matches the query's words."""
         ...

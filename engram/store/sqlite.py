@@ -741,10 +741,29 @@ class SQLiteStore:
             return []
         params: list[Any] = [match, org_id]
         rows = self._read(
-            f"SELECT m.id, -bm25(memory_fts) AS s FROM memory_fts JOIN memories m ON m.rid = memory_fts.rowid"
+            f"SELECT m.id, -bm25(memory_fts) AS s FROM memory_fts CROSS JOIN memories m ON m.rid = memory_fts.rowid"
             f" WHERE memory_fts MATCH ? AND m.org_id=? AND {compile_filter(where, params)}"
             f" ORDER BY bm25(memory_fts) LIMIT ?", [*params, k])
         return [(r[0], float(r[1])) for r in rows]
+
+    def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """How many memories the filter admits, and in how many of them each term occurs
+        (matched as the lexical index matches it: stemmed, case-folded)."""
+        params: list[Any] = [org_id]
+        condition = compile_filter(where, params)
+        total = self._read(f"SELECT count(*) FROM memories m WHERE m.org_id=? AND {condition}", params)[0][0]
+        counts: dict[str, int] = {}
+        for term in terms:
+            match = fts_query(term)
+            if not match or not total:
+                counts[term] = 0
+                continue
+            # CROSS JOIN keeps the index's match list as the outer loop (one FTS query), not
+            # one FTS probe per memory of the scope.
+            counts[term] = self._read(
+                f"SELECT count(*) FROM memory_fts CROSS JOIN memories m ON m.rid = memory_fts.rowid"
+                f" WHERE memory_fts MATCH ? AND m.org_id=? AND {condition}", [match, *params])[0][0]
+        return total, counts
 
 
 # -------------------------------------------------------------------- helpers

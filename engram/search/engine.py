@@ -1,0 +1,112 @@
+"""Hybrid ranking: which memories a query should return, best first, with scores in [0, 1].
+
+For a query and a filter (already narrowed to active memories by the service):
+
+1. **Ubiquitous words.** The query's words that occur in at least a fifth (and at least
+   UBIQUITY_MIN_DOCS) of the memories the filter admits say little about *which* of them
+   is meant — in one user's memory that is typically a person's name, which the extractor
+   writes into every fact about them. Sentence embeddings weigh names heavily, so the
+   query is embedded twice, as written and without those words, and the two vectors are
+   averaged (cosine is linear in the query vector: this averages the two similarities).
+   Lexical scoring keeps every word; BM25 already gives common words little weight.
+2. **Candidates.** Dense: cosine over every memory the filter admits (exact; a store may
+   use an index for org-wide queries). Lexical: BM25 over the same scope. A lexical
+   candidate outside the dense top-k gets its exact cosine by a second, id-restricted call.
+3. **Time.** When the query names dates ("in May 2023"), memories whose event time
+   (`valid_at`) falls inside one are fetched as candidates too, and get the time boost.
+4. **Fusion** into one score (search/fusion.py).
+
+Everything here goes through the store protocol, so every backend ranks the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from engram.domain.filters import And, Cmp, Node, Or, conjoin
+from engram.domain.records import iso
+from engram.search import query as q
+from engram.search.fusion import relevance
+from engram.store.base import DocumentFrequencies, Store
+
+UBIQUITY = 0.2  # a word in at least this share of the scope's memories is ubiquitous ...
+UBIQUITY_MIN_DOCS = 10  # ... and in at least this many (tiny scopes have no such words)
+NEUTRAL_SHARE = 0.5  # weight of the embedding without ubiquitous words in the dense query
+
+
+@dataclass(slots=True)
+class Ranking:
+    scored: list[tuple[str, float]]  # memory id, score; best first
+    timings: dict[str, float] = field(default_factory=dict)
+    dropped_terms: list[str] = field(default_factory=list)
+    date_ranges: int = 0
+
+
+class HybridRanker:
+    def __init__(self, store: Store, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
+        self.store = store
+        self.embed = embed
+
+    def rank(self, org_id: str, where: Node, text: str, depth: int) -> Ranking:
+        """At least the best `depth` memories by score (more when other candidates came along)."""
+        timings: dict[str, float] = {}
+        words = q.terms(text)
+
+        dropped: list[str] = []
+        if words and isinstance(self.store, DocumentFrequencies):
+            with _timed(timings, "terms"):
+                total, counts = self.store.document_frequencies(org_id, where, words)
+            floor = max(UBIQUITY_MIN_DOCS, UBIQUITY * total)
+            dropped = [w for w in words if counts.get(w, 0) >= floor]
+        neutral = q.without_terms(text, set(dropped)) if dropped else ""
+
+        with _timed(timings, "embed"):
+            if neutral and q.terms(neutral):
+                first, second = self.embed([text, neutral])
+                vector = (1 - NEUTRAL_SHARE) * first + NEUTRAL_SHARE * second
+            else:
+                vector = self.embed([text])[0]
+
+        with _timed(timings, "dense"):
+            cosine = dict(self.store.dense_candidates(org_id, where, vector, depth))
+        with _timed(timings, "lexical"):
+            bm25 = dict(self.store.lexical_candidates(org_id, where, text, depth))
+
+        ranges = q.date_ranges(text)
+        in_range: set[str] = set()
+        if ranges:
+            with _timed(timings, "time"):
+                when = Or(tuple(And((Cmp("valid_at", "gte", iso(start)), Cmp("valid_at", "lt", iso(end))))
+                                for start, end in ranges))
+                timed = self.store.dense_candidates(org_id, conjoin(where, when), vector, depth)
+                cosine.update(timed)
+                in_range.update(i for i, _ in timed)
+                unknown = [i for i in {*cosine, *bm25} if i not in in_range]
+                if unknown:
+                    in_range.update(i for i, _ in self.store.dense_candidates(
+                        org_id, conjoin(where, when, Cmp("id", "in", tuple(unknown))), vector, len(unknown)))
+
+        missing = [i for i in bm25 if i not in cosine]
+        if missing:
+            with _timed(timings, "dense"):
+                cosine.update(self.store.dense_candidates(
+                    org_id, conjoin(where, Cmp("id", "in", tuple(missing))), vector, len(missing)))
+
+        scored = [(i, relevance(cosine.get(i, 0.0), bm25.get(i, 0.0), i in in_range)) for i in {*cosine, *bm25}]
+        scored.sort(key=lambda item: (-item[1], item[0]))
+        return Ranking(scored, timings, dropped, len(ranges))
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the wall time of the block to timings[stage]."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
