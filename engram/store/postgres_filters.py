@@ -130,9 +130,11 @@ def _ordered(key: str, op: str, value: Any, params: list[Any]) -> str:
     if _is_number(value):
         is_number = "COALESCE(jsonb_typeof(m.metadata_b -> %s) = 'number', FALSE)"
         if isinstance(value, float) and math.isinf(value):
-            params.append(key)
             below = (value > 0) == (op in ("lt", "lte"))  # every finite number is below +inf
-            return is_number if below else "FALSE"
+            if not below:
+                return "FALSE"
+            params.append(key)
+            return is_number
         params.extend([key, key, json.dumps(value)])
         return f"({is_number} AND (m.metadata_b -> %s) {sql_op} %s::jsonb)"
     if _is_date(value):
