@@ -424,6 +424,10 @@ def test_dense_candidates_are_exact_and_filtered(store: Any) -> None:
     assert ids(filtered) == [m.id for m, _ in expected if m.metadata["rank"] >= 3]
     org_wide = store.dense_candidates(ORG, MATCH_ALL, q, 3)
     assert ids(org_wide)[0] == other_user[0][0].id and len(org_wide) == 3
+    # Scores of listed memories, whatever their rank org-wide (search asks this for lexical-only hits).
+    listed = store.dense_candidates(ORG, Cmp("id", "in", (expected[-1][0].id, other_user[0][0].id)), q, 2)
+    assert ids(listed) == [other_user[0][0].id, expected[-1][0].id]
+    assert abs(listed[1][1] - float(expected[-1][1] @ q)) < 1e-4
 
 
 def test_lexical_candidates_stem_rank_and_filter(store: Any) -> None:
