@@ -212,3 +212,29 @@ def test_valid_at_defaults_to_the_turn_time() -> None:
                           updated_at=t1), events=events, token="t")
     assert _turn_time(lease, ["e0", "e1"]) == t1 and _turn_time(lease, ["e0"]) == t2
     assert _turn_time(lease, ["other"]) is None
+
+
+def test_the_vector_cache_follows_writes_from_other_processes(tmp_path: Any) -> None:
+    """SQLite scores from a per-process cache of vectors: rows written or deleted through another
+    connection (another process) after the cache was filled are seen, and a cache that
+    outgrows its bound starts over without losing answers."""
+    first = SQLiteStore(tmp_path / "engram.db", synchronous="OFF")
+    first.migrate()
+    first.ensure_org(ORG)
+    other = SQLiteStore(tmp_path / "engram.db", synchronous="OFF")  # stands in for a worker process
+    try:
+        first._vectors.max_rows = 5
+        query = BagOfWords.one("dog")
+        old = write(first, ["Bob has a dog.", "Bob has a cat."])
+        assert [i for i, _ in first.dense_candidates(ORG, user_scope(), query, 1)] == [old[0]]
+        new = write(other, ["Dog dog dog.", "A garden.", "Paris trip.", "Violin music."])
+        got = first.dense_candidates(ORG, user_scope(), query, 10)
+        assert got[0][0] == new[0] and got[0][1] == pytest.approx(1.0)
+        assert {i for i, _ in got} == set(old + new), "six rows through a cache of five"
+        assert other.delete_memory(ORG, new[0], datetime.now(UTC))  # a fact: retracted, filtered out
+        assert new[0] not in {i for i, _ in first.dense_candidates(ORG, user_scope(), query, 10)}
+        assert first.dense_candidates(ORG, user_scope(), np.ones(3, dtype=np.float32), 10) == [], \
+            "a query of another dimension scores nothing"
+    finally:
+        first.close()
+        other.close()

@@ -11,7 +11,8 @@ For a query and a filter (already narrowed to active memories by the service):
    Lexical scoring keeps every word; BM25 already gives common words little weight.
 2. **Candidates.** Dense: cosine over every memory the filter admits (exact; a store may
    use an index for org-wide queries). Lexical: BM25 over the same scope. A lexical
-   candidate outside the dense top-k gets its exact cosine by a second, id-restricted call.
+   candidate outside the dense top-k gets its exact cosine by a second call that names its id
+   (only the id: the filter admitted it already, and an id list is the cheapest scope).
 3. **Time.** When the query names dates ("in May 2023"), memories whose event time
    (`valid_at`) falls inside one are fetched as candidates too, and get the time boost.
 4. **Fusion** into one score (search/fusion.py).
@@ -37,6 +38,7 @@ from engram.store.base import DocumentFrequencies, Store
 UBIQUITY = 0.2  # a word in at least this share of the scope's memories is ubiquitous ...
 UBIQUITY_MIN_DOCS = 10  # ... and in at least this many (tiny scopes have no such words)
 NEUTRAL_SHARE = 0.5  # weight of the embedding without ubiquitous words in the dense query
+LEXICAL_DEPTH = 1000  # lexical candidates read: their BM25 is exact (FTS computes it for every match anyway)
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ class HybridRanker:
         with _timed(timings, "dense"):
             cosine = dict(self.store.dense_candidates(org_id, where, vector, depth))
         with _timed(timings, "lexical"):
-            bm25 = dict(self.store.lexical_candidates(org_id, where, text, depth))
+            bm25 = dict(self.store.lexical_candidates(org_id, where, text, max(depth, LEXICAL_DEPTH)))
 
         ranges = q.date_ranges(text)
         in_range: set[str] = set()
@@ -87,15 +89,15 @@ class HybridRanker:
                 cosine.update(timed)
                 in_range.update(i for i, _ in timed)
                 unknown = [i for i in {*cosine, *bm25} if i not in in_range]
-                if unknown:
+                if unknown:  # candidates were admitted by `where` already: the ids alone pick the rows
                     in_range.update(i for i, _ in self.store.dense_candidates(
-                        org_id, conjoin(where, when, Cmp("id", "in", tuple(unknown))), vector, len(unknown)))
+                        org_id, conjoin(when, Cmp("id", "in", tuple(unknown))), vector, len(unknown)))
 
         missing = [i for i in bm25 if i not in cosine]
         if missing:
             with _timed(timings, "dense"):
                 cosine.update(self.store.dense_candidates(
-                    org_id, conjoin(where, Cmp("id", "in", tuple(missing))), vector, len(missing)))
+                    org_id, Cmp("id", "in", tuple(missing)), vector, len(missing)))
 
         scored = [(i, relevance(cosine.get(i, 0.0), bm25.get(i, 0.0), i in in_range)) for i in {*cosine, *bm25}]
         scored.sort(key=lambda item: (-item[1], item[0]))

@@ -170,6 +170,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._vectors = _VectorCache()
 
     # ---------------------------------------------------------------- plumbing
     @classmethod
@@ -722,17 +723,30 @@ class SQLiteStore:
         return Page(items=[_memory(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Exact cosine over every memory the filter admits (vectors are unit length)."""
+        """Exact cosine over every memory the filter admits (vectors are unit length).
+
+        The filter is answered from the memories table alone (row ids, through its indexes);
+        the vectors come from a per-process cache by row id, read from disk once."""
         params: list[Any] = [org_id]
-        rows = self._read(
-            f"SELECT m.id, v.vec FROM memories m JOIN memory_vectors v ON v.rid = m.rid"
-            f" WHERE m.org_id=? AND {compile_filter(where, params)}", params)
-        if not rows:
+        # likely(): an org holds most rows, so the planner should prefer any other index
+        # (an id list, a user); group_concat: one string, not a Python row per memory.
+        listed = self._read(f"SELECT group_concat(m.rid) FROM memories m WHERE likely(m.org_id=?)"
+                            f" AND {compile_filter(where, params)}", params)[0][0]
+        if not listed:
             return []
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-        scores = matrix @ np.asarray(query, dtype=np.float32)
-        top = np.argsort(-scores)[:k] if len(rows) > k else np.argsort(-scores)
-        return [(rows[i][0], float(scores[i])) for i in top]
+        rids = np.array(listed.split(","), dtype=np.int64)
+        q = np.asarray(query, dtype=np.float32)
+        found, matrix = self._vectors.rows(self._conn(), rids, q.shape[0])
+        if not found.size:
+            return []
+        scores = matrix @ q
+        top = np.argsort(-scores, kind="stable")[:k]
+        chosen = found[top].tolist()
+        ids: dict[int, str] = {}
+        for chunk in _chunks(chosen, 500):
+            marks = ",".join("?" * len(chunk))
+            ids.update((r[0], r[1]) for r in self._read(f"SELECT rid, id FROM memories WHERE rid IN ({marks})", chunk))
+        return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
 
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 over the memories the filter admits; scores are positive, higher is better."""
@@ -767,6 +781,72 @@ class SQLiteStore:
 
 
 # -------------------------------------------------------------------- helpers
+class _VectorCache:
+    """Memory vectors by row id, for exact scoring without reading every blob on every query.
+
+    Always consistent with the file, across processes: a vector is written once with its
+    memory and never changed, and a row id is never reused (AUTOINCREMENT), so a cached row is
+    either still right or no longer admitted by any filter. Rows not yet cached are read on
+    first use. Past `max_rows` the cache starts over (a user with 10,000 memories takes 15 MB
+    at 384 dimensions).
+    """
+
+    UNKNOWN, NO_VECTOR = -2, -1
+
+    def __init__(self, max_rows: int = 200_000) -> None:
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._clear(0)
+
+    def _clear(self, dim: int) -> None:
+        self._dim = dim
+        self._slot = np.full(1024, self.UNKNOWN, dtype=np.int64)  # rid -> row of _matrix
+        self._matrix = np.zeros((1024, dim), dtype=np.float32)
+        self._used = 0
+
+    def rows(self, conn: sqlite3.Connection, rids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the rids that have a vector of `dim` dimensions, their vectors as rows)."""
+        with self._lock:
+            if dim != self._dim:
+                self._clear(dim)
+            self._fit(rids)
+            missing = rids[self._slot[rids] == self.UNKNOWN]
+            if missing.size and self._used + missing.size > self.max_rows:
+                self._clear(dim)
+                self._fit(rids)
+                missing = rids
+            if missing.size:
+                self._load(conn, missing.tolist())
+            slots = self._slot[rids]
+            matrix = self._matrix
+        keep = slots >= 0
+        return rids[keep], matrix[slots[keep]]
+
+    def _fit(self, rids: np.ndarray) -> None:
+        if rids.size and rids.max() >= self._slot.size:  # grow by doubling
+            grown = np.full(max(int(rids.max()) + 1, 2 * self._slot.size), self.UNKNOWN, dtype=np.int64)
+            grown[:self._slot.size] = self._slot
+            self._slot = grown
+
+    def _load(self, conn: sqlite3.Connection, rids: list[int]) -> None:
+        self._slot[rids] = self.NO_VECTOR
+        for chunk in _chunks(rids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = [(rid, vec) for rid, vec in conn.execute(
+                f"SELECT rid, vec FROM memory_vectors WHERE rid IN ({marks})", chunk) if len(vec) == 4 * self._dim]
+            if not rows:
+                continue
+            need = self._used + len(rows)
+            if need > self._matrix.shape[0]:  # grow by doubling: rows already handed out stay valid
+                grown = np.zeros((max(need, 2 * self._matrix.shape[0]), self._dim), dtype=np.float32)
+                grown[:self._used] = self._matrix[:self._used]
+                self._matrix = grown
+            self._matrix[self._used:need] = np.frombuffer(b"".join(vec for _, vec in rows),
+                                                          dtype=np.float32).reshape(len(rows), self._dim)
+            self._slot[[rid for rid, _ in rows]] = np.arange(self._used, need)
+            self._used = need
+
+
 def fts_query(text: str) -> str:
     """Turn free text into an FTS5 OR-query of quoted tokens (no FTS syntax reaches SQLite)."""
     tokens = [t for t in re.findall(r"\w+", text.lower()) if len(t) > 1 or t.isdigit()]
