@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ from engram.embed.local import (
     DIM,
     EmbedderFileError,
     LocalEmbedder,
+    _session_options,
     default_model_path,
     default_tokenizer_path,
 )
@@ -116,3 +118,23 @@ def test_long_text_does_not_pad_a_batch_of_short_ones(emb):
     ids = [[0] * 10] * 40 + [[0] * 256]
     batches = list(emb._batches(list(range(len(ids))), ids))
     assert batches == [list(range(40)), [40]]
+
+
+def test_slow_skip_layer_norm_fusion_stays_off(tmp_path, monkeypatch):
+    # onnxruntime silently ignores unknown names in disabled_optimizers: if the
+    # fusion were renamed, its slow kernel would come back without an error.
+    import engram.embed.local as local
+
+    def profiled(threads: int):
+        opts = _session_options(threads)
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(tmp_path / "profile")
+        return opts
+
+    monkeypatch.setattr(local, "_session_options", profiled)
+    emb = LocalEmbedder()
+    emb.embed(["I adopted a puppy"])
+    with open(emb._session.end_profiling()) as f:
+        ops = [e["args"]["op_name"] for e in json.load(f) if e.get("cat") == "Node"]
+    assert "SkipLayerNormalization" not in ops
+    assert "LayerNormalization" in ops
