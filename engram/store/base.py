@@ -37,6 +37,45 @@ class AcceptResult:
     job_ids: list[str]  # jobs created (a group whose events were all duplicates creates none)
 
 
+def resolve_batch(jobs: Sequence[NewJob], by_client: dict[str, str], by_hash: dict[str, str],
+                  dedup: bool) -> tuple[list[str], list[tuple[Job, list[Event]]]]:
+    """The accept rule every store applies inside its transaction.
+
+    Each event resolves to a stored one when its client id is known, or (with `dedup`) when
+    its dedup hash was seen in the window; later copies inside the same batch resolve to the
+    first. Returns the event ids in input order and, for each job with at least one new
+    event, the job with its new events. `by_client`/`by_hash` hold the stored matches and
+    are extended with the batch's own events.
+    """
+    event_ids: list[str] = []
+    fresh_jobs: list[tuple[Job, list[Event]]] = []
+    for new in jobs:
+        fresh: list[Event] = []
+        for event in new.events:
+            existing = by_client.get(event.client_event_id) if event.client_event_id else None
+            if existing is None and dedup and event.dedup_hash:
+                existing = by_hash.get(event.dedup_hash)
+            if existing is not None:
+                event_ids.append(existing)
+                continue
+            if event.client_event_id:
+                by_client[event.client_event_id] = event.id
+            if event.dedup_hash:
+                by_hash[event.dedup_hash] = event.id
+            event_ids.append(event.id)
+            fresh.append(event)
+        if fresh:
+            fresh_jobs.append((new.job, fresh))
+    return event_ids, fresh_jobs
+
+
+def job_error_dict(error: JobError | None) -> dict[str, str] | None:
+    """A job error as stored (and as the family-X wire shows it)."""
+    if error is None:
+        return None
+    return {"type": error.type, "code": error.code, "message": error.message}
+
+
 @dataclass(slots=True)
 class Lease:
     job: Job

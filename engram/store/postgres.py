@@ -45,7 +45,9 @@ from psycopg_pool import ConnectionPool
 from engram.domain.filters import And, Cmp, Node, equality_value
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, parse_iso, utcnow
 from engram.domain.text import text_hash
-from engram.store.base import JOB_ENDED, WORK_READY, AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page
+from engram.store.base import (
+    JOB_ENDED, WORK_READY, AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
+)
 from engram.store.postgres_filters import compile_filter
 
 log = logging.getLogger("engram.store.postgres")
@@ -247,7 +249,6 @@ class PostgresStore:
 
     def _accept(self, org_id: str, jobs: Sequence[NewJob], since: datetime | None,
                 idempotency: tuple[str, str, datetime] | None) -> AcceptResult:
-        event_ids: list[str] = []
         job_ids: list[str] = []
         event_rows: list[tuple[Any, ...]] = []
         job_rows: list[tuple[Any, ...]] = []
@@ -257,29 +258,16 @@ class PostgresStore:
             keys = sorted({_conv_lock(org_id, j.job.user_id, j.job.conv_id) for j in jobs})
             cur.executemany("SELECT pg_advisory_xact_lock(%s)", [(k,) for k in keys])
             by_client, by_hash = self._known_events(cur, org_id, jobs, since)
-            for new in jobs:
-                job, fresh = new.job, 0
-                for event in new.events:
-                    existing = by_client.get(event.client_event_id) if event.client_event_id else None
-                    if existing is None and event.dedup_hash and since is not None:
-                        existing = by_hash.get(event.dedup_hash)
-                    if existing is not None:
-                        event_ids.append(existing)
-                        continue
-                    if event.client_event_id:
-                        by_client[event.client_event_id] = event.id
-                    if event.dedup_hash:
-                        by_hash[event.dedup_hash] = event.id
-                    event_ids.append(event.id)
-                    fresh += 1
-                    event_rows.append(
-                        (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
-                         event.kind, event.name, event.content, event.dia_id, Json(event.metadata),
-                         event.occurred_at, event.received_at, job.id, event.client_event_id, event.dedup_hash))
-                if fresh:
-                    job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, Json(job.params),
-                                     job.created_at, job.created_at, job.updated_at))
-                    job_ids.append(job.id)
+            event_ids, fresh_jobs = resolve_batch(jobs, by_client, by_hash, since is not None)
+            for job, fresh in fresh_jobs:
+                event_rows.extend(
+                    (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
+                     event.kind, event.name, event.content, event.dia_id, Json(event.metadata),
+                     event.occurred_at, event.received_at, job.id, event.client_event_id, event.dedup_hash)
+                    for event in fresh)
+                job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, Json(job.params),
+                                 job.created_at, job.created_at, job.updated_at))
+                job_ids.append(job.id)
             if event_rows:
                 cur.executemany(
                     "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
@@ -404,7 +392,7 @@ class PostgresStore:
             cur.execute(
                 "UPDATE jobs SET status='pending', lease_owner=NULL, lease_token=NULL, lease_expires_at=NULL,"
                 " available_at=%s, error=%s, updated_at=%s WHERE id=%s",
-                (at, Json(_error_dict(error)), utcnow(), lease.job.id))
+                (at, Json(job_error_dict(error)), utcnow(), lease.job.id))
             return True
 
     def fail(self, lease: Lease, error: JobError) -> bool:
@@ -418,7 +406,7 @@ class PostgresStore:
     def _finish_failed(cur: psycopg.Cursor[dict[str, Any]], job_id: str, error: JobError, now: datetime) -> None:
         cur.execute(
             "UPDATE jobs SET status='failed', lease_owner=NULL, lease_token=NULL, lease_expires_at=NULL,"
-            " error=%s, updated_at=%s WHERE id=%s", (Json(_error_dict(error)), now, job_id))
+            " error=%s, updated_at=%s WHERE id=%s", (Json(job_error_dict(error)), now, job_id))
         cur.execute("UPDATE events SET status='failed', fail_reason=%s WHERE job_id=%s AND status='pending'",
                     (error.code, job_id))
         PostgresStore._announce_end(cur, job_id)
@@ -465,7 +453,7 @@ class PostgresStore:
                 "UPDATE jobs SET status=%s, result=%s, error=%s, lease_owner=NULL, lease_token=NULL,"
                 " lease_expires_at=NULL, updated_at=%s WHERE id=%s",
                 (status, None if outcome.error else Json(outcome.result),
-                 Json(_error_dict(outcome.error)) if outcome.error else None, now, job_id))
+                 Json(job_error_dict(outcome.error)) if outcome.error else None, now, job_id))
             self._announce_end(cur, job_id)
             return True
 
@@ -860,12 +848,6 @@ def query_tokens(text: str) -> list[str]:
 
 def _vector(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).tolist()) + "]"
-
-
-def _error_dict(error: JobError | None) -> dict[str, str] | None:
-    if error is None:
-        return None
-    return {"type": error.type, "code": error.code, "message": error.message}
 
 
 def _utc(ts: datetime | None) -> datetime | None:

@@ -26,7 +26,9 @@ from engram.domain.text import text_hash
 from engram.domain.records import (
     ApiKey, Event, Job, JobError, Memory, Org, iso, parse_iso, utcnow,
 )
-from engram.store.base import AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page
+from engram.store.base import (
+    AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
+)
 from engram.store.sqlite_filters import compile_filter
 
 SCHEMA_VERSION = 1
@@ -294,38 +296,22 @@ class SQLiteStore:
         `dedup_since`, resolves to the stored event and is not written again; a job whose
         events all resolved that way is not created.
         """
-        event_ids: list[str] = []
         job_ids: list[str] = []
         event_rows: list[tuple[Any, ...]] = []
         job_rows: list[tuple[Any, ...]] = []
         with self._write() as conn:
             by_client, by_hash = self._known_events(conn, org_id, jobs, dedup_since)
-            for new in jobs:
-                job, fresh = new.job, 0
-                for event in new.events:
-                    existing = by_client.get(event.client_event_id) if event.client_event_id else None
-                    if existing is None and event.dedup_hash and dedup_since is not None:
-                        existing = by_hash.get(event.dedup_hash)
-                    if existing is not None:
-                        event_ids.append(existing)
-                        continue
-                    # Later copies inside this very batch resolve to this first one.
-                    if event.client_event_id:
-                        by_client[event.client_event_id] = event.id
-                    if event.dedup_hash:
-                        by_hash[event.dedup_hash] = event.id
-                    event_ids.append(event.id)
-                    fresh += 1
-                    event_rows.append(
-                        (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
-                         event.kind, event.name, event.content, event.dia_id, _JSON(event.metadata),
-                         iso(event.occurred_at), iso(event.received_at), job.id, event.client_event_id,
-                         event.dedup_hash))
-                if fresh:
-                    created = iso(job.created_at)
-                    job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, _JSON(job.params),
-                                     created, created, iso(job.updated_at)))
-                    job_ids.append(job.id)
+            event_ids, fresh_jobs = resolve_batch(jobs, by_client, by_hash, dedup_since is not None)
+            for job, fresh in fresh_jobs:
+                event_rows.extend(
+                    (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
+                     event.kind, event.name, event.content, event.dia_id, _JSON(event.metadata),
+                     iso(event.occurred_at), iso(event.received_at), job.id, event.client_event_id,
+                     event.dedup_hash) for event in fresh)
+                created = iso(job.created_at)
+                job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, _JSON(job.params),
+                                 created, created, iso(job.updated_at)))
+                job_ids.append(job.id)
             conn.executemany(
                 "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
                 " dia_id, metadata, occurred_at, received_at, job_id, client_event_id, dedup_hash, status)"
@@ -448,7 +434,7 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE jobs SET status='pending', lease_owner=NULL, lease_token=NULL, lease_expires_at=NULL,"
                 " available_at=?, error=?, updated_at=? WHERE id=?",
-                (iso(at), _JSON(_error_dict(error)), iso(utcnow()), lease.job.id),
+                (iso(at), _JSON(job_error_dict(error)), iso(utcnow()), lease.job.id),
             )
             return True
 
@@ -464,7 +450,7 @@ class SQLiteStore:
         conn.execute(
             "UPDATE jobs SET status='failed', lease_owner=NULL, lease_token=NULL, lease_expires_at=NULL,"
             " error=?, updated_at=? WHERE id=?",
-            (_JSON(_error_dict(error)), now_s, job_id),
+            (_JSON(job_error_dict(error)), now_s, job_id),
         )
         conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE job_id=? AND status='pending'",
                      (error.code, job_id))
@@ -505,7 +491,7 @@ class SQLiteStore:
                 "UPDATE jobs SET status=?, result=?, error=?, lease_owner=NULL, lease_token=NULL,"
                 " lease_expires_at=NULL, updated_at=? WHERE id=?",
                 (status, None if outcome.error else _JSON(outcome.result),
-                 _JSON(_error_dict(outcome.error)) if outcome.error else None, now_s, lease.job.id),
+                 _JSON(job_error_dict(outcome.error)) if outcome.error else None, now_s, lease.job.id),
             )
             return True
 
@@ -856,12 +842,6 @@ def fts_query(text: str) -> str:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _error_dict(error: JobError | None) -> dict[str, str] | None:
-    if error is None:
-        return None
-    return {"type": error.type, "code": error.code, "message": error.message}
 
 
 def _org(row: sqlite3.Row) -> Org:
