@@ -15,6 +15,7 @@ from typing import Iterator
 import httpx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+SERVER_PIDS: dict[str, int] = {}  # base URL -> pid of the `engram serve` this module started
 
 
 @contextlib.contextmanager
@@ -30,6 +31,7 @@ def engram_server(url: str | None, env: dict[str, str] | None = None) -> Iterato
             [sys.executable, "-m", "engram", "serve", "--port", str(port), "--data", str(Path(tmp) / "data")],
             env={**os.environ, "ENGRAM_LOG_LEVEL": "WARNING", **(env or {})}, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
+        SERVER_PIDS[base] = proc.pid
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:

@@ -21,7 +21,9 @@ import uuid
 
 import httpx
 
-from _server import engram_server
+from _http import LoadClient
+from _procstat import CpuWindow
+from _server import SERVER_PIDS, engram_server
 
 WORDS = ("garden river kayak violin recipe project deadline sister Lisbon marathon concert novel "
          "puppy bakery physics guitar mountain museum coffee ferry").split()
@@ -47,36 +49,69 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_load(base: str, family: str, batch: int, rate: float, duration: float) -> dict:
+async def run_load(base: str, family: str, batch: int, rate: float, duration: float,
+                   verify: bool = True) -> dict:
     run = uuid.uuid4().hex[:6]
     total = int(rate * duration)
+    client = LoadClient(base)
+    requests = [client.encode("POST", *request_for(family, batch, n, run)) for n in range(total)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
-        start = time.perf_counter() + 0.2
+    accepted: list[str] = []  # family M event ids / family X job ids, to check durability after
+    tasks: list[asyncio.Task] = []
 
-        async def one(n: int) -> None:
-            scheduled = start + n / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            path, body = request_for(family, batch, n, run)
-            try:
-                response = await client.post(path, json=body)
-                ok = response.status_code in (200, 202)
-                if not ok:
-                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-            except httpx.HTTPError as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                return
-            latencies.append(time.perf_counter() - scheduled)
+    async def one(n: int, scheduled: float) -> None:
+        try:
+            status, payload = await client.send(requests[n])
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
+        if status not in (200, 202):
+            errors[str(status)] = errors.get(str(status), 0) + 1
+            return
+        body = json.loads(payload)
+        accepted.extend(body["event_ids"] if family == "m" else [body["job_id"]])
 
-        await asyncio.gather(*(one(n) for n in range(total)))
-        elapsed = time.perf_counter() - start
+    pid = SERVER_PIDS.get(base)
+    window = CpuWindow(pid).start() if pid else None
+    start = time.perf_counter() + 0.2
+    for n in range(total):  # open loop: send on schedule whatever the server does
+        scheduled = start + n / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n, scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    usage = window.stop(elapsed) if window else None
+    await client.close()
     ms = [x * 1000 for x in latencies]
-    return {"family": family, "batch": batch, "rate_rps": rate, "duration_s": duration, "requests": total,
-            "events_per_s": round(len(ms) * batch / elapsed, 1), "errors": errors,
-            "p50_ms": round(percentile(ms, 0.50), 2), "p99_ms": round(percentile(ms, 0.99), 2),
-            "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
+    result = {"family": family, "batch": batch, "rate_rps": rate, "duration_s": duration, "requests": total,
+              "events_per_s": round(len(ms) * batch / elapsed, 1), "errors": errors,
+              "p50_ms": round(percentile(ms, 0.50), 2), "p99_ms": round(percentile(ms, 0.99), 2),
+              "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
+    if usage:
+        result["cpu"] = usage
+    if verify:
+        result["durable"] = await count_durable(base, family, accepted)
+        result["acknowledged"] = len(accepted)
+    return result
+
+
+async def count_durable(base: str, family: str, accepted: list[str]) -> int:
+    """How many acknowledged events (family M) or jobs (family X) the server still knows."""
+    known = 0
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        if family == "m":
+            for i in range(0, len(accepted), 500):
+                chunk = accepted[i:i + 500]
+                report = (await http.post("/v1/status", json={"event_ids": chunk})).json()
+                known += sum(1 for e in chunk if report["reasons"].get(e) != "not_found")
+        else:
+            for job_id in accepted:
+                known += (await http.get(f"/v1/memories/jobs/{job_id}")).status_code == 200
+    return known
 
 
 def main() -> None:

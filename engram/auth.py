@@ -83,6 +83,24 @@ class Authenticator:
             self._known[digest] = (now, key)
         return key
 
+    def authenticate_cached(self, secret: str | None, org_header: str | None) -> Principal | None:
+        """The principal if everything needed is fresh in memory (no store call), else None."""
+        now = time.monotonic()
+        checked_at, exists = self._keys_exist
+        if now - checked_at > self._cache_s:
+            return None
+        if self.open_mode_allowed and not exists:
+            principal = Principal(DEFAULT_ORG, frozenset(SCOPES), None)
+        else:
+            cached = self._known.get(hash_key(secret)) if secret else None
+            if cached is None or now - cached[0] > self._cache_s or cached[1] is None:
+                return None  # the slow path raises the right error, or refreshes
+            key = cached[1]
+            principal = Principal(key.org_id, frozenset(key.scopes), key.id)
+        if org_header and org_header != principal.org_id:
+            return None
+        return principal
+
     def authenticate(self, secret: str | None, org_header: str | None) -> Principal:
         if self.open_mode_allowed and not self._any_key():
             principal = Principal(DEFAULT_ORG, frozenset(SCOPES), None)

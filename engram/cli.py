@@ -92,6 +92,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # any machine wakes this worker at once; otherwise it polls (and a supervising server
     # wakes it through stdin).
     store.subscribe(lambda kind, _payload: worker.wake.set() if kind == WORK_READY else None)
+    if args.supervised and settings.worker_nice and hasattr(os, "nice"):
+        os.nice(settings.worker_nice)
     if args.supervised:
         threading.Thread(target=_follow_parent, args=(worker, stop), name="parent-pipe", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):

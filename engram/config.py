@@ -58,6 +58,9 @@ class Settings(BaseModel):
     embedding_dimensions: int | None = Field(None, ge=1)  # ask the server for this size (if it supports it)
     embedding_batch_size: int = Field(64, ge=1, le=2048)
     workers: int = Field(1, ge=0, le=64)  # worker processes beside the API
+    # Workers that `engram serve` starts run at this niceness, so that the CPU-heavy pipeline
+    # yields the processor to the API whenever both want it (0 = same priority as the API).
+    worker_nice: int = Field(10, ge=0, le=19)
     wait_budget_s: float = Field(30.0, ge=0, le=300)
     dedup_window_s: float = Field(60.0, ge=0)
     idempotency_ttl_s: float = Field(24 * 3600.0, ge=0)

@@ -24,7 +24,7 @@ from engram.domain.inputs import (
 from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, utcnow
 from engram.embed import Embedder
 from engram.errors import ServiceError
-from engram.ids import new_event_id, new_job_id, new_memory_id
+from engram.ids import new_event_id, new_event_ids, new_job_id, new_memory_id
 from engram.search.engine import HybridRanker
 from engram.store.base import JOB_ENDED, NewJob, NewMemory, Store
 
@@ -161,23 +161,24 @@ class Service:
 
         now = utcnow()
         groups: dict[tuple[str, str], NewJob] = {}
-        new_ids: list[str] = []  # per input event, in input order
-        for event in events:
+        new_ids = new_event_ids(len(events))  # per input event, in input order
+        for event, event_id in zip(events, new_ids):
             group = (event.actor_id, event.session_id)
-            if group not in groups:
-                groups[group] = NewJob(
+            job = groups.get(group)
+            if job is None:
+                job = groups[group] = NewJob(
                     Job(id=new_job_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
                         status="pending", created_at=now, updated_at=now,
                         params={"extract_artifacts": False}), [])
-            extra_ids = {k: v for k, v in (("role_id", event.role_id), ("team_id", event.team_id)) if v}
-            stored = Event(
-                id=new_event_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
+            metadata = event.metadata
+            if event.role_id or event.team_id:
+                metadata = {**metadata, **{k: v for k, v in (("role_id", event.role_id), ("team_id", event.team_id)) if v}}
+            job.events.append(Event(
+                id=event_id, org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
                 role=ROLE_BY_KIND[event.kind], kind=event.kind, content=event.content, occurred_at=event.ts or now,
-                received_at=now, metadata={**event.metadata, **extra_ids}, client_event_id=event.event_id,
+                received_at=now, metadata=metadata, client_event_id=event.event_id,
                 dedup_hash=_dedup_hash(event),
-            )
-            groups[group].events.append(stored)
-            new_ids.append(stored.id)
+            ))
         batches = list(groups.values())
         result = self.store.accept(org_id, batches, dedup_since=now - timedelta(seconds=self.settings.dedup_window_s))
         if result.job_ids:
@@ -187,8 +188,10 @@ class Service:
 
     def _clean_metadata(self, errors: list[dict[str, Any]], loc: tuple[Any, ...], metadata: dict[str, Any]) -> dict[str, Any]:
         """Reserved keys are dropped silently; size limits are errors."""
+        if not metadata:
+            return {}
         limits = self.settings.limits
-        cleaned = {k: v for k, v in (metadata or {}).items() if k not in RESERVED_METADATA_KEYS}
+        cleaned = {k: v for k, v in metadata.items() if k not in RESERVED_METADATA_KEYS}
         if len(cleaned) > limits.max_metadata_keys:
             errors.append(_err(loc, f"metadata has more than {limits.max_metadata_keys} keys", "too_long"))
         elif len(json.dumps(cleaned, ensure_ascii=False)) > limits.max_metadata_chars:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__
 from engram.api import errors, family_m, family_x
+from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
 from engram.errors import ServiceError
 from engram.service import Service
@@ -118,7 +119,24 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(family_m.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.limits.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.openapi = _openapi_with_documented_bodies(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_documented_bodies(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in DOCUMENTED_BODIES.items():
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[name] = schema
+        return app.openapi_schema or document
+
+    return openapi
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

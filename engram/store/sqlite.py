@@ -30,6 +30,8 @@ from engram.store.base import (
     AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
 )
 from engram.store.sqlite_filters import compile_filter
+from engram.store.sqlite_dedup import RecentEvents
+from engram.store.sqlite_writer import GroupCommitWriter
 
 SCHEMA_VERSION = 1
 
@@ -93,7 +95,8 @@ CREATE TABLE IF NOT EXISTS events (
     episode_id TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_client_id ON events(org_id, client_event_id) WHERE client_event_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_dedup ON events(org_id, dedup_hash, received_at) WHERE dedup_hash IS NOT NULL;
+-- The family-M dedup window is held in memory (sqlite_dedup.py), not in an index.
+DROP INDEX IF EXISTS events_dedup;
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 CREATE INDEX IF NOT EXISTS events_unepisoded ON events(org_id, user_id, conv_id, received_at)
     WHERE episode_id IS NULL AND status = 'completed';
@@ -173,6 +176,8 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._vectors = _VectorCache()
+        self._recent = RecentEvents()  # the dedup window; used only by the group-commit thread
+        self._accepts = GroupCommitWriter(self._connect, on_failure=self._recent.reset)
 
     # ---------------------------------------------------------------- plumbing
     @classmethod
@@ -182,16 +187,19 @@ class SQLiteStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before we answer, even across a power cut.
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we answer, even across a power cut.
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        with self._all_lock:
+            self._all.append(conn)
         return conn
 
     @contextmanager
@@ -215,6 +223,7 @@ class SQLiteStore:
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
+        self._accepts.close()
         with self._all_lock:
             for conn in self._all:
                 try:
@@ -296,58 +305,66 @@ class SQLiteStore:
         `dedup_since`, resolves to the stored event and is not written again; a job whose
         events all resolved that way is not created.
         """
+        return self._accepts.run(lambda conn: self._accept_in(conn, org_id, jobs, dedup_since, idempotency))
+
+    def _accept_in(self, conn: sqlite3.Connection, org_id: str, jobs: Sequence[NewJob], dedup_since: datetime | None,
+                   idempotency: tuple[str, str, datetime] | None) -> AcceptResult:
         job_ids: list[str] = []
         event_rows: list[tuple[Any, ...]] = []
         job_rows: list[tuple[Any, ...]] = []
-        with self._write() as conn:
-            by_client, by_hash = self._known_events(conn, org_id, jobs, dedup_since)
-            event_ids, fresh_jobs = resolve_batch(jobs, by_client, by_hash, dedup_since is not None)
-            for job, fresh in fresh_jobs:
-                event_rows.extend(
-                    (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
-                     event.kind, event.name, event.content, event.dia_id, _JSON(event.metadata),
-                     iso(event.occurred_at), iso(event.received_at), job.id, event.client_event_id,
-                     event.dedup_hash) for event in fresh)
-                created = iso(job.created_at)
-                job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, _JSON(job.params),
-                                 created, created, iso(job.updated_at)))
-                job_ids.append(job.id)
-            conn.executemany(
-                "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
-                " dia_id, metadata, occurred_at, received_at, job_id, client_event_id, dedup_hash, status)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')", event_rows)
-            conn.executemany(
-                "INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at,"
-                " updated_at) VALUES (?,?,?,?,?,'pending',?,?,?,?)", job_rows)
-            if idempotency is not None and job_ids:
-                key, body_hash, at = idempotency
-                conn.execute(
-                    "INSERT OR REPLACE INTO idempotency_keys(org_id, key, body_hash, job_id, created_at) VALUES (?,?,?,?,?)",
-                    (org_id, key, body_hash, job_ids[0], iso(at)),
-                )
+        by_client, by_hash = self._known_events(conn, org_id, jobs, dedup_since)
+        event_ids, fresh_jobs = resolve_batch(jobs, by_client, by_hash, dedup_since is not None)
+        stamps: dict[datetime, str | None] = {}  # a batch's events mostly share one or two times
+
+        def stamp(ts: datetime) -> str | None:
+            text = stamps.get(ts)
+            if text is None:
+                text = stamps[ts] = iso(ts)
+            return text
+
+        for job, fresh in fresh_jobs:
+            event_rows.extend(
+                (event.id, org_id, event.user_id, event.conv_id, event.agent_id, event.app_id, event.role,
+                 event.kind, event.name, event.content, event.dia_id,
+                 _JSON(event.metadata) if event.metadata else "{}",
+                 stamp(event.occurred_at), stamp(event.received_at), job.id, event.client_event_id,
+                 event.dedup_hash) for event in fresh)
+            created = iso(job.created_at)
+            job_rows.append((job.id, org_id, job.user_id, job.conv_id, job.kind, _JSON(job.params),
+                             created, created, iso(job.updated_at)))
+            job_ids.append(job.id)
+        conn.executemany(
+            "INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content,"
+            " dia_id, metadata, occurred_at, received_at, job_id, client_event_id, dedup_hash, status)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')", event_rows)
+        conn.executemany(
+            "INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at,"
+            " updated_at) VALUES (?,?,?,?,?,'pending',?,?,?,?)", job_rows)
+        self._recent.add(org_id, ((row[16], row[0], event.received_at)
+                                  for row, event in zip(event_rows, (e for _, f in fresh_jobs for e in f))
+                                  if row[16] is not None))
+        if idempotency is not None and job_ids:
+            key, body_hash, at = idempotency
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency_keys(org_id, key, body_hash, job_id, created_at) VALUES (?,?,?,?,?)",
+                (org_id, key, body_hash, job_ids[0], iso(at)),
+            )
         return AcceptResult(event_ids=event_ids, job_ids=job_ids)
 
-    @staticmethod
-    def _known_events(conn: sqlite3.Connection, org_id: str, jobs: Sequence[NewJob],
+    def _known_events(self, conn: sqlite3.Connection, org_id: str, jobs: Sequence[NewJob],
                       since: datetime | None) -> tuple[dict[str, str], dict[str, str]]:
         """Stored events matching the batch's client ids, and (within the window) its dedup hashes."""
         client_ids = list({e.client_event_id for j in jobs for e in j.events if e.client_event_id})
-        hashes = list({e.dedup_hash for j in jobs for e in j.events if e.dedup_hash}) if since is not None else []
         by_client: dict[str, str] = {}
-        by_hash: dict[str, str] = {}
         for chunk in _chunks(client_ids, 500):
             marks = ",".join("?" * len(chunk))
             by_client.update(conn.execute(
                 f"SELECT client_event_id, id FROM events WHERE org_id=? AND client_event_id IN ({marks})",
                 (org_id, *chunk)).fetchall())
-        for chunk in _chunks(hashes, 500):
-            marks = ",".join("?" * len(chunk))
-            # SQLite returns the bare `id` of the row that holds MIN(received_at): the original.
-            for digest, event_id, _ in conn.execute(
-                    f"SELECT dedup_hash, id, MIN(received_at) FROM events WHERE org_id=? AND dedup_hash IN ({marks})"
-                    f" AND received_at>=? GROUP BY dedup_hash", (org_id, *chunk, iso(since))).fetchall():
-                by_hash[digest] = event_id
-        return by_client, by_hash
+        if since is None:
+            return by_client, {}
+        hashes = {e.dedup_hash for j in jobs for e in j.events if e.dedup_hash}
+        return by_client, self._recent.find(conn, org_id, hashes, since)
 
     def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None:
         rows = self._read("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=? AND key=? AND created_at>=?",
