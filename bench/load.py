@@ -59,6 +59,7 @@ async def run_load(base: str, family: str, batch: int, rate: float, duration: fl
     errors: dict[str, int] = {}
     accepted: list[str] = []  # family M event ids / family X job ids, to check durability after
     tasks: list[asyncio.Task] = []
+    slow: list[tuple[float, float]] = []  # (latency, seconds into the run): where the tail sits
 
     async def one(n: int, scheduled: float) -> None:
         try:
@@ -67,6 +68,7 @@ async def run_load(base: str, family: str, batch: int, rate: float, duration: fl
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
             return
         latencies.append(time.perf_counter() - scheduled)
+        slow.append((latencies[-1], scheduled - start))
         if status not in (200, 202):
             errors[str(status)] = errors.get(str(status), 0) + 1
             return
@@ -91,6 +93,7 @@ async def run_load(base: str, family: str, batch: int, rate: float, duration: fl
               "events_per_s": round(len(ms) * batch / elapsed, 1), "errors": errors,
               "p50_ms": round(percentile(ms, 0.50), 2), "p99_ms": round(percentile(ms, 0.99), 2),
               "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
+    result["slowest"] = [[round(lat * 1000, 1), round(at, 2)] for lat, at in sorted(slow, reverse=True)[:10]]
     if usage:
         result["cpu"] = usage
     if verify:

@@ -26,7 +26,7 @@ from engram.embed import Embedder
 from engram.errors import ServiceError
 from engram.ids import new_event_id, new_event_ids, new_job_id, new_memory_id
 from engram.search.engine import HybridRanker
-from engram.store.base import JOB_ENDED, NewJob, NewMemory, Store
+from engram.store.base import JOB_ENDED, AcceptResult, NewJob, NewMemory, Store, SubmitsAccepts
 
 
 # Metadata keys PATCH refuses with `immutable_field`: they name a core field of the memory.
@@ -85,6 +85,7 @@ class Service:
         self._embedder = embedder  # loaded on first search, never on the accept path
         self._on_accept = on_accept or (lambda: None)  # wakes the workers
         self._worker_health = worker_health or (lambda: {"status": "unknown"})
+        self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
 
     # ------------------------------------------------------------------ accept
     def ingest_messages(self, org_id: str, req: MessagesIngest, idempotency_key: str | None = None) -> Job:
@@ -137,6 +138,22 @@ class Service:
         return job
 
     def ingest_events(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
+        batches, new_ids, since = self._plan_events(org_id, events)
+        return self._accepted_events(batches, new_ids, self.store.accept(org_id, batches, dedup_since=since))
+
+    async def ingest_events_async(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
+        """`ingest_events` for the event loop: the checks run here, the write runs on the
+        store's group-commit thread where it has one (no trip through a thread pool)."""
+        batches, new_ids, since = self._plan_events(org_id, events)
+        if self._submits_accepts:
+            result = await asyncio.wrap_future(self.store.submit_accept(org_id, batches, dedup_since=since))
+        else:
+            result = await anyio.to_thread.run_sync(
+                lambda: self.store.accept(org_id, batches, dedup_since=since))
+        return self._accepted_events(batches, new_ids, result)
+
+    def _plan_events(self, org_id: str, events: Sequence[EventIn]) -> tuple[list[NewJob], list[str], datetime]:
+        """Check every event, then group them into one new job per (actor, session)."""
         limits = self.settings.limits
         errors: list[dict[str, Any]] = []
         if not events:
@@ -179,8 +196,10 @@ class Service:
                 received_at=now, metadata=metadata, client_event_id=event.event_id,
                 dedup_hash=_dedup_hash(event),
             ))
-        batches = list(groups.values())
-        result = self.store.accept(org_id, batches, dedup_since=now - timedelta(seconds=self.settings.dedup_window_s))
+        return list(groups.values()), new_ids, now - timedelta(seconds=self.settings.dedup_window_s)
+
+    def _accepted_events(self, batches: list[NewJob], new_ids: list[str], result: AcceptResult) -> list[str]:
+        """Each input event's id: its own, or the stored event it duplicates."""
         if result.job_ids:
             self._on_accept()
         resolved = dict(zip((e.id for b in batches for e in b.events), result.event_ids))

@@ -7,6 +7,7 @@ inside the committing one) but decides nothing about extraction or ranking.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
@@ -192,6 +193,21 @@ class Store(Protocol):
 
     def usage_totals(self, org_id: str, since: datetime | None = None) -> dict[str, int]:
         """The org's counters summed over the days since `since` (all days when None)."""
+        ...
+
+
+@runtime_checkable
+class SubmitsAccepts(Protocol):
+    """An optional capability: `accept` as a future, for callers on an event loop.
+
+    A store that serialises its accept writes on a thread of its own (SQLite's group
+    commit) offers this so that the API can hand the write over without first hopping
+    to a thread-pool thread only to block there.
+    """
+
+    def submit_accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
+                      idempotency: tuple[str, str, datetime] | None = None) -> Future[AcceptResult]:
+        """What `accept` does; the future resolves once the write is committed."""
         ...
 
 

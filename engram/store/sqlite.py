@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -305,7 +306,11 @@ class SQLiteStore:
         `dedup_since`, resolves to the stored event and is not written again; a job whose
         events all resolved that way is not created.
         """
-        return self._accepts.run(lambda conn: self._accept_in(conn, org_id, jobs, dedup_since, idempotency))
+        return self.submit_accept(org_id, jobs, dedup_since=dedup_since, idempotency=idempotency).result()
+
+    def submit_accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
+                      idempotency: tuple[str, str, datetime] | None = None) -> Future[AcceptResult]:
+        return self._accepts.submit(lambda conn: self._accept_in(conn, org_id, jobs, dedup_since, idempotency))
 
     def _accept_in(self, conn: sqlite3.Connection, org_id: str, jobs: Sequence[NewJob], dedup_since: datetime | None,
                    idempotency: tuple[str, str, datetime] | None) -> AcceptResult:

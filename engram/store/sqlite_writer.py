@@ -25,7 +25,6 @@ T = TypeVar("T")
 
 _MAX_GROUP = 128  # requests per transaction
 _CHECKPOINT_EVERY_S = 1.0
-_CHECKPOINT_MAX_S = 10.0
 
 
 class GroupCommitWriter:
@@ -38,13 +37,18 @@ class GroupCommitWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._stopped = threading.Event()
 
     def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run `write(conn)` inside a group transaction; returns once it is committed."""
-        future: Future = Future()
+        return self.submit(write).result()
+
+    def submit(self, write: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue `write(conn)` for the next group; the future resolves after its COMMIT."""
+        future: Future[T] = Future()
         self._ensure_started()
         self._queue.put((write, future))
-        return future.result()
+        return future
 
     def close(self) -> None:
         with self._start_lock:
@@ -67,18 +71,15 @@ class GroupCommitWriter:
 
     def _loop(self) -> None:
         conn = self._connect()
-        # Checkpoints are run here between groups, never inside a request's commit.
+        # Checkpoints copy the WAL into the database file and fsync it: tens of milliseconds
+        # that must not sit in front of a request. They run on a thread of their own.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA busy_timeout=0")  # waits for the lock are ours (below), not SQLite's
-        last_checkpoint = time.monotonic()
+        checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+        checkpointer.start()
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=_CHECKPOINT_EVERY_S)
-                except queue.Empty:
-                    self._checkpoint(conn)
-                    last_checkpoint = time.monotonic()
-                    continue
+                item = self._queue.get()
                 if item is None:
                     return
                 group, stop = [item], False
@@ -94,11 +95,19 @@ class GroupCommitWriter:
                 self._commit_group(conn, group)
                 if stop:
                     return
-                since = time.monotonic() - last_checkpoint
-                # Between groups when idle; under sustained load at least every few seconds.
-                if (since >= _CHECKPOINT_EVERY_S and self._queue.empty()) or since >= _CHECKPOINT_MAX_S:
-                    self._checkpoint(conn)
-                    last_checkpoint = time.monotonic()
+        finally:
+            self._stopped.set()
+            checkpointer.join(timeout=5)
+            conn.close()
+
+    def _checkpoint_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._stopped.wait(_CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError:
+                    pass  # busy: another connection is checkpointing; the next pass will do it
         finally:
             conn.close()
 
@@ -149,10 +158,3 @@ class GroupCommitWriter:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 1.5, 0.002)
-
-    @staticmethod
-    def _checkpoint(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.OperationalError:
-            pass  # another connection is checkpointing; the next pass will do it
