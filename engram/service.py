@@ -26,6 +26,7 @@ from engram.embed import Embedder
 from engram.errors import ServiceError
 from engram.ids import new_event_id, new_event_ids, new_job_id, new_memory_id
 from engram.search.engine import HybridRanker
+from engram.search.query_vectors import QueryVectors
 from engram.store.base import JOB_ENDED, AcceptResult, NewJob, NewMemory, Store, SubmitsAccepts
 
 
@@ -83,6 +84,7 @@ class Service:
         self.store = store
         self.settings = settings
         self._embedder = embedder  # loaded on first search, never on the accept path
+        self._query_vectors = QueryVectors(lambda texts: self._embedder().embed(texts))
         self._on_accept = on_accept or (lambda: None)  # wakes the workers
         self._worker_health = worker_health or (lambda: {"status": "unknown"})
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
@@ -365,7 +367,7 @@ class Service:
         offset = int(cursors.decode(query.cursor, org_id, scope)) if query.cursor else 0
         started = time.perf_counter()
         depth = max(50, 2 * (offset + query.limit))
-        ranking = HybridRanker(self.store, lambda texts: self._embedder().embed(texts)).rank(
+        ranking = HybridRanker(self.store, self._query_vectors).rank(
             org_id, where, query.text, depth)
         timings = ranking.timings
         # scores go out rounded to 6 places: a threshold copied from a result admits that result
