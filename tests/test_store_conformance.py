@@ -51,8 +51,10 @@ def _empty_postgres(url: str) -> None:
 
 
 def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> Any:
-    if backend == "sqlite":
+    if backend.startswith("sqlite"):
         store = SQLiteStore(tmp_path / "engram.db", synchronous="OFF")
+        if backend == "sqlite-fts":  # every scope through the FTS5 index, however small
+            store.scoped_lexical_limit = -1
         store.migrate()
         return store
     url = request.getfixturevalue("pg_conformance_url")
@@ -60,7 +62,9 @@ def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     return PostgresStore(url, pool_size=6)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+# "sqlite-fts": lexical search and term statistics of small scopes are computed in process
+# (store/sqlite_lexicon.py); this runs the suite again with every scope going through FTS5.
+@pytest.fixture(params=["sqlite", "sqlite-fts", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     s = _open(request.param, request, tmp_path)
     for org in (ORG, OTHER):

@@ -31,10 +31,14 @@ from engram.store.base import (
     AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
 )
 from engram.store.sqlite_filters import compile_filter
+from engram.store.sqlite_lexicon import ANALYZER, ScopeStatistics, TermCache
 from engram.store.sqlite_dedup import RecentEvents
 from engram.store.sqlite_writer import GroupCommitWriter
 
 SCHEMA_VERSION = 1
+# Up to this many memories in a search's scope, lexical scoring reads the scope's own terms
+# (sqlite_lexicon.py); past it, the FTS5 index, whose cost grows with the whole file.
+SCOPED_LEXICAL_LIMIT = 20_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
@@ -177,6 +181,8 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._vectors = _VectorCache()
+        self._terms = TermCache()
+        self.scoped_lexical_limit = SCOPED_LEXICAL_LIMIT
         self._recent = RecentEvents()  # the dedup window; used only by the group-commit thread
         self._accepts = GroupCommitWriter(self._connect, on_failure=self._recent.reset)
 
@@ -735,14 +741,9 @@ class SQLiteStore:
 
         The filter is answered from the memories table alone (row ids, through its indexes);
         the vectors come from a per-process cache by row id, read from disk once."""
-        params: list[Any] = [org_id]
-        # likely(): an org holds most rows, so the planner should prefer any other index
-        # (an id list, a user); group_concat: one string, not a Python row per memory.
-        listed = self._read(f"SELECT group_concat(m.rid) FROM memories m WHERE likely(m.org_id=?)"
-                            f" AND {compile_filter(where, params)}", params)[0][0]
-        if not listed:
+        rids = self._scope(org_id, where)
+        if not rids.size:
             return []
-        rids = np.array(listed.split(","), dtype=np.int64)
         q = np.asarray(query, dtype=np.float32)
         found, matrix = self._vectors.rows(self._conn(), rids, q.shape[0])
         if not found.size:
@@ -750,18 +751,38 @@ class SQLiteStore:
         scores = matrix @ q
         top = np.argsort(-scores, kind="stable")[:k]
         chosen = found[top].tolist()
-        ids: dict[int, str] = {}
-        for chunk in _chunks(chosen, 500):
-            marks = ",".join("?" * len(chunk))
-            ids.update((r[0], r[1]) for r in self._read(f"SELECT rid, id FROM memories WHERE rid IN ({marks})", chunk))
+        ids = self._ids_of(chosen)
         return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
+
+    def _scope(self, org_id: str, where: Node) -> np.ndarray:
+        """The row ids of the memories `where` admits, ascending."""
+        params: list[Any] = [org_id]
+        # likely(): an org holds most rows, so the planner should prefer any other index
+        # (an id list, a user); group_concat: one string, not a Python row per memory.
+        listed = self._read(f"SELECT group_concat(m.rid) FROM memories m WHERE likely(m.org_id=?)"
+                            f" AND {compile_filter(where, params)}", params)[0][0]
+        return np.array(listed.split(","), dtype=np.int64) if listed else np.empty(0, dtype=np.int64)
+
+    def _small_scope(self, org_id: str, where: Node, words: list[str]) -> ScopeStatistics | None:
+        """Term counts of the scope when it is small enough to score in process, else None."""
+        rids = self._scope(org_id, where)
+        if rids.size > self.scoped_lexical_limit:
+            return None
+        return ScopeStatistics(rids, self._terms.documents(self._conn(), rids.tolist()), ANALYZER.query(words))
 
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 over the memories the filter admits; scores are positive, higher is better."""
-        match = fts_query(query)
-        if not match:
+        words = _words(query)
+        if not words:
             return []
-        params: list[Any] = [match, org_id]
+        scope = self._small_scope(org_id, where, words)
+        if scope is not None:
+            scores = scope.bm25()
+            matched = np.flatnonzero(scores > 0)
+            top = matched[np.argsort(-scores[matched], kind="stable")[:k]]
+            ids = self._ids_of(scope.rids[top].tolist())
+            return [(ids[rid], float(scores[i])) for rid, i in zip(scope.rids[top].tolist(), top) if rid in ids]
+        params: list[Any] = [fts_query(query), org_id]
         rows = self._read(
             f"SELECT m.id, -bm25(memory_fts) AS s FROM memory_fts CROSS JOIN memories m ON m.rid = memory_fts.rowid"
             f" WHERE memory_fts MATCH ? AND m.org_id=? AND {compile_filter(where, params)}"
@@ -771,6 +792,11 @@ class SQLiteStore:
     def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
         """How many memories the filter admits, and in how many of them each term occurs
         (matched as the lexical index matches it: stemmed, case-folded)."""
+        words = {term: _words(term)[:1] for term in terms}  # a term is one word
+        scope = self._small_scope(org_id, where, [w for found in words.values() for w in found])
+        if scope is not None:
+            df = scope.document_frequencies()
+            return scope.size, {t: df[ANALYZER.term_id(w[0])] if w else 0 for t, w in words.items()}
         params: list[Any] = [org_id]
         condition = compile_filter(where, params)
         total = self._read(f"SELECT count(*) FROM memories m WHERE m.org_id=? AND {condition}", params)[0][0]
@@ -786,6 +812,13 @@ class SQLiteStore:
                 f"SELECT count(*) FROM memory_fts CROSS JOIN memories m ON m.rid = memory_fts.rowid"
                 f" WHERE memory_fts MATCH ? AND m.org_id=? AND {condition}", [match, *params])[0][0]
         return total, counts
+
+    def _ids_of(self, rids: list[int]) -> dict[int, str]:
+        ids: dict[int, str] = {}
+        for chunk in _chunks(rids, 500):
+            marks = ",".join("?" * len(chunk))
+            ids.update((r[0], r[1]) for r in self._read(f"SELECT rid, id FROM memories WHERE rid IN ({marks})", chunk))
+        return ids
 
 
 # -------------------------------------------------------------------- helpers
@@ -855,10 +888,14 @@ class _VectorCache:
             self._used = need
 
 
+def _words(text: str) -> list[str]:
+    """The words a query is matched by: lower-cased, once each; single letters only as digits."""
+    return list(dict.fromkeys(t for t in re.findall(r"\w+", text.lower()) if len(t) > 1 or t.isdigit()))
+
+
 def fts_query(text: str) -> str:
     """Turn free text into an FTS5 OR-query of quoted tokens (no FTS syntax reaches SQLite)."""
-    tokens = [t for t in re.findall(r"\w+", text.lower()) if len(t) > 1 or t.isdigit()]
-    return " OR ".join(f'"{t}"' for t in dict.fromkeys(tokens))
+    return " OR ".join(f'"{t}"' for t in _words(text))
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
