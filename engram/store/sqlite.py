@@ -4,6 +4,11 @@ The API process and the worker processes open the same file. Writes take the sin
 writer lock briefly (`BEGIN IMMEDIATE`); reads never block writers. The job table is the
 queue: a lease is an UPDATE inside a write transaction, so two workers can never hold the
 same job, and the lease token is checked again when the job commits.
+
+Lookups by id say `+org_id=?`: the unary plus keeps the planner off the indexes that lead
+with org_id. Without table statistics it would otherwise walk one of those — every row of
+the org — rather than probe the id's unique index (320 ms instead of 0.4 ms for ten
+memories at a million).
 """
 
 from __future__ import annotations
@@ -384,14 +389,14 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- jobs and events
     def get_job(self, org_id: str, job_id: str) -> Job | None:
-        rows = self._read("SELECT * FROM jobs WHERE org_id=? AND id=?", (org_id, job_id))
+        rows = self._read("SELECT * FROM jobs WHERE +org_id=? AND id=?", (org_id, job_id))
         return _job(rows[0]) if rows else None
 
     def event_statuses(self, org_id: str, event_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         out: dict[str, tuple[str, str | None]] = {}
         for chunk in _chunks(list(dict.fromkeys(event_ids)), 500):
             marks = ",".join("?" * len(chunk))
-            for row in self._read(f"SELECT id, status, fail_reason FROM events WHERE org_id=? AND id IN ({marks})",
+            for row in self._read(f"SELECT id, status, fail_reason FROM events WHERE +org_id=? AND id IN ({marks})",
                                   (org_id, *chunk)):
                 out[row["id"]] = (row["status"], row["fail_reason"])
         return out
@@ -400,7 +405,7 @@ class SQLiteStore:
         found: dict[str, Event] = {}
         for chunk in _chunks(list(dict.fromkeys(event_ids)), 500):
             marks = ",".join("?" * len(chunk))
-            for row in self._read(f"SELECT * FROM events WHERE org_id=? AND id IN ({marks})", (org_id, *chunk)):
+            for row in self._read(f"SELECT * FROM events WHERE +org_id=? AND id IN ({marks})", (org_id, *chunk)):
                 found[row["id"]] = _event(row)
         return [found[i] for i in event_ids if i in found]
 
@@ -616,21 +621,21 @@ class SQLiteStore:
         for chunk in _chunks(list(event_ids), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._read(
-                f"SELECT * FROM memories WHERE org_id=? AND status='active' AND id IN"
+                f"SELECT * FROM memories WHERE +org_id=? AND status='active' AND id IN"
                 f" (SELECT memory_id FROM memory_sources WHERE event_id IN ({marks}))", (org_id, *chunk)):
                 found[row["id"]] = _memory(row)
         return list(found.values())
 
     # ---------------------------------------------------------------- memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory | None:
-        rows = self._read("SELECT * FROM memories WHERE org_id=? AND id=?", (org_id, memory_id))
+        rows = self._read("SELECT * FROM memories WHERE +org_id=? AND id=?", (org_id, memory_id))
         return _memory(rows[0]) if rows else None
 
     def get_memories(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
         out: dict[str, Memory] = {}
         for chunk in _chunks(list(memory_ids), 500):
             marks = ",".join("?" * len(chunk))
-            for row in self._read(f"SELECT * FROM memories WHERE org_id=? AND id IN ({marks})", (org_id, *chunk)):
+            for row in self._read(f"SELECT * FROM memories WHERE +org_id=? AND id IN ({marks})", (org_id, *chunk)):
                 out[row["id"]] = _memory(row)
         return out
 
@@ -639,7 +644,7 @@ class SQLiteStore:
         removed with all its versions (every row of its `root_id`)."""
         with self._write() as conn:
             row = conn.execute("SELECT rid, type, status, json_extract(details, '$.root_id') AS root_id"
-                               " FROM memories WHERE org_id=? AND id=?", (org_id, memory_id)).fetchone()
+                               " FROM memories WHERE +org_id=? AND id=?", (org_id, memory_id)).fetchone()
             if row is None or row["status"] == "retracted":
                 return False
             if row["type"] == "fact":
@@ -659,7 +664,7 @@ class SQLiteStore:
 
     def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
         with self._write() as conn:
-            row = conn.execute("SELECT rid FROM memories WHERE org_id=? AND id=? AND type='fact' AND status='active'",
+            row = conn.execute("SELECT rid FROM memories WHERE +org_id=? AND id=? AND type='fact' AND status='active'",
                                (org_id, old_id)).fetchone()
             if row is None:
                 return False
@@ -670,7 +675,7 @@ class SQLiteStore:
     def merge_memory_metadata(self, org_id: str, memory_id: str, metadata: Mapping[str, Any],
                               at: datetime) -> Memory | None:
         with self._write() as conn:
-            row = conn.execute("SELECT * FROM memories WHERE org_id=? AND id=? AND status<>'retracted'",
+            row = conn.execute("SELECT * FROM memories WHERE +org_id=? AND id=? AND status<>'retracted'",
                                (org_id, memory_id)).fetchone()
             if row is None:
                 return None
@@ -682,13 +687,13 @@ class SQLiteStore:
 
     def memory_revisions(self, org_id: str, memory_id: str) -> list[Memory]:
         conn = self._conn()
-        rows = conn.execute("SELECT * FROM memories WHERE org_id=? AND id=?", (org_id, memory_id)).fetchall()
+        rows = conn.execute("SELECT * FROM memories WHERE +org_id=? AND id=?", (org_id, memory_id)).fetchall()
         if not rows:
             return []
         chain = [_memory(rows[0])]
         seen = {memory_id}
         while (back := chain[0].details.get("supersedes")) and back not in seen:  # older revisions
-            row = conn.execute("SELECT * FROM memories WHERE org_id=? AND id=?", (org_id, back)).fetchone()
+            row = conn.execute("SELECT * FROM memories WHERE +org_id=? AND id=?", (org_id, back)).fetchone()
             if row is None:
                 break
             seen.add(back)
