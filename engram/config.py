@@ -71,6 +71,9 @@ class Settings(BaseModel):
     episode_idle_s: float = Field(900.0, gt=0)
     content_filter_patterns: tuple[str, ...] = ()
     embed_threads: int = Field(1, ge=1, le=64)
+    # The API's query embedder: a search waits for it, so it may use every core (the
+    # workers run niced, ENGRAM_WORKER_NICE). 0: the machine's cores, at most 4.
+    query_embed_threads: int = Field(0, ge=0, le=64)
     db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)
     migrate_on_start: bool = False  # PostgreSQL: apply pending migrations at start (else `engram migrate`)
     limits: Limits = Limits()

@@ -66,9 +66,12 @@ def redact_url(url: str) -> str:
     return re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, *, for_queries: bool = False) -> Embedder:
     if settings.embedder == "local":
-        return make_embedder("local", threads=settings.embed_threads)
+        threads = settings.embed_threads
+        if for_queries:
+            threads = settings.query_embed_threads or min(os.cpu_count() or 1, 4)
+        return make_embedder("local", threads=threads)
     if settings.embedder == "openai":
         return make_embedder(
             "openai", base_url=settings.embedding_base_url, model=settings.embedding_model,
@@ -85,11 +88,11 @@ def _retry_policy(settings: Settings) -> Any:
 
 
 def lazy_embedder(settings: Settings) -> Callable[[], Embedder]:
-    """Load the model on first use: the accept path must never wait for it."""
+    """The query embedder, loaded on first use: the accept path must never wait for it."""
 
     @lru_cache(maxsize=1)
     def get() -> Embedder:
-        return build_embedder(settings)
+        return build_embedder(settings, for_queries=True)
 
     return get
 

@@ -138,3 +138,17 @@ def test_slow_skip_layer_norm_fusion_stays_off(tmp_path, monkeypatch):
         ops = [e["args"]["op_name"] for e in json.load(f) if e.get("cat") == "Node"]
     assert "SkipLayerNormalization" not in ops
     assert "LayerNormalization" in ops
+
+
+def test_the_query_embedder_may_use_every_core_and_workers_one_thread_each() -> None:
+    import os
+
+    from engram.config import load_settings
+    from engram.runtime import build_embedder
+
+    default = load_settings(env={})
+    assert build_embedder(default).threads == 1
+    assert build_embedder(default, for_queries=True).threads == min(os.cpu_count() or 1, 4)
+    pinned = load_settings(env={"ENGRAM_QUERY_EMBED_THREADS": "1", "ENGRAM_EMBED_THREADS": "2"})
+    assert build_embedder(pinned, for_queries=True).threads == 1
+    assert build_embedder(pinned).threads == 2

@@ -141,6 +141,7 @@ class LocalEmbedder:
         _verify(tokenizer_path, TOKENIZER_SHA256)
 
         self.batch_size = batch_size
+        self.threads = threads
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The shipped tokenizer.json has truncation 128 and *fixed* padding to
         # 128 baked in; we truncate at the model's length and pad ourselves,

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from engram.domain.filters import Node
+from engram.domain.filters import Cmp, Node
 from engram.domain.text import text_hash
 from engram.domain.records import (
     ApiKey, Event, Job, JobError, Memory, Org, iso, parse_iso, utcnow,
@@ -36,7 +36,7 @@ from engram.store.base import (
     AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
 )
 from engram.store.sqlite_filters import compile_filter
-from engram.store.sqlite_lexicon import ANALYZER, ScopeStatistics, TermCache
+from engram.store.sqlite_lexicon import ANALYZER, RowCache, ScopeStatistics
 from engram.store.sqlite_dedup import RecentEvents
 from engram.store.sqlite_writer import GroupCommitWriter
 
@@ -186,7 +186,7 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._vectors = _VectorCache()
-        self._terms = TermCache()
+        self._rows = RowCache()
         self.scoped_lexical_limit = SCOPED_LEXICAL_LIMIT
         self._recent = RecentEvents()  # the dedup window; used only by the group-commit thread
         self._accepts = GroupCommitWriter(self._connect, on_failure=self._recent.reset)
@@ -761,6 +761,11 @@ class SQLiteStore:
 
     def _scope(self, org_id: str, where: Node) -> np.ndarray:
         """The row ids of the memories `where` admits, ascending."""
+        if isinstance(where, Cmp) and where.field == "id" and where.op == "in":
+            # Search's exact cosine of lexical candidates: ids it has just seen, all cached.
+            known = self._rows.rids(org_id, list(where.value))
+            if known is not None:
+                return np.sort(np.array(known, dtype=np.int64))
         params: list[Any] = [org_id]
         # likely(): an org holds most rows, so the planner should prefer any other index
         # (an id list, a user); group_concat: one string, not a Python row per memory.
@@ -773,7 +778,13 @@ class SQLiteStore:
         rids = self._scope(org_id, where)
         if rids.size > self.scoped_lexical_limit:
             return None
-        return ScopeStatistics(rids, self._terms.documents(self._conn(), rids.tolist()), ANALYZER.query(words))
+        terms = ANALYZER.query(words)
+        # A search asks for term statistics, then BM25, of the same scope and words: the
+        # second call reuses the first's counts when the scope has not changed between them.
+        last = getattr(self._local, "scope", None)
+        if last is None or not last.same(rids, terms):
+            last = self._local.scope = ScopeStatistics(rids, self._rows.documents(self._conn(), rids.tolist()), terms)
+        return last
 
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 over the memories the filter admits; scores are positive, higher is better."""
@@ -819,11 +830,7 @@ class SQLiteStore:
         return total, counts
 
     def _ids_of(self, rids: list[int]) -> dict[int, str]:
-        ids: dict[int, str] = {}
-        for chunk in _chunks(rids, 500):
-            marks = ",".join("?" * len(chunk))
-            ids.update((r[0], r[1]) for r in self._read(f"SELECT rid, id FROM memories WHERE rid IN ({marks})", chunk))
-        return ids
+        return self._rows.ids(self._conn(), rids)
 
 
 # -------------------------------------------------------------------- helpers

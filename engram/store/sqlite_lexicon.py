@@ -68,32 +68,53 @@ class Analyzer:
 ANALYZER = Analyzer()
 
 
-class TermCache:
-    """Each memory's term ids by row id, read from the memories table on first use.
+class RowCache:
+    """Each memory's org, id and term ids by row id, read from the memories table on first use.
 
-    Bounded like the vector cache: past `max_rows` it starts over (a memory's terms take
-    ~100 bytes, so the default holds ~20 MB).
+    Search turns row ids into memory ids and back many times per query (scope, candidates,
+    the exact cosine of lexical candidates); all three never change for a row. Bounded like
+    the vector cache: past `max_rows` it starts over (~200 bytes a row).
     """
 
     def __init__(self, max_rows: int = 200_000) -> None:
         self.max_rows = max_rows
-        self._docs: dict[int, bytes] = {}
+        self._rows: dict[int, tuple[str, str, bytes]] = {}  # rid -> (org_id, id, terms)
+        self._rid_of: dict[str, int] = {}  # id -> rid
         self._lock = threading.Lock()
+
+    def _load(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, tuple[str, str, bytes]]:
+        """The cached rows, after reading those of `rids` that are missing. Holds the lock."""
+        rows = self._rows
+        missing = [r for r in rids if r not in rows]
+        if missing and len(rows) + len(missing) > self.max_rows:
+            rows.clear()
+            self._rid_of.clear()
+            missing = list(dict.fromkeys(rids))
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            for rid, org_id, memory_id, text in conn.execute(
+                    f"SELECT rid, org_id, id, text FROM memories WHERE rid IN ({','.join('?' * len(chunk))})", chunk):
+                rows[rid] = (org_id, memory_id, ANALYZER.document(text))
+                self._rid_of[memory_id] = rid
+        return rows
 
     def documents(self, conn: sqlite3.Connection, rids: Sequence[int]) -> list[bytes]:
         with self._lock:
-            docs = self._docs
-            missing = [r for r in rids if r not in docs]
-            if missing and len(docs) + len(missing) > self.max_rows:
-                docs.clear()
-                missing = list(rids)
-            for start in range(0, len(missing), 500):
-                chunk = missing[start:start + 500]
-                for rid, text in conn.execute(
-                        f"SELECT rid, text FROM memories WHERE rid IN ({','.join('?' * len(chunk))})", chunk):
-                    docs[rid] = ANALYZER.document(text)
-            empty = b""
-            return [docs.get(r, empty) for r in rids]
+            rows = self._load(conn, rids)
+            return [rows[r][2] if r in rows else b"" for r in rids]
+
+    def ids(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, str]:
+        with self._lock:
+            rows = self._load(conn, rids)
+            return {r: rows[r][1] for r in rids if r in rows}
+
+    def rids(self, org_id: str, ids: Sequence[str]) -> list[int] | None:
+        """The row ids of these memories of the org, when every one is cached; else None."""
+        with self._lock:
+            found = [self._rid_of.get(i) for i in ids]
+            if any(r is None or self._rows[r][0] != org_id for r in found):
+                return None
+            return found  # type: ignore[return-value]
 
 
 class ScopeStatistics:
@@ -103,7 +124,7 @@ class ScopeStatistics:
         self.rids = rids
         self.size = len(docs)
         self.terms = terms
-        lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs)) // 4
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)) // 4
         self.lengths = lengths
         flat = np.frombuffer(b"".join(docs), dtype=np.int32)
         owner = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
@@ -114,6 +135,10 @@ class ScopeStatistics:
         # tf[i, j]: occurrences of query term j in document i
         self.tf = np.bincount(owner[hit] * len(terms) + column,
                               minlength=len(docs) * len(terms)).reshape(len(docs), len(terms))
+
+    def same(self, rids: np.ndarray, terms: list[int]) -> bool:
+        """Whether these are the statistics of that scope and those terms."""
+        return terms == self.terms and rids.shape == self.rids.shape and bool((rids == self.rids).all())
 
     def document_frequency(self) -> np.ndarray:
         """Per query term, in how many documents of the scope it occurs."""
