@@ -411,6 +411,7 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
     cites: dict[str, list[str]] = defaultdict(list)  # event id -> facts citing it (this build)
     here: dict[str, Memory] = {}  # facts created by this build
     digests: dict[str, str] = {}  # fact id -> text hash, for every fact this build touches
+    orders: dict[str, int] = {}  # fact id -> creation order (= row id order), likewise
 
     def is_active(mid: str, also: set[str]) -> bool:
         if mid in also:
@@ -419,11 +420,13 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
             return here[mid].status == "active"
         return mid not in batch.earlier or batch.earlier[mid].status is None
 
+    def order_of(mid: str) -> int:
+        return state.active[mid].order if mid in state.active else orders.get(mid, -1)
+
     def citing(event_ids: Sequence[str], also: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-        """store.memories_citing: active memories citing these turns, in the order SQLite
-        returns them (its plan walks the memories_reconcile index: user, then text hash)."""
-        found = dict.fromkeys(fid for e in event_ids for fid in cites.get(e, ()) if is_active(fid, also))
-        return sorted(found, key=lambda fid: digests[fid])
+        """store.memories_citing: active memories citing these turns, in creation (row id) order."""
+        return sorted({fid for e in event_ids for fid in cites.get(e, ()) if is_active(fid, also)},
+                      key=lambda fid: orders[fid])
 
     def cover(episode_id: str, event_ids: Sequence[str]) -> None:
         """complete(): the turns get the episode; every fact citing one gets details.episode_id."""
@@ -502,6 +505,7 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
                 if target_id in here and here[target_id].job_id == job.id:
                     continue  # a repeat inside this job: merged into the first copy
                 digests[target_id] = digest
+                orders[target_id] = order_of(target_id)
                 cite(target_id, event.id, done)
                 rec.added_sources.setdefault(target_id, []).append(event.id)
                 updated.setdefault(target_id, {"id": target_id, "type": "fact", "text": state.active[target_id].text})
@@ -511,6 +515,7 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
                 near = _nearest(pool, state, f.row, job.id, here)
                 if near is not None and _specifics(state.active[near].text) == _specifics(text):
                     digests[near] = state.active[near].digest
+                    orders[near] = order_of(near)
                     cite(near, event.id, done)
                     rec.added_sources.setdefault(near, []).append(event.id)
                     if near not in updated:
@@ -526,6 +531,7 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
                 memory.details["supersedes"] = old
                 rec.superseded[old] = memory.id
                 digests[old] = state.active[old].digest
+                orders[old] = order_of(old)
                 if old in here:
                     here[old].status, here[old].updated_at = "superseded", done
                 else:
@@ -537,6 +543,7 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
             state.add(memory.id, ActiveFact(text, digest, key, f.row, state.created))
             state.created += 1
             digests[memory.id] = digest
+            orders[memory.id] = order_of(memory.id)
             here[memory.id] = memory
             cites[event.id].append(memory.id)
             state.memories += 1

@@ -614,17 +614,17 @@ class SQLiteStore:
                     f"SELECT * FROM memories WHERE org_id=? AND user_id=? AND status='active' AND type='fact'"
                     f" AND {column} IN ({marks})", (org_id, user_id, *chunk)):
                     found[row["id"]] = _memory(row)
-        return list(found.values())
+        return sorted(found.values(), key=lambda m: (m.created_at, m.id))  # as every store orders them
 
     def memories_citing(self, org_id: str, event_ids: Sequence[str]) -> list[Memory]:
-        found: dict[str, Memory] = {}
+        found: dict[int, Memory] = {}
         for chunk in _chunks(list(event_ids), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._read(
                 f"SELECT * FROM memories WHERE +org_id=? AND status='active' AND id IN"
                 f" (SELECT memory_id FROM memory_sources WHERE event_id IN ({marks}))", (org_id, *chunk)):
-                found[row["id"]] = _memory(row)
-        return list(found.values())
+                found[row["rid"]] = _memory(row)
+        return [found[rid] for rid in sorted(found)]  # oldest first, whatever plan SQLite chose
 
     # ---------------------------------------------------------------- memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory | None:
