@@ -750,11 +750,10 @@ class SQLiteStore:
         if not rids.size:
             return []
         q = np.asarray(query, dtype=np.float32)
-        found, matrix = self._vectors.rows(self._conn(), rids, q.shape[0])
+        found, scores = self._vectors.cosines(self._conn(), rids, q)
         if not found.size:
             return []
-        scores = matrix @ q
-        top = np.argsort(-scores, kind="stable")[:k]
+        top = _best(scores, k)
         chosen = found[top].tolist()
         ids = self._ids_of(chosen)
         return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
@@ -771,7 +770,8 @@ class SQLiteStore:
         # (an id list, a user); group_concat: one string, not a Python row per memory.
         listed = self._read(f"SELECT group_concat(m.rid) FROM memories m WHERE likely(m.org_id=?)"
                             f" AND {compile_filter(where, params)}", params)[0][0]
-        return np.array(listed.split(","), dtype=np.int64) if listed else np.empty(0, dtype=np.int64)
+        # np.fromstring's text mode (not deprecated, unlike its binary mode): 7x faster than split
+        return np.fromstring(listed, dtype=np.int64, sep=",") if listed else np.empty(0, dtype=np.int64)
 
     def _small_scope(self, org_id: str, where: Node, words: list[str]) -> ScopeStatistics | None:
         """Term counts of the scope when it is small enough to score in process, else None."""
@@ -795,7 +795,7 @@ class SQLiteStore:
         if scope is not None:
             scores = scope.bm25()
             matched = np.flatnonzero(scores > 0)
-            top = matched[np.argsort(-scores[matched], kind="stable")[:k]]
+            top = matched[_best(scores[matched], k)]
             ids = self._ids_of(scope.rids[top].tolist())
             return [(ids[rid], float(scores[i])) for rid, i in zip(scope.rids[top].tolist(), top) if rid in ids]
         params: list[Any] = [fts_query(query), org_id]
@@ -857,8 +857,16 @@ class _VectorCache:
         self._matrix = np.zeros((1024, dim), dtype=np.float32)
         self._used = 0
 
-    def rows(self, conn: sqlite3.Connection, rids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the rids that have a vector of `dim` dimensions, their vectors as rows)."""
+    def cosines(self, conn: sqlite3.Connection, rids: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the rids that have a vector of the query's dimensions, their dot products with it)."""
+        found, slots, matrix, used = self._slots(conn, rids, query.shape[0])
+        if slots.size * 4 > used:
+            # A large share of the cache (an org-wide scope): one pass over all of it is cheaper
+            # than copying a gigabyte of rows out first.
+            return found, (matrix[:used] @ query)[slots]
+        return found, matrix[slots] @ query
+
+    def _slots(self, conn: sqlite3.Connection, rids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         with self._lock:
             if dim != self._dim:
                 self._clear(dim)
@@ -871,9 +879,9 @@ class _VectorCache:
             if missing.size:
                 self._load(conn, missing.tolist())
             slots = self._slot[rids]
-            matrix = self._matrix
+            matrix, used = self._matrix, self._used  # a grown matrix is a new array: this one stays valid
         keep = slots >= 0
-        return rids[keep], matrix[slots[keep]]
+        return rids[keep], slots[keep], matrix, used
 
     def _fit(self, rids: np.ndarray) -> None:
         if rids.size and rids.max() >= self._slot.size:  # grow by doubling
@@ -898,6 +906,20 @@ class _VectorCache:
                                                           dtype=np.float32).reshape(len(rows), self._dim)
             self._slot[[rid for rid, _ in rows]] = np.arange(self._used, need)
             self._used = need
+
+
+def _best(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first (ties: lower position first)."""
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if k >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    # Linear, where a full sort of 1M scores takes 0.2 s: the k-th best score, then everything
+    # above it and the first positions that tie with it.
+    kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+    above = np.flatnonzero(scores > kth)
+    chosen = np.concatenate([above, np.flatnonzero(scores == kth)[:k - above.size]])
+    return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
 def _words(text: str) -> list[str]:
