@@ -115,9 +115,20 @@ def test_missing_file_is_reported(tmp_path):
 
 
 def test_long_text_does_not_pad_a_batch_of_short_ones(emb):
-    ids = [[0] * 10] * 40 + [[0] * 256]
+    ids = [[0] * 10] * 20 + [[0] * 256]
     batches = list(emb._batches(list(range(len(ids))), ids))
-    assert batches == [list(range(40)), [40]]
+    assert batches == [list(range(20)), [20]]
+
+
+def test_a_batch_stays_within_its_token_budget(emb):
+    from engram.embed.local import BATCH_TOKENS
+
+    ids = [[0] * 10] * 100 + [[0] * 100] * 10
+    batches = list(emb._batches(list(range(len(ids))), ids))
+    assert sorted(i for b in batches for i in b) == list(range(110))  # every text, once
+    for batch in batches:
+        assert len(batch) * max(len(ids[i]) for i in batch) <= BATCH_TOKENS
+    assert len(batches[0]) == BATCH_TOKENS // 10  # full up to the budget, not smaller
 
 
 def test_slow_skip_layer_norm_fusion_stays_off(tmp_path, monkeypatch):
