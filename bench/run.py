@@ -82,7 +82,7 @@ def pipeline(out: Path, quick: bool) -> dict[str, Any]:
     stages = script("pipeline_stages.py", out=out, tag="pipeline-stages")
     print(stages, flush=True)
     fresh = {}
-    for rate, duration in ((500, 10 if quick else 30), (20, 30 if quick else 60)):
+    for rate, duration in ((500, 10 if quick else 30), (30, 30 if quick else 60)):
         r = fresh[rate] = script("freshness.py", "--rate", rate, "--duration", duration, "--drain", 60 if quick else 120,
                                  out=out, tag=f"freshness-{rate}")
         print(f"freshness @ {rate} events/s: completed {r['completed_per_s_during_load']}/s during the load, "
