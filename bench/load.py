@@ -73,7 +73,7 @@ async def run_load(base: str, family: str, batch: int, rate: float, duration: fl
             errors[str(status)] = errors.get(str(status), 0) + 1
             return
         body = json.loads(payload)
-        accepted.extend(body["event_ids"] if family == "m" else [body["job_id"]])
+        accepted.extend(body["event_ids"] if family == "m" else [body["id"]])
 
     pid = SERVER_PIDS.get(base)
     window = CpuWindow(pid).start() if pid else None
