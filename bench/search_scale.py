@@ -37,6 +37,8 @@ server under test runs with its defaults (`synchronous=FULL`, one worker process
     .venv/bin/python bench/search_scale.py                      # 10k, 100k, 1M; 1,000 users; 300 queries each
     .venv/bin/python bench/search_scale.py --quick              # 2k and 10k, 100 users, 50 queries: a smoke run
     .venv/bin/python bench/search_scale.py --scales 100000 --queries 500 --json out.json
+    .venv/bin/python bench/search_scale.py --scales 1000000 --modes user-hot,user+filter --queries 2000 \
+        --max-mode-seconds 30 --busy 100 --search-rate 10   # 10 searches/s while 5,000 events/s are ingested
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -203,7 +206,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_seconds: float) -> dict[str, Any]:
+def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_seconds: float,
+             rate: float = 0) -> dict[str, Any]:
+    """One query at a time; with `rate`, the n-th is not sent before n/rate s (else back to back)."""
     server_ms: list[float] = []
     client_ms: list[float] = []
     stages: dict[str, float] = defaultdict(float)
@@ -211,7 +216,9 @@ def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_s
     wrong = 0
     window = CpuWindow(pid).start()
     started = time.perf_counter()
-    for body in bodies:
+    for n, body in enumerate(bodies):
+        if rate:
+            time.sleep(max(0.0, started + n / rate - time.perf_counter()))
         t0 = time.perf_counter()
         response = client.post("/v1/memories/search", json=body)
         elapsed = 1000 * (time.perf_counter() - t0)
@@ -289,6 +296,10 @@ def measure(pool: ds.Pool, args: argparse.Namespace, memories: int, build: dict[
                            "machine": machine(), "limit": args.limit, "modes": {}, "rss_mb": {}}
     log(f"{memories:,} memories: {disk['bytes'] / 2**20:,.0f} MB on disk "
         f"({disk['bytes'] * 1e6 / memories / 2**30:.2f} GB per million memories)")
+    if args.busy:  # the load writes events (and the worker memories): serve a copy of the fixture
+        scratch = Path(tempfile.mkdtemp(prefix="engram-busy-"))
+        shutil.copytree(data_dir, scratch / "data")
+        data_dir = scratch / "data"
     with serve(data_dir, log) as (base, pid), httpx.Client(base_url=base, timeout=600) as client:
         doc["rss_mb"]["started"] = rss(pid)
         t0 = time.perf_counter()
@@ -298,6 +309,15 @@ def measure(pool: ds.Pool, args: argparse.Namespace, memories: int, build: dict[
         doc["warmup_seconds"] = round(time.perf_counter() - t0, 1)
         doc["rss_mb"]["after_warmup"] = rss(pid)
         doc["probe"] = probe(client, data_dir / "engram.db", args.users)
+        load = None
+        if args.busy:
+            # 50-event family-M batches at --busy requests/s from another process, open loop,
+            # for the whole of the measured searches: the worker extracts and embeds meanwhile.
+            load = subprocess.Popen([sys.executable, str(ROOT / "bench" / "load.py"), "--url", base, "--family", "m",
+                                     "--batch", "50", "--rate", str(args.busy), "--duration",
+                                     str(args.max_mode_seconds * len(args.modes) + 10)],
+                                    stdout=subprocess.PIPE, text=True)
+            time.sleep(3)
         for mode in args.modes:
             count = args.org_queries if mode.startswith("org") else args.queries
             bodies = requests_for(mode, pool, plans, questions, count, args.seed, args.limit, args.hot_users)
@@ -305,13 +325,20 @@ def measure(pool: ds.Pool, args: argparse.Namespace, memories: int, build: dict[
                 for plan in plans[:args.hot_users]:
                     client.post("/v1/memories/search", json={"query": ds.user_questions(pool, plan)[0],
                                                              "filters": {"user_id": plan.user_id}}).raise_for_status()
-            result = run_mode(client, pid, bodies, args.max_mode_seconds)
+            result = run_mode(client, pid, bodies, args.max_mode_seconds, args.search_rate)
             doc["modes"][mode] = result
             doc["rss_mb"][f"after_{mode}"] = rss(pid)
+            if load is not None and load.poll() is not None:
+                raise RuntimeError("the background load ended before the searches did")
             log(f"  {mode:<12} n={result['queries']:<4} server p50 {result['server_p50_ms']:7.1f} p99 "
                 f"{result['server_p99_ms']:7.1f} ms | http p50 {result['http_p50_ms']:7.1f} p99 "
                 f"{result['http_p99_ms']:7.1f} ms | steal {result['machine_steal_percent']}% | "
                 + ", ".join(f"{k} {v}" for k, v in result["stage_mean_ms"].items()))
+        if load is not None:
+            doc["busy_load"] = json.loads(load.communicate()[0].strip().splitlines()[-1])
+            log(f"  background load: { {k: v for k, v in doc['busy_load'].items() if k != 'slowest'} }")
+    if args.busy:
+        shutil.rmtree(scratch, ignore_errors=True)
     return doc
 
 
@@ -343,6 +370,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--max-mode-seconds", type=float, default=1800, help="stop a kind of search after this long")
+    parser.add_argument("--busy", type=float, default=0,
+                        help="while searching, ingest 50-event family-M batches at this many requests/s "
+                             "(on a copy of the fixture); use with --max-mode-seconds")
+    parser.add_argument("--search-rate", type=float, default=0,
+                        help="searches per second (default: one after another, as fast as they return)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=ds.CACHE, help="pool vectors and built data directories")
     parser.add_argument("--rebuild", action="store_true", help="build every scale again")

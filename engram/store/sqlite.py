@@ -422,7 +422,8 @@ class SQLiteStore:
                 row = conn.execute(
                     """
                     SELECT j.* FROM jobs j
-                    WHERE ((j.status = 'pending' AND j.available_at <= :now)
+                    WHERE j.status IN ('pending', 'running')  -- the jobs_ready index: not every job ever run
+                      AND ((j.status = 'pending' AND j.available_at <= :now)
                            OR (j.status = 'running' AND j.lease_expires_at < :now))
                       AND NOT EXISTS (
                           SELECT 1 FROM jobs e
