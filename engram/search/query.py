@@ -19,13 +19,12 @@ import calendar
 import re
 from datetime import datetime, timedelta, timezone
 
+from engram.domain.text import query_words
+
 _TOKEN = re.compile(r"\w+")
 
 
-def terms(text: str) -> list[str]:
-    """Lower-cased words, once each, in order; single letters only when they are digits
-    (the same tokens the stores' lexical queries use)."""
-    return list(dict.fromkeys(t for t in _TOKEN.findall(text.lower()) if len(t) > 1 or t.isdigit()))
+terms = query_words  # the same words the stores' lexical queries use
 
 
 def without_terms(text: str, dropped: set[str]) -> str:

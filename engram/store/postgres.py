@@ -44,7 +44,7 @@ from psycopg_pool import ConnectionPool
 
 from engram.domain.filters import And, Cmp, Node, equality_value
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, parse_iso, utcnow
-from engram.domain.text import text_hash
+from engram.domain.text import query_words, text_hash
 from engram.store.base import (
     JOB_ENDED, WORK_READY, AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
 )
@@ -709,7 +709,7 @@ class PostgresStore:
         constants): positive, higher is better. Term statistics come from the filter's scope
         when it names one user (exact, small), else from the org's matches with the table's
         row estimate as N."""
-        tokens = query_tokens(query)
+        tokens = query_words(query)
         if not tokens:
             return []
         words = " ".join(tokens)
@@ -756,7 +756,7 @@ class PostgresStore:
         (matched as `lexical_candidates` matches a word: english stemming; a stop word never
         matches, so it counts 0)."""
         wanted = list(dict.fromkeys(terms))
-        queries = [" | ".join(f"'{t}'" for t in query_tokens(term)) for term in wanted]
+        queries = [" | ".join(f"'{t}'" for t in query_words(term)) for term in wanted]
         params: list[Any] = []
         columns = ["count(*) AS total"]
         for i, tsquery in enumerate(queries):
@@ -839,11 +839,6 @@ def _small_scope(where: Node) -> bool:
         return True
     clauses = where.clauses if isinstance(where, And) else (where,)
     return any(isinstance(c, Cmp) and c.field == "id" and c.op in ("eq", "in") for c in clauses)
-
-
-def query_tokens(text: str) -> list[str]:
-    """The query's words, as the embedded store's FTS query takes them (no syntax passes)."""
-    return list(dict.fromkeys(t for t in re.findall(r"\w+", text.lower()) if len(t) > 1 or t.isdigit()))
 
 
 def _vector(vector: np.ndarray) -> str:

@@ -14,7 +14,6 @@ memories at a million).
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import sqlite3
 import threading
@@ -28,7 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from engram.domain.filters import Cmp, Node
-from engram.domain.text import text_hash
+from engram.domain.text import query_words, text_hash
 from engram.domain.records import (
     ApiKey, Event, Job, JobError, Memory, Org, iso, parse_iso, utcnow,
 )
@@ -798,7 +797,7 @@ class SQLiteStore:
 
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 over the memories the filter admits; scores are positive, higher is better."""
-        words = _words(query)
+        words = query_words(query)
         if not words:
             return []
         scope = self._small_scope(org_id, where, words)
@@ -818,7 +817,7 @@ class SQLiteStore:
     def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
         """How many memories the filter admits, and in how many of them each term occurs
         (matched as the lexical index matches it: stemmed, case-folded)."""
-        words = {term: _words(term)[:1] for term in terms}  # a term is one word
+        words = {term: query_words(term)[:1] for term in terms}  # a term is one word
         scope = self._small_scope(org_id, where, [w for found in words.values() for w in found])
         if scope is not None:
             df = scope.document_frequencies()
@@ -932,14 +931,9 @@ def _best(scores: np.ndarray, k: int) -> np.ndarray:
     return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
-def _words(text: str) -> list[str]:
-    """The words a query is matched by: lower-cased, once each; single letters only as digits."""
-    return list(dict.fromkeys(t for t in re.findall(r"\w+", text.lower()) if len(t) > 1 or t.isdigit()))
-
-
 def fts_query(text: str) -> str:
     """Turn free text into an FTS5 OR-query of quoted tokens (no FTS syntax reaches SQLite)."""
-    return " OR ".join(f'"{t}"' for t in _words(text))
+    return " OR ".join(f'"{t}"' for t in query_words(text))
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
