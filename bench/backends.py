@@ -38,7 +38,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from load import percentile, run_load  # noqa: E402
+from _stats import percentile  # noqa: E402
+from load import run_load  # noqa: E402
 
 WORDS = ("garden river kayak violin recipe project deadline sister Lisbon marathon concert novel puppy bakery "
          "physics guitar mountain museum coffee ferry tennis chess painting hiking cooking jazz").split()

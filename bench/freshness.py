@@ -29,6 +29,7 @@ import httpx
 from _http import LoadClient
 from _procstat import CpuWindow
 from _server import SERVER_PIDS, engram_server
+from _stats import percentile
 from locomo import DATA, session_messages, sessions
 
 
@@ -41,11 +42,6 @@ def turn_stream(run: str) -> list[tuple[str, str, str]]:
             for m in session_messages(conv, n):
                 out.append((f"{run}-{sample['sample_id']}", f"{sample['sample_id']}-s{n}", m["content"]))
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def run(base: str, rate: float, duration: float, batch: int, poll: float, drain: float) -> dict[str, Any]:
@@ -123,7 +119,7 @@ async def run(base: str, rate: float, duration: float, batch: int, poll: float, 
            "completed_per_s_during_load": round(completed_during_load / (load_end - start), 1),
            "completed_per_s_overall": round(len(done) / (end - start), 1),
            "backlog_at_load_end": len(acked) - completed_during_load - sum(1 for e in failed),
-           "accept_to_searchable_s": {"p50": round(pct(lag, 0.5), 2), "p95": round(pct(lag, 0.95), 2),
+           "accept_to_searchable_s": {"p50": round(percentile(lag, 0.5), 2), "p95": round(percentile(lag, 0.95), 2),
                                       "max": round(max(lag, default=float("nan")), 2)}}
     if usage:
         out["cpu"] = usage

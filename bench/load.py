@@ -24,6 +24,7 @@ import httpx
 from _http import LoadClient
 from _procstat import CpuWindow
 from _server import SERVER_PIDS, engram_server
+from _stats import percentile
 
 WORDS = ("garden river kayak violin recipe project deadline sister Lisbon marathon concert novel "
          "puppy bakery physics guitar mountain museum coffee ferry").split()
@@ -42,11 +43,6 @@ def request_for(family: str, batch: int, n: int, run: str) -> tuple[str, dict]:
         return "/v1/ingest", {"events": events}
     messages = [{"role": "user", "content": sentence(n * batch + i)} for i in range(batch)]
     return "/v1/memories", {"messages": messages, "user_id": actor, "conv_id": f"c-{n % 7}"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_load(base: str, family: str, batch: int, rate: float, duration: float,

@@ -35,6 +35,7 @@ from typing import Any, Iterable
 import httpx
 
 from _server import SHARED, engram_server
+from _stats import percentile
 
 DATA = SHARED / "data/locomo/locomo_dev.json"
 KS = (5, 10, 25)
@@ -154,11 +155,6 @@ def search(client: httpx.Client, user_id: str, question: str, budget: int) -> tu
             return ranked, client_ms, server_ms
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running engram; default: start a throwaway one")
@@ -216,8 +212,8 @@ def main() -> int:
         print(f"ingest: {turns} turns, {len(accept_ms)} jobs, accept median {statistics.median(accept_ms):.1f} ms, "
               f"all jobs done in {ingest_wall:.1f} s ({turns / ingest_wall:.0f} turns/s); "
               f"memories created {dict(memories)}")
-    print(f"search (first page of {PAGE}, source events): client p50 {_pct(client_ms, 0.5):.1f} ms "
-          f"p99 {_pct(client_ms, 0.99):.1f} ms; server p50 {_pct(server_ms, 0.5):.1f} ms p99 {_pct(server_ms, 0.99):.1f} ms")
+    print(f"search (first page of {PAGE}, source events): client p50 {percentile(client_ms, 0.5):.1f} ms "
+          f"p99 {percentile(client_ms, 0.99):.1f} ms; server p50 {percentile(server_ms, 0.5):.1f} ms p99 {percentile(server_ms, 0.99):.1f} ms")
     print()
     print(f"{'category':<16} {'n':>5} " + " ".join(f"{'R@' + str(k):>6}" for k in KS))
     groups: list[tuple[str, list[dict[str, Any]]]] = [("overall", per_question)]

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import httpx
 
 from _server import engram_server
+from _stats import percentile
 from locomo import DATA, sessions, session_messages
 
 USER = "bench-10k"
@@ -103,11 +104,6 @@ def queries(data: list[dict[str, Any]], count: int) -> list[str]:
             return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running engram; default: start a throwaway one")
@@ -144,8 +140,8 @@ def main() -> int:
 
     print(f"user-scoped search, {have} memories, limit {args.limit}, {len(server_ms)} queries (sequential)")
     for label, values in (("server", server_ms), ("client", client_ms)):
-        print(f"  {label:<7} p50 {pct(values, 0.5):6.1f} ms   p90 {pct(values, 0.9):6.1f} ms   "
-              f"p99 {pct(values, 0.99):6.1f} ms   mean {statistics.mean(values):6.1f} ms")
+        print(f"  {label:<7} p50 {percentile(values, 0.5):6.1f} ms   p90 {percentile(values, 0.9):6.1f} ms   "
+              f"p99 {percentile(values, 0.99):6.1f} ms   mean {statistics.mean(values):6.1f} ms")
     print("  mean per stage (ms): " + ", ".join(
         f"{stage} {sum(v) / len(server_ms):.1f}" for stage, v in sorted(stages.items(), key=lambda kv: -sum(kv[1]))))
     return 0

@@ -50,7 +50,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -59,7 +58,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -67,6 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _dataset as ds  # noqa: E402
 from _procstat import CpuWindow, command_of, process_tree, rss_bytes  # noqa: E402
+from _server import SERVER_PIDS, engram_server  # noqa: E402
+from _stats import percentile  # noqa: E402
 
 MODES = ("user", "user-hot", "user+filter", "org", "org+filter")
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,38 +140,6 @@ def footprint(data_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the server
-@contextlib.contextmanager
-def serve(data_dir: Path, log: Any) -> Iterator[tuple[str, int]]:
-    """`engram serve` on a prebuilt data directory, with one worker process (as by default)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "ENGRAM_LOG_LEVEL": "WARNING", "ENGRAM_WORKERS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "engram", "serve", "--port", str(port), "--data", str(data_dir),
-                             "--workers", "1"], env=env, cwd=ROOT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        started = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"engram serve exited with {proc.returncode}")
-            if time.monotonic() - started > 300:
-                raise RuntimeError("engram did not start within 300 s")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
-        log(f"  server pid {proc.pid} ready in {time.monotonic() - started:.1f} s")
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def rss(pid: int) -> dict[str, float]:
     """RSS in MB of the API process and of each worker it started."""
     out = {}
@@ -199,11 +168,6 @@ def requests_for(mode: str, pool: ds.Pool, plans: list[ds.UserPlan], questions: 
             body["filters"] = filters
         out.append(body)
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_seconds: float,
@@ -243,9 +207,9 @@ def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_s
     mean_stages = {k: round(v / n, 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1]) if k != "total"}
     mean_stages["other"] = round(stages["total"] / n - sum(mean_stages.values()), 2)  # hydration, fusion, ...
     return {"queries": n, "seconds": round(seconds, 1),
-            "server_p50_ms": round(pct(server_ms, 0.5), 1), "server_p99_ms": round(pct(server_ms, 0.99), 1),
+            "server_p50_ms": round(percentile(server_ms, 0.5), 1), "server_p99_ms": round(percentile(server_ms, 0.99), 1),
             "server_mean_ms": round(statistics.mean(server_ms), 1), "server_max_ms": round(max(server_ms), 1),
-            "http_p50_ms": round(pct(client_ms, 0.5), 1), "http_p99_ms": round(pct(client_ms, 0.99), 1),
+            "http_p50_ms": round(percentile(client_ms, 0.5), 1), "http_p99_ms": round(percentile(client_ms, 0.99), 1),
             "stage_mean_ms": mean_stages, "results_mean": round(statistics.mean(hits), 2),
             "empty_results": sum(1 for h in hits if h == 0), "out_of_scope_results": wrong,
             "machine_steal_percent": cpu["machine_steal_percent"], "machine_busy_percent": cpu["machine_busy_percent"],
@@ -300,7 +264,12 @@ def measure(pool: ds.Pool, args: argparse.Namespace, memories: int, build: dict[
         scratch = Path(tempfile.mkdtemp(prefix="engram-busy-"))
         shutil.copytree(data_dir, scratch / "data")
         data_dir = scratch / "data"
-    with serve(data_dir, log) as (base, pid), httpx.Client(base_url=base, timeout=600) as client:
+    started = time.monotonic()
+    # one worker process, as by default; a million-memory store takes a while to open
+    with engram_server(None, {"ENGRAM_WORKERS": "1"}, data_dir=data_dir, start_timeout_s=300) as base, \
+            httpx.Client(base_url=base, timeout=600) as client:
+        pid = SERVER_PIDS[base]
+        log(f"  server pid {pid} ready in {time.monotonic() - started:.1f} s")
         doc["rss_mb"]["started"] = rss(pid)
         t0 = time.perf_counter()
         warm = requests_for("user", pool, plans, questions, args.warmup, args.seed + 1, args.limit)
