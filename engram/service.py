@@ -139,12 +139,8 @@ class Service:
         self._on_accept()
         return job
 
-    def ingest_events(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
-        batches, new_ids, since = self._plan_events(org_id, events)
-        return self._accepted_events(batches, new_ids, self.store.accept(org_id, batches, dedup_since=since))
-
-    async def ingest_events_async(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
-        """`ingest_events` for the event loop: the checks run here, the write runs on the
+    async def ingest_events(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
+        """Family M's accept, on the event loop: the checks run here, the write runs on the
         store's group-commit thread where it has one (no trip through a thread pool)."""
         batches, new_ids, since = self._plan_events(org_id, events)
         if self._submits_accepts:

@@ -117,7 +117,7 @@ async def ingest(request: Request) -> JSONResponse:
                 metadata=_metadata(e.metadata, i, limit), role_id=e.role_id, team_id=e.team_id, event_id=e.event_id)
         for i, e in enumerate(body.events)
     ]
-    return JSONResponse({"event_ids": await svc.ingest_events_async(principal.org_id, events)})
+    return JSONResponse({"event_ids": await svc.ingest_events(principal.org_id, events)})
 
 
 @router.post("/status")

@@ -762,10 +762,7 @@ class SQLiteStore:
         found, scores = self._vectors.cosines(self._conn(), rids, q)
         if not found.size:
             return []
-        top = _best(scores, k)
-        chosen = found[top].tolist()
-        ids = self._ids_of(chosen)
-        return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
+        return self._ranked(found, scores, _best(scores, k))
 
     def _scope(self, org_id: str, where: Node) -> np.ndarray:
         """The row ids of the memories `where` admits, ascending."""
@@ -804,9 +801,7 @@ class SQLiteStore:
         if scope is not None:
             scores = scope.bm25()
             matched = np.flatnonzero(scores > 0)
-            top = matched[_best(scores[matched], k)]
-            ids = self._ids_of(scope.rids[top].tolist())
-            return [(ids[rid], float(scores[i])) for rid, i in zip(scope.rids[top].tolist(), top) if rid in ids]
+            return self._ranked(scope.rids, scores, matched[_best(scores[matched], k)])
         params: list[Any] = [fts_query(query), org_id]
         rows = self._read(
             f"SELECT m.id, -bm25(memory_fts) AS s FROM memory_fts CROSS JOIN memories m ON m.rid = memory_fts.rowid"
@@ -838,8 +833,11 @@ class SQLiteStore:
                 f" WHERE memory_fts MATCH ? AND m.org_id=? AND {condition}", [match, *params])[0][0]
         return total, counts
 
-    def _ids_of(self, rids: list[int]) -> dict[int, str]:
-        return self._rows.ids(self._conn(), rids)
+    def _ranked(self, rids: np.ndarray, scores: np.ndarray, top: np.ndarray) -> list[tuple[str, float]]:
+        """(memory id, score) of the rows at positions `top`, in that order."""
+        chosen = rids[top].tolist()
+        ids = self._rows.ids(self._conn(), chosen)
+        return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
 
 
 # -------------------------------------------------------------------- helpers
