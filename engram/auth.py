@@ -90,32 +90,40 @@ class Authenticator:
         if now - checked_at > self._cache_s:
             return None
         if self.open_mode_allowed and not exists:
-            principal = Principal(DEFAULT_ORG, frozenset(SCOPES), None)
+            principal = _open_principal()
         else:
             cached = self._known.get(hash_key(secret)) if secret else None
             if cached is None or now - cached[0] > self._cache_s or cached[1] is None:
                 return None  # the slow path raises the right error, or refreshes
-            key = cached[1]
-            principal = Principal(key.org_id, frozenset(key.scopes), key.id)
+            principal = _principal_of(cached[1])
         if org_header and org_header != principal.org_id:
             return None
         return principal
 
     def authenticate(self, secret: str | None, org_header: str | None) -> Principal:
         if self.open_mode_allowed and not self._any_key():
-            principal = Principal(DEFAULT_ORG, frozenset(SCOPES), None)
+            principal = _open_principal()
         else:
             if not secret:
                 raise ServiceError("unauthorized", "an API key is required (Authorization: Bearer <key> or x-api-key)")
             key = self._lookup(secret)
             if key is None:
                 raise ServiceError("unauthorized", "the API key is not valid or was revoked")
-            principal = Principal(key.org_id, frozenset(key.scopes), key.id)
+            principal = _principal_of(key)
         if org_header and org_header != principal.org_id:
             org = self.store.get_org(principal.org_id)
             if org is None or org_header != org.name:
                 raise ServiceError("org_mismatch", "X-Org-Id does not name the org of this API key")
         return principal
+
+
+def _open_principal() -> Principal:
+    """Who a request is on a loopback server that has no API keys yet: the default org, every scope."""
+    return Principal(DEFAULT_ORG, frozenset(SCOPES), None)
+
+
+def _principal_of(key: ApiKey) -> Principal:
+    return Principal(key.org_id, frozenset(key.scopes), key.id)
 
 
 def credentials_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
