@@ -14,14 +14,30 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engram import __version__
-from engram.config import ConfigError, Settings, load_settings
+from engram.config import ConfigError, Settings, load_settings, log_level_from_env, storage_setting
 
 log = logging.getLogger("engram")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Every setting, checked (a bad one raises ConfigError naming it), and logging at its level.
+    The commands that touch the store call this before anything heavy is imported or started."""
     data = getattr(args, "data", None)
-    return load_settings(data_dir=Path(data) if data else None, **extra)
+    settings = load_settings(data_dir=data, **extra)  # "" is refused, not taken for "unset"
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    return settings
+
+
+def _port(text: str) -> int:
+    """--port: 1-65535. Not 0: the kernel would pick a port this process never reports."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
 
 
 def _is_loopback(host: str) -> bool:
@@ -34,23 +50,27 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, workers=0 if args.no_workers else args.workers)
+
     import uvicorn
 
     from engram.api.app import create_app
     from engram.auth import DEFAULT_ORG, Authenticator
     from engram.runtime import (
-        DataDirLock, WorkerSupervisor, build_content_filter, lazy_embedder, open_store, redact_url,
+        DataDirLock, WorkerSupervisor, build_content_filter, build_extractor, lazy_embedder, open_store, redact_url,
     )
     from engram.service import Service
 
-    settings = _settings(args, workers=0 if args.no_workers else args.workers)
     # The event loop shares the GIL with the group-commit thread; by default a thread that
     # wants it may wait up to 5 ms for the holder to yield, which shows up in the accept
     # path's tail latency. Requests here are short, so hand the GIL over sooner.
     sys.setswitchinterval(0.0005)
     build_content_filter(settings)  # a bad pattern stops start-up, not the first job
+    if settings.extractor == "llm":
+        build_extractor(settings)  # e.g. a prompt budget too small: here, not in every worker that restarts
     embedded = settings.resolved_database_url.startswith("sqlite:///")
-    lock = DataDirLock(Path(settings.resolved_database_url[len("sqlite:///"):]).parent) if embedded else None
+    lock = (DataDirLock(Path(settings.resolved_database_url[len("sqlite:///"):]).parent, storage_setting(settings))
+            if embedded else None)
     if lock is not None:
         lock.acquire()
     store = open_store(settings)
@@ -89,11 +109,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     from engram.pipeline.worker import Worker
     from engram.runtime import build_pipeline, open_store
     from engram.store.base import WORK_READY
 
-    settings = _settings(args)
     store = open_store(settings)
     worker = Worker(store, build_pipeline(settings, store), settings)
     stop = threading.Event()
@@ -125,9 +146,10 @@ def _follow_parent(worker: Any, stop: threading.Event) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     from engram.runtime import open_store, redact_url
 
-    settings = _settings(args)
     store = open_store(settings, migrate=True)
     store.close()
     print(f"migrated {redact_url(settings.resolved_database_url)}: the schema is up to date")
@@ -135,11 +157,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     from engram.auth import create_key
     from engram.domain.records import utcnow
     from engram.runtime import open_store
 
-    store = open_store(_settings(args))
+    store = open_store(settings)
     try:
         if args.keys_command == "create":
             scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
@@ -181,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the API server with its worker processes")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8420)
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (default ENGRAM_WORKERS or 1)")
+    serve.add_argument("--port", type=_port, default=8420, help="1-65535 (default 8420)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes, 0-64 (default ENGRAM_WORKERS or 1)")
     serve.add_argument("--no-workers", action="store_true",
                        help="API only: no pipeline workers here (run `engram worker` elsewhere on the same database)")
     serve.add_argument("--no-warm", dest="warm", action="store_false", help="load the query embedder on first search")
@@ -219,11 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STORE_COMMANDS = {"serve", "worker", "migrate", "keys"}  # read every setting (engram/config.py)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("ENGRAM_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in STORE_COMMANDS:
+            # The client commands (engram/cli_client.py) talk HTTP: of the server's settings they
+            # use only the log level. ENGRAM_BASE_URL and ENGRAM_API_KEY are theirs.
+            logging.basicConfig(level=log_level_from_env(), format=LOG_FORMAT)
         return args.func(args)
     except ConfigError as exc:
         print(f"engram: configuration error: {exc}", file=sys.stderr)

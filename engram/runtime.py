@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from engram.config import ConfigError, Settings
+from engram.config import ConfigError, Settings, redact_url, storage_setting
 from engram.embed import Embedder, make_embedder
 from engram.pipeline.content_filter import ContentFilter
 from engram.pipeline.process import Extractor, Pipeline
@@ -29,12 +28,34 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
     and otherwise refuses to start on a schema that lacks a migration."""
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
-        from engram.store.sqlite import SQLiteStore
+        return _open_sqlite(settings, url)
+    return _open_postgres(settings, url, settings.migrate_on_start if migrate is None else migrate)
 
+
+# SQLite's words for a file it cannot use (as opposed to a fault in engram's own SQL).
+_SQLITE_FILE_PROBLEMS = ("unable to open", "readonly", "not a database", "disk i/o", "malformed")
+
+
+def _open_sqlite(settings: Settings, url: str) -> Store:
+    """load_settings checked the place already; this says the same (naming the setting) if it
+    changed since, or if the file system refuses what its permissions promised."""
+    import sqlite3
+
+    from engram.store.sqlite import SQLiteStore
+
+    path = url[len("sqlite:///"):]
+    store = None
+    try:
         store = SQLiteStore.from_url(url)
         store.migrate()
         return store
-    return _open_postgres(settings, url, settings.migrate_on_start if migrate is None else migrate)
+    except (OSError, sqlite3.DatabaseError) as exc:
+        if store is not None:
+            store.close()
+        if isinstance(exc, sqlite3.DatabaseError) and not any(p in str(exc).lower() for p in _SQLITE_FILE_PROBLEMS):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{storage_setting(settings)}: cannot open {path}: {reason}") from exc
 
 
 def _open_postgres(settings: Settings, url: str, migrate: bool) -> Store:
@@ -59,11 +80,6 @@ def _open_postgres(settings: Settings, url: str, migrate: bool) -> Store:
         store.close()
         raise ConfigError(f"ENGRAM_DATABASE_URL: {exc}") from exc
     return store
-
-
-def redact_url(url: str) -> str:
-    """The database URL without its password, for logs and messages."""
-    return re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def build_embedder(settings: Settings, *, for_queries: bool = False) -> Embedder:
@@ -132,13 +148,20 @@ class DataDirLock:
     """One embedded server per data directory. Holding the lock proves that no worker of
     an earlier server is still committing, so its leases can be handed back at once."""
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, data_dir: Path, setting: str = "ENGRAM_DATA_DIR (--data)") -> None:
+        self.setting = setting  # named in the message when the directory cannot be used
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{setting}: cannot use {data_dir}: {exc.strerror or exc}") from exc
         self.path = data_dir / "engram.lock"
         self._file: IO[str] | None = None
 
     def acquire(self, timeout_s: float = 10.0) -> None:
-        handle = open(self.path, "a+")
+        try:
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise ConfigError(f"{self.setting}: cannot write {self.path}: {exc.strerror or exc}") from exc
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -149,6 +172,9 @@ class DataDirLock:
                     handle.close()
                     raise ConfigError(f"another engram server is using {self.path.parent}") from None
                 time.sleep(0.1)
+            except OSError as exc:  # a file system without locks (some network mounts)
+                handle.close()
+                raise ConfigError(f"{self.setting}: cannot lock {self.path}: {exc.strerror or exc}") from exc
         self._file = handle
 
     def release(self) -> None:
