@@ -39,9 +39,11 @@ NOT_SETTINGS: Mapping[str, str] = {
     "ENGRAM_TEST_OPEN_KEY": "tests/test_memsy_client.py: the key the memsy client sends in open mode",
     "ENGRAM_TEST_PROCESS_TIMEOUT": "tests/test_memsy_client.py: how long a client process may take",
     "ENGRAM_BENCH_CACHE": "bench/_dataset.py: where the benchmarks keep their data sets",
+    "ENGRAM_PID": "bench/query_cost.py: the pid of the server --url names, whose CPU time it measures",
 }
-# The test suite's and the benchmarks' own variables live under these prefixes, never a setting.
-NOT_SETTINGS_PREFIXES = ("ENGRAM_TEST_", "ENGRAM_BENCH_")
+# The test suite's and the benchmarks' own variables live under these prefixes, never a setting
+# (ENGRAM_FUZZ_*: tests/test_fuzz.py's examples, seed, timeout and report file).
+NOT_SETTINGS_PREFIXES = ("ENGRAM_TEST_", "ENGRAM_BENCH_", "ENGRAM_FUZZ_")
 
 # Settings that a command-line flag also sets; a message about one names both.
 FLAGS = {"data_dir": "--data", "workers": "--workers"}
@@ -78,6 +80,9 @@ class Limits(BaseModel):
     max_metadata_keys: int = Field(64, gt=0, le=10_000)
     max_metadata_chars: int = Field(4096, gt=0, le=1_000_000)  # copied onto every memory of the request
     max_status_ids: int = Field(500, gt=0, le=100_000)
+    # A search's text (docs/design.md; the v1.0 contract's own bound is the default). At most a
+    # family-X message: a query is read whole by the lexical side and the query embedder.
+    max_query_chars: int = Field(4000, gt=0, le=32_000)
 
 
 class Settings(BaseModel):

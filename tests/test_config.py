@@ -193,7 +193,7 @@ def test_variables_that_are_not_settings_pass(tmp_path: Path) -> None:
     (tmp_path / "engram.toml").write_text("")
     env = {name: "x" for name in NOT_SETTINGS}
     env.update(ENGRAM_CONFIG=str(tmp_path / "engram.toml"), ENGRAM_BASE_URL="http://127.0.0.1:8420",
-               ENGRAM_TEST_SOMETHING_NEW="1", ENGRAM_BENCH_SOMETHING_NEW="1")
+               ENGRAM_TEST_SOMETHING_NEW="1", ENGRAM_BENCH_SOMETHING_NEW="1", ENGRAM_FUZZ_SEED="1")
     assert load(tmp_path, **env).workers == 1
 
 
