@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from engram.api.app import create_app
+    from engram.api.connections import GuardedHttpProtocol
     from engram.auth import DEFAULT_ORG, Authenticator
     from engram.runtime import (
         DataDirLock, WorkerSupervisor, build_content_filter, build_extractor, lazy_embedder, open_store, redact_url,
@@ -99,7 +100,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("engram %s serving on http://%s:%d (data: %s, workers: %d)", __version__, args.host, args.port,
              redact_url(settings.resolved_database_url), settings.workers)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                    http=GuardedHttpProtocol.configured(header_timeout_s=settings.http_header_timeout_s,
+                                                        body_timeout_s=settings.http_body_timeout_s),
+                    timeout_keep_alive=settings.http_keepalive_timeout_s)
     finally:
         supervisor.stop()
         store.close()

@@ -39,7 +39,6 @@ NOT_SETTINGS: Mapping[str, str] = {
     "ENGRAM_TEST_OPEN_KEY": "tests/test_memsy_client.py: the key the memsy client sends in open mode",
     "ENGRAM_TEST_PROCESS_TIMEOUT": "tests/test_memsy_client.py: how long a client process may take",
     "ENGRAM_BENCH_CACHE": "bench/_dataset.py: where the benchmarks keep their data sets",
-    "ENGRAM_PID": "bench/query_cost.py: the pid of the server --url names, whose CPU time it measures",
 }
 # The test suite's and the benchmarks' own variables live under these prefixes, never a setting
 # (ENGRAM_FUZZ_*: tests/test_fuzz.py's examples, seed, timeout and report file).
@@ -119,6 +118,12 @@ class Settings(BaseModel):
     # yields the processor to the API whenever both want it (0 = same priority as the API).
     worker_nice: int = Field(10, ge=0, le=19)
     wait_budget_s: float = _seconds(30.0, ge=0, le=300)
+    # Slow clients (engram/api/connections.py): a request's line and headers must arrive within
+    # this from its first byte (a new connection's, too); a body may pause at most this long.
+    http_header_timeout_s: float = _seconds(10.0, ge=0.1, le=300)
+    http_body_timeout_s: float = _seconds(30.0, ge=0.1, le=3600)
+    # uvicorn's own: an idle kept-alive connection is closed after this.
+    http_keepalive_timeout_s: float = _seconds(5.0, ge=0.1, le=300)
     # The SQLite store keeps the window in the API's memory, an entry per event accepted in it;
     # it is there for re-sent events, which come within seconds or minutes.
     dedup_window_s: float = _seconds(60.0, ge=0, le=3600)

@@ -23,6 +23,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "job_not_found": 404,
     "memory_not_found": 404,
     "key_not_found": 404,
+    # 408: the request itself did not arrive in time (engram/api/connections.py)
+    "request_timeout": 408,
     # 413: too large
     "payload_too_large": 413,
     # 422: the body does not satisfy the schema or a rule of the resource
@@ -73,3 +75,13 @@ class ServiceError(Exception):
 
     def __repr__(self) -> str:
         return f"ServiceError({self.code!r}, {self.message!r})"
+
+
+class ValidationFailed(ServiceError):
+    """Request fields that break a rule; carries FastAPI-style per-field entries."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"])
+        super().__init__("validation_error", f"{where}: {first['msg']}", extra={"errors": errors})
+        self.errors = errors

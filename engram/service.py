@@ -10,39 +10,35 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import anyio.to_thread
 
 from engram import __version__
 from engram.config import Settings
-from engram.domain import cursors
-from engram.domain.filters import Cmp, Node, conjoin, mentions
+from engram.domain.cursors import Cursors, query_scope
+from engram.domain.filters import MATCH_ALL, MATCH_NONE, Cmp, Node, conjoin, mentions
 from engram.domain.inputs import (
     RESERVED_METADATA_KEYS, ROLE_BY_KIND, EventIn, MessagesIngest, SearchQuery, kind_for_role,
 )
-from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, utcnow
+from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, parse_iso, utcnow
+from engram.domain.text import unstorable
+from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
-from engram.errors import ServiceError
+from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_id, new_event_ids, new_job_id, new_memory_id
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
 from engram.store.base import JOB_ENDED, AcceptResult, NewJob, NewMemory, Store, SubmitsAccepts
 
 
+# Search pages reach at most this far (a cursor is signed, so only engram writes one; this
+# bounds what a leaked secret could ask for: the ranking reads 2 × offset candidates).
+MAX_SEARCH_OFFSET = 10_000
+
 # Metadata keys PATCH refuses with `immutable_field`: they name a core field of the memory.
 # The other reserved keys (tag1–tag5, kb_type, status, …) are refused with `reserved_field`.
 IMMUTABLE_FIELDS = frozenset({"id", "org_id", "user_id", "agent_id", "conv_id", "app_id", "type", "created_at"})
-
-
-class ValidationFailed(ServiceError):
-    """Request fields that break a rule; carries FastAPI-style per-field entries."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        first = errors[0]
-        where = ".".join(str(p) for p in first["loc"])
-        super().__init__("validation_error", f"{where}: {first['msg']}", extra={"errors": errors})
-        self.errors = errors
 
 
 @dataclass(slots=True)
@@ -82,6 +78,7 @@ class Service:
                  on_accept: Callable[[], None] | None = None,
                  worker_health: Callable[[], dict[str, Any]] | None = None) -> None:
         self.store = store
+        self._cursors = Cursors(store.server_secret())
         self.settings = settings
         self._embedder = embedder  # loaded on first search, never on the accept path
         self._query_vectors = QueryVectors(lambda texts: self._embedder().embed(texts))
@@ -94,22 +91,21 @@ class Service:
         limits = self.settings.limits
         if not req.messages:
             raise ServiceError("invalid_messages", "messages must be a non-empty list")
-        errors: list[dict[str, Any]] = []
-        _check_count(errors, ("body", "messages"), len(req.messages), limits.max_items_per_call)
+        check = FieldChecks(limits)
+        check.count(("body", "messages"), len(req.messages), limits.max_items_per_call)
         for name in ("user_id", "conv_id", "agent_id", "app_id"):
-            _check_id(errors, ("body", name), getattr(req, name), limits.max_id_chars, required=name in ("user_id", "conv_id"))
+            check.id(("body", name), getattr(req, name), required=name in ("user_id", "conv_id"))
         for i, message in enumerate(req.messages):
-            message.content = message.content.replace("\x00", "")
-            if not message.content.strip():
-                errors.append(_err(("body", "messages", i, "content"), "content must not be blank", "value_error"))
-            elif len(message.content) > limits.max_content_chars_x:
-                errors.append(_err(("body", "messages", i, "content"),
-                                   f"content is longer than {limits.max_content_chars_x} characters", "string_too_long"))
-            if not message.role.strip():
-                errors.append(_err(("body", "messages", i, "role"), "role must not be blank", "value_error"))
-        metadata = self._clean_metadata(errors, ("body", "metadata"), req.metadata)
-        if errors:
-            raise ValidationFailed(errors)
+            loc = ("body", "messages", i)
+            message.content = check.text((*loc, "content"), message.content, limits.max_content_chars_x)
+            check.label((*loc, "role"), message.role, blank_ok=False)
+            check.label((*loc, "name"), message.name)
+            check.label((*loc, "dia_id"), message.dia_id)
+        metadata = check.metadata(("body", "metadata"), req.metadata)
+        for i, group_id in enumerate(req.group_ids):
+            check.id(("body", "group_ids", i), group_id)
+        check.label(("header", "Idempotency-Key"), idempotency_key, blank_ok=False)
+        check.raise_if_any()
 
         now = utcnow()
         body_hash = _body_hash(req)
@@ -127,7 +123,8 @@ class Service:
         job = Job(id=new_job_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, status="pending",
                   created_at=now, updated_at=now,
                   params={"agent_id": req.agent_id, "app_id": req.app_id,
-                          "extract_artifacts": req.extract_artifacts})
+                          "extract_artifacts": req.extract_artifacts,
+                          **({"ignored_group_ids": list(dict.fromkeys(req.group_ids))} if req.group_ids else {})})
         events = [
             Event(id=new_event_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, role=m.role,
                   kind=kind_for_role(m.role), content=m.content, occurred_at=m.date or now, received_at=now,
@@ -153,26 +150,19 @@ class Service:
     def _plan_events(self, org_id: str, events: Sequence[EventIn]) -> tuple[list[NewJob], list[str], datetime]:
         """Check every event, then group them into one new job per (actor, session)."""
         limits = self.settings.limits
-        errors: list[dict[str, Any]] = []
+        check = FieldChecks(limits)
         if not events:
-            errors.append(_err(("body", "events"), "events must be a non-empty list", "too_short"))
-        _check_count(errors, ("body", "events"), len(events), limits.max_items_per_call)
+            check.fail(("body", "events"), "events must be a non-empty list", "too_short")
+        check.count(("body", "events"), len(events), limits.max_items_per_call)
         for i, event in enumerate(events):
             loc = ("body", "events", i)
             if event.kind not in ROLE_BY_KIND:
-                errors.append(_err((*loc, "kind"), f"kind must be one of {', '.join(ROLE_BY_KIND)}", "enum"))
+                check.fail((*loc, "kind"), f"kind must be one of {', '.join(ROLE_BY_KIND)}", "enum")
             for name in ("actor_id", "session_id", "role_id", "team_id", "event_id"):
-                _check_id(errors, (*loc, name), getattr(event, name), limits.max_id_chars,
-                          required=name in ("actor_id", "session_id"))
-            event.content = event.content.replace("\x00", "")
-            if not event.content.strip():
-                errors.append(_err((*loc, "content"), "content must not be blank", "value_error"))
-            elif len(event.content) > limits.max_content_chars_m:
-                errors.append(_err((*loc, "content"), f"content is longer than {limits.max_content_chars_m} characters",
-                                   "string_too_long"))
-            event.metadata = self._clean_metadata(errors, (*loc, "metadata"), event.metadata)
-        if errors:
-            raise ValidationFailed(errors)
+                check.id((*loc, name), getattr(event, name), required=name in ("actor_id", "session_id"))
+            event.content = check.text((*loc, "content"), event.content, limits.max_content_chars_m)
+            event.metadata = check.metadata((*loc, "metadata"), event.metadata)
+        check.raise_if_any()
 
         now = utcnow()
         groups: dict[tuple[str, str], NewJob] = {}
@@ -203,22 +193,26 @@ class Service:
         resolved = dict(zip((e.id for b in batches for e in b.events), result.event_ids))
         return [resolved[i] for i in new_ids]
 
-    def _clean_metadata(self, errors: list[dict[str, Any]], loc: tuple[Any, ...], metadata: dict[str, Any]) -> dict[str, Any]:
-        """Reserved keys are dropped silently; size limits are errors."""
-        if not metadata:
-            return {}
-        limits = self.settings.limits
-        cleaned = {k: v for k, v in metadata.items() if k not in RESERVED_METADATA_KEYS}
-        if len(cleaned) > limits.max_metadata_keys:
-            errors.append(_err(loc, f"metadata has more than {limits.max_metadata_keys} keys", "too_long"))
-        elif len(json.dumps(cleaned, ensure_ascii=False)) > limits.max_metadata_chars:
-            errors.append(_err(loc, f"metadata is longer than {limits.max_metadata_chars} characters serialized",
-                               "too_long"))
-        return cleaned
+    def check_scope(self, fields: Mapping[str, str | Sequence[str] | None], where: str = "body") -> None:
+        """Ids a request names as its scope (a search's actor, session, user, roles…) obey the
+        id rule like ids being ingested; 422 naming each field that does not."""
+        check = FieldChecks(self.settings.limits)
+        for name, value in fields.items():
+            if isinstance(value, str) or value is None:
+                check.id((where, name), value)
+            else:
+                for i, item in enumerate(value):
+                    check.id((where, name, i), item)
+        check.raise_if_any()
+
+    def _could_exist(self, some_id: str) -> bool:
+        """Whether a memory or job id named in a path could be stored at all: one that could
+        not is simply not found, without a query (PostgreSQL refuses NUL in a parameter)."""
+        return len(some_id) <= self.settings.limits.max_id_chars and unstorable(some_id) is None
 
     # ------------------------------------------------------------------ jobs and status
     def get_job(self, org_id: str, job_id: str) -> Job:
-        job = self.store.get_job(org_id, job_id)
+        job = self.store.get_job(org_id, job_id) if self._could_exist(job_id) else None
         if job is None:
             raise ServiceError("job_not_found", f"no job {job_id!r} in this org")
         return job
@@ -247,9 +241,11 @@ class Service:
                 pause = min(pause * 2, 1.0 if live else 0.1)
 
     def event_status(self, org_id: str, event_ids: Sequence[str]) -> StatusReport:
-        limit = self.settings.limits.max_status_ids
-        if len(event_ids) > limit:
-            raise ValidationFailed([_err(("body", "event_ids"), f"at most {limit} ids per call", "too_long")])
+        check = FieldChecks(self.settings.limits)
+        check.count(("body", "event_ids"), len(event_ids), self.settings.limits.max_status_ids)
+        for i, event_id in enumerate(event_ids):
+            check.id(("body", "event_ids", i), event_id)
+        check.raise_if_any()
         known = self.store.event_statuses(org_id, event_ids)
         report = StatusReport([], [], [], {}, {})
         for event_id in dict.fromkeys(event_ids):
@@ -267,13 +263,13 @@ class Service:
 
     # ------------------------------------------------------------------ memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory:
-        memory = self.store.get_memory(org_id, memory_id)
+        memory = self.store.get_memory(org_id, memory_id) if self._could_exist(memory_id) else None
         if memory is None:
             raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org")
         return memory
 
     def delete_memory(self, org_id: str, memory_id: str) -> None:
-        if not self.store.delete_memory(org_id, memory_id, utcnow()):
+        if not self._could_exist(memory_id) or not self.store.delete_memory(org_id, memory_id, utcnow()):
             raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was already deleted)")
 
     def update_memory(self, org_id: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None) -> Memory:
@@ -282,11 +278,13 @@ class Service:
         metadata, and marks the old one `superseded` (it keeps its own metadata)."""
         if text is None and not metadata:
             raise ServiceError("invalid_request", "nothing to change: send `text`, `metadata` or both")
-        if text is not None and not text.strip():
-            raise ServiceError("empty_text_field", "text must not be empty or only whitespace")
-        limit = self.settings.limits.max_content_chars_x
-        if text is not None and len(text) > limit:
-            raise ValidationFailed([_err(("body", "text"), f"text is longer than {limit} characters", "string_too_long")])
+        if text is not None:
+            text = text.replace("\x00", "")
+            if not text.strip():
+                raise ServiceError("empty_text_field", "text must not be empty or only whitespace")
+            check = FieldChecks(self.settings.limits)
+            text = check.text(("body", "text"), text, self.settings.limits.max_content_chars_x, name="text")
+            check.raise_if_any()
         metadata = metadata or {}
         immutable = sorted(set(metadata) & IMMUTABLE_FIELDS)
         if immutable:
@@ -295,7 +293,7 @@ class Service:
         reserved = sorted(set(metadata) & RESERVED_METADATA_KEYS)
         if reserved:
             raise ServiceError("reserved_field", f"{', '.join(reserved)} is reserved for engram's own use")
-        memory = self.store.get_memory(org_id, memory_id)
+        memory = self.store.get_memory(org_id, memory_id) if self._could_exist(memory_id) else None
         if memory is None or memory.status == "retracted":
             raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was deleted)")
         if text is not None and memory.type != "fact":
@@ -305,11 +303,12 @@ class Service:
             text = None  # the same text again is no revision
             if not metadata:
                 return memory
+        check = FieldChecks(self.settings.limits)
+        check.metadata(("body", "metadata"), metadata)  # what this request adds, located in it
+        check.raise_if_any()
         merged = {**memory.metadata, **metadata}
-        errors: list[dict[str, Any]] = []
-        self._clean_metadata(errors, ("body", "metadata"), merged)
-        if errors:
-            raise ValidationFailed(errors)
+        check.metadata(("body", "metadata"), merged)  # and the size of the result
+        check.raise_if_any()
         now = utcnow()
         if text is None:
             updated = self.store.merge_memory_metadata(org_id, memory_id, metadata, now)
@@ -334,20 +333,30 @@ class Service:
 
     def memory_revisions(self, org_id: str, memory_id: str) -> list[Memory]:
         """The memory's revision chain, oldest first (itself alone when it was never revised)."""
-        chain = self.store.memory_revisions(org_id, memory_id)
+        chain = self.store.memory_revisions(org_id, memory_id) if self._could_exist(memory_id) else []
         if not chain:
             raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org")
         return chain
 
-    def list_memories(self, org_id: str, where: Node, *, ascending: bool, cursor: str | None, limit: int) -> MemoryPage:
+    def list_memories(self, org_id: str, scope: Mapping[str, str | None], *, ascending: bool, cursor: str | None,
+                      limit: int, in_group: str | None = None) -> MemoryPage:
+        """One page of memories matching every field of `scope` that is set (exact match).
+        `in_group` (the v1.0 contract's group filter) matches nothing: engram has no groups yet."""
+        check = FieldChecks(self.settings.limits)
+        for name, value in scope.items():
+            check.id(("query", name), value)
+        check.id(("query", "group_id"), in_group)
+        check.raise_if_any()
+        where = conjoin(*(Cmp(name, "eq", value) for name, value in scope.items() if value is not None),
+                        MATCH_NONE if in_group is not None else MATCH_ALL)
         where = _default_to_active(where)
-        scope = cursors.query_scope("list", ascending)
-        after = tuple(cursors.decode(cursor, org_id, scope)) if cursor else None
+        cursor_scope = query_scope("list", ascending)
+        after = tuple(self._cursors.decode(cursor, org_id, cursor_scope, _is_list_position)) if cursor else None
         page = self.store.list_memories(org_id, where, ascending=ascending, after=after, limit=limit)
         next_cursor = None
         if page.has_more and page.items:
             last = page.items[-1]
-            next_cursor = cursors.encode(org_id, scope, [_iso(last.created_at), last.id])
+            next_cursor = self._cursors.encode(org_id, cursor_scope, [_iso(last.created_at), last.id])
         return MemoryPage(page.items, page.has_more, next_cursor)
 
     def source_events(self, org_id: str, memories: Sequence[Memory]) -> dict[str, list[Event]]:
@@ -356,11 +365,12 @@ class Service:
         return {m.id: [by_id[e] for e in m.source_event_ids if e in by_id] for m in memories}
 
     def search(self, org_id: str, query: SearchQuery) -> SearchResults:
-        if not query.text.strip():
-            raise ValidationFailed([_err(("body", "query"), "query must not be blank", "value_error")])
+        check = FieldChecks(self.settings.limits)
+        query.text = check.text(("body", "query"), query.text, self.settings.limits.max_query_chars, name="query")
+        check.raise_if_any()
         where = _default_to_active(query.where)
-        scope = cursors.query_scope("search", query.text, repr(where), query.threshold)
-        offset = int(cursors.decode(query.cursor, org_id, scope)) if query.cursor else 0
+        scope = query_scope("search", query.text, repr(where), query.threshold)
+        offset = self._cursors.decode(query.cursor, org_id, scope, _is_offset) if query.cursor else 0
         started = time.perf_counter()
         depth = max(50, 2 * (offset + query.limit))
         ranking = HybridRanker(self.store, self._query_vectors).rank(
@@ -375,8 +385,9 @@ class Service:
             sources = self.source_events(org_id, [h.memory for h in hits])
             for hit in hits:
                 hit.source_events = sources[hit.memory.id]
-        has_more = len(ranked) > offset + query.limit
-        next_cursor = cursors.encode(org_id, scope, offset + query.limit) if has_more else None
+        # pages end at MAX_SEARCH_OFFSET results
+        has_more = len(ranked) > offset + query.limit and offset + query.limit <= MAX_SEARCH_OFFSET
+        next_cursor = self._cursors.encode(org_id, scope, offset + query.limit) if has_more else None
         results = SearchResults(hits, has_more, next_cursor, timings)
         if query.with_context_prompt:
             results.context_prompt = context_prompt(query.text, hits)
@@ -463,26 +474,6 @@ def _default_to_active(where: Node) -> Node:
     return where if mentions(where, "status") else conjoin(Cmp("status", "eq", "active"), where)
 
 
-def _err(loc: tuple[Any, ...], msg: str, kind: str) -> dict[str, Any]:
-    return {"loc": list(loc), "msg": msg, "type": kind}
-
-
-def _check_count(errors: list[dict[str, Any]], loc: tuple[Any, ...], count: int, limit: int) -> None:
-    if count > limit:
-        errors.append(_err(loc, f"at most {limit} items per call", "too_long"))
-
-
-def _check_id(errors: list[dict[str, Any]], loc: tuple[Any, ...], value: str | None, limit: int, *, required: bool) -> None:
-    if value is None:
-        if required:
-            errors.append(_err(loc, "field required", "missing"))
-        return
-    if not value.strip():
-        errors.append(_err(loc, "must not be blank", "value_error"))
-    elif len(value) > limit:
-        errors.append(_err(loc, f"longer than {limit} characters", "string_too_long"))
-
-
 def _dedup_hash(event: EventIn) -> str:
     raw = "\x1f".join((event.actor_id, event.session_id, event.kind, event.content))
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -492,6 +483,7 @@ def _body_hash(req: MessagesIngest) -> str:
     raw = json.dumps(
         {"user_id": req.user_id, "conv_id": req.conv_id, "agent_id": req.agent_id, "app_id": req.app_id,
          "metadata": req.metadata, "extract_artifacts": req.extract_artifacts,
+         **({"group_ids": req.group_ids} if req.group_ids else {}),
          "messages": [[m.role, m.content, m.name, m.date.isoformat() if m.date else None, m.dia_id]
                       for m in req.messages]},
         sort_keys=True, default=str)
@@ -500,3 +492,24 @@ def _body_hash(req: MessagesIngest) -> str:
 
 def _iso(ts: datetime) -> str:
     return iso(ts) or ""
+
+
+def _is_list_position(position: Any) -> bool:
+    """A list cursor's position: [created_at as engram writes it, a memory id]."""
+    if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
+        return False
+    created, memory_id = position
+    return len(created) == 27 and _parses(created) and 0 < len(memory_id) <= 64
+
+
+def _is_offset(position: Any) -> bool:
+    """A search cursor's position: how many results the earlier pages showed."""
+    return isinstance(position, int) and not isinstance(position, bool) and 0 < position <= MAX_SEARCH_OFFSET
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_iso(text)
+    except (ValueError, OverflowError):
+        return False
+    return True

@@ -136,14 +136,25 @@ def test_search_pages_are_disjoint_complete_and_bound_to_their_query(client: htt
 
 
 def test_a_cursor_belongs_to_its_org_and_its_ordering() -> None:
+    signer = cursors.Cursors(b"s" * 32)
     scope = cursors.query_scope("search", "q", "filter", 0.0)
-    token = cursors.encode("acme", scope, 20)
-    assert cursors.decode(token, "acme", scope) == 20
+    token = signer.encode("acme", scope, 20)
+    is_int = lambda p: isinstance(p, int)  # noqa: E731
+    assert signer.decode(token, "acme", scope, is_int) == 20
     for org, other_scope in (("globex", scope), ("acme", cursors.query_scope("search", "q2", "filter", 0.0)),
                              ("acme", cursors.query_scope("list", True))):
         with pytest.raises(ServiceError) as err:
-            cursors.decode(token, org, other_scope)
+            signer.decode(token, org, other_scope, is_int)
         assert err.value.code == "cursor_mismatch"
+    # Signed with the server's secret: the same cursor under another secret, or with its
+    # position edited, is no cursor at all.
+    for bad in (cursors.Cursors(b"t" * 32).encode("acme", scope, 20), token[:-2] + "AA"):
+        with pytest.raises(ServiceError) as err:
+            signer.decode(bad, "acme", scope, is_int)
+        assert err.value.code == "invalid_cursor"
+    with pytest.raises(ServiceError) as err:  # the right tag around a position of the wrong shape
+        signer.decode(signer.encode("acme", scope, "20"), "acme", scope, is_int)
+    assert err.value.code == "invalid_cursor"
 
 
 def test_family_m_sessions_threshold_and_source_events(client: httpx.Client) -> None:

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__
 from engram.api import errors, family_m, family_x
+from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
 from engram.errors import ServiceError
@@ -62,7 +63,15 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over the limit with 413 before they are parsed (and before they are read whole)."""
+    """Refuse bodies over the limit with 413 before they are parsed (and before they are read whole).
+
+    A declared `Content-Length` over the limit is answered at once. A body sent without one
+    (chunked) is counted as it arrives; the chunk that crosses the limit raises the 413 as an
+    `HTTPException` from `receive`, which FastAPI passes through its body reading untouched
+    (any other exception there becomes a generic 400) to the error handlers, so every route
+    answers the same envelope. (FastAPI's own `max_body_size` answers plain text when a
+    route responds without reading an over-long declared body; this does not.)
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -77,37 +86,31 @@ class BodyLimitMiddleware:
             await self._reject(send)
             return
         seen = 0
-        too_large = False
 
         async def counting_receive() -> Message:
-            nonlocal seen, too_large
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    too_large = True
-                    raise _TooLarge()
+                    raise StarletteHTTPException(413, self._message())
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._reject(send)
+        await self.app(scope, counting_receive, send)
+
+    def _message(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": {"code": "payload_too_large", "error": "payload_too_large",
-                                      "message": f"the request body is larger than {self.max_bytes} bytes"}}).encode()
+                                      "message": self._message()}}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
-    app = FastAPI(title="engram", version=__version__,
+    app = FastAPI(title="engram", version=__version__, default_response_class=JSONResponse,
                   description="Long-term memory for AI agents: family X (/v1/memories) and family M (/v1/ingest, "
                               "/v1/status, /v1/search) on one core.")
     app.state.service = service

@@ -12,13 +12,15 @@ also carries `code`/`error`/`message` at the top level so that every client find
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engram.api.codec import JSONResponse
 from engram.errors import ServiceError
 
 log = logging.getLogger("engram.api")
@@ -38,9 +40,15 @@ def _route_key(request: Request) -> tuple[str, str]:
 
 
 def field_errors(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep only loc/msg/type: pydantic's entries may carry inputs that are not JSON."""
-    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in raw]
+    """Keep only loc/msg/type: pydantic's entries may carry inputs that are not JSON. A body
+    that is not JSON says why (FastAPI keeps the parser's reason in `ctx`)."""
+    return [{"loc": list(e.get("loc", ())), "msg": _msg(e), "type": str(e.get("type", ""))} for e in raw]
+
+
+def _msg(entry: dict[str, Any]) -> str:
+    msg = str(entry.get("msg", ""))
+    reason = (entry.get("ctx") or {}).get("error") if entry.get("type") == "json_invalid" else None
+    return f"{msg}: {reason}" if reason and str(reason) not in msg else msg
 
 
 def _summary(errors: list[dict[str, Any]]) -> str:
@@ -90,5 +98,79 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "server_error")
     message = exc.detail if isinstance(exc.detail, str) else code
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route of the path; a path served by several routes
+        # (GET and POST /v1/memories) allows the methods of all of them.
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
     body = {"detail": {"code": code, "error": code, "message": message}}
-    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path, read from the app's OpenAPI paths."""
+    methods: set[str] = set()
+    for pattern, served in _path_methods(request.app).items():
+        if pattern.fullmatch(request.url.path):
+            methods.update(served)
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return sorted(methods)
+
+
+def _path_methods(app: Any) -> dict[re.Pattern[str], set[str]]:
+    cached = getattr(app.state, "path_methods", None)
+    if cached is None:
+        cached = app.state.path_methods = {
+            re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))): {m.upper() for m in ops}
+            for path, ops in app.openapi().get("paths", {}).items()}
+    return cached
+
+
+# ---------------------------------------------------------------------- the OpenAPI document
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    error: str
+    message: str
+    errors: list[FieldError] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error: `detail.code` is stable (engram/errors.py), `detail.error` repeats it."""
+
+    detail: ErrorDetail
+
+
+class ValidationErrorList(BaseModel):
+    """422 on the family-X operations whose contract declares FastAPI's list shape."""
+
+    detail: list[FieldError]
+    code: str
+    error: str
+    message: str
+
+
+_WHY = {
+    400: "The request asks for something that cannot be done (e.g. invalid_filter, invalid_messages).",
+    401: "No valid API key (unauthorized).",
+    403: "The key lacks the scope, or X-Org-Id names another org (insufficient_scope, org_mismatch).",
+    404: "Nothing of that id in this org.",
+    413: "The body is larger than ENGRAM_MAX_BODY_BYTES (payload_too_large).",
+    422: "A field breaks a rule (validation_error, invalid_cursor, cursor_mismatch, …).",
+    429: "The embedding provider is rate-limited (rate_limit_exceeded); see Retry-After.",
+    503: "The embedding provider is unavailable (unavailable).",
+}
+
+
+def documented(*statuses: int, list_422: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error statuses it can answer, each with its body schema."""
+    return {status: {"model": ValidationErrorList if status == 422 and list_422 else ErrorEnvelope,
+                     "description": _WHY[status]} for status in statuses}

@@ -7,23 +7,24 @@ that family X uses: `actor_id` is `user_id`, `session_id` is `conv_id`.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
+from engram.api.codec import JSONResponse, StrictJSONRoute, read_json
 from engram.api.deps import documented_body, json_body, principal_of, reader, service
+from engram.api.errors import documented
+from engram.api.fields import Instant
 from engram.auth import Principal
 from engram.domain.filters import Cmp, Not, conjoin
 from engram.domain.inputs import EventIn, SearchQuery, kind_for_role
 from engram.domain.records import Event, iso
-from engram.service import SearchHit, Service, ValidationFailed
+from engram.errors import ValidationFailed
+from engram.service import SearchHit, Service
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], route_class=StrictJSONRoute)
 
 
 class EventBody(BaseModel):
@@ -31,14 +32,14 @@ class EventBody(BaseModel):
     session_id: str
     kind: str
     content: str
-    ts: datetime | None = None
+    ts: Instant | None = None
     metadata: str | dict[str, Any] | None = None
     role_id: str | None = None
     team_id: str | None = None
     event_id: str | None = None
 
 
-class IngestBody(BaseModel):
+class EventsIngestBody(BaseModel):
     events: list[EventBody]
 
 
@@ -54,10 +55,17 @@ class SearchBody(BaseModel):
     limit: int = Field(10, ge=1, le=100)
     threshold: float = Field(0.0, ge=0.0, le=1.0)
     include_source_events: bool = False
+    # The memsy client's role and team scopes. engram promotes no memories to roles or teams;
+    # what it knows is the role_id / team_id events carried at ingest (kept in metadata), so
+    # these narrow the search to memories of those roles / teams — never widen it.
+    role_ids: list[str] | None = None
+    team_ids: list[str] | None = None
 
 
 def _metadata(value: str | dict[str, Any] | None, index: int, limit: int) -> dict[str, Any]:
-    """Family M sends metadata as a JSON string; text that is not a JSON object is kept raw."""
+    """Family M sends metadata as a JSON string. A JSON object is the metadata; any other text
+    (not JSON, or JSON the strict reader refuses: a lone surrogate, nesting past 200 levels)
+    is kept as `{"raw": text}` (SPEC §4)."""
     if value is None:
         return {}
     if isinstance(value, dict):
@@ -66,16 +74,10 @@ def _metadata(value: str | dict[str, Any] | None, index: int, limit: int) -> dic
         raise ValidationFailed([{"loc": ["body", "events", index, "metadata"],
                                  "msg": f"metadata is longer than {limit} characters", "type": "string_too_long"}])
     try:
-        parsed = json.loads(value)
+        parsed = read_json(value)
     except ValueError:
         return {"raw": value}
     return parsed if isinstance(parsed, dict) else {"raw": value}
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def _source_event_wire(event: Event) -> dict[str, Any]:
@@ -101,26 +103,26 @@ def _result_wire(hit: SearchHit) -> dict[str, Any]:
     return {"id": m.id, "content": m.text, "score": round(hit.score, 6), "metadata": metadata}
 
 
-_INGEST_BODY = TypeAdapter(IngestBody)
+_INGEST_BODY = TypeAdapter(EventsIngestBody)
 
 
 # The hot path: no dependency solving, one parse-and-validate pass, no response re-encoding.
 # The body is declared for the OpenAPI document by hand since FastAPI does not parse it.
-@router.post("/ingest", openapi_extra=documented_body(IngestBody))
+@router.post("/ingest", openapi_extra=documented_body(EventsIngestBody), responses=documented(401, 403, 413, 422))
 async def ingest(request: Request) -> JSONResponse:
     principal = await principal_of(request, "write")
     body = await json_body(request, _INGEST_BODY)
     svc: Service = request.app.state.service
     limit = svc.settings.limits.max_metadata_chars
     events = [
-        EventIn(actor_id=e.actor_id, session_id=e.session_id, kind=e.kind, content=e.content, ts=_utc(e.ts),
+        EventIn(actor_id=e.actor_id, session_id=e.session_id, kind=e.kind, content=e.content, ts=e.ts,
                 metadata=_metadata(e.metadata, i, limit), role_id=e.role_id, team_id=e.team_id, event_id=e.event_id)
         for i, e in enumerate(body.events)
     ]
     return JSONResponse({"event_ids": await svc.ingest_events(principal.org_id, events)})
 
 
-@router.post("/status")
+@router.post("/status", responses=documented(401, 403, 413, 422))
 async def status(body: StatusBody, principal: Principal = Depends(reader),
                  svc: Service = Depends(service)) -> dict[str, Any]:
     report = await run_in_threadpool(svc.event_status, principal.org_id, body.event_ids)
@@ -134,9 +136,12 @@ async def status(body: StatusBody, principal: Principal = Depends(reader),
     }
 
 
-@router.post("/search")
+@router.post("/search", responses=documented(401, 403, 413, 422, 429, 503))
 async def search(body: SearchBody, principal: Principal = Depends(reader),
                  svc: Service = Depends(service)) -> dict[str, Any]:
+    svc.check_scope({"actor_id": body.actor_id, "session_id": body.session_id,
+                     "exclude_session_id": body.exclude_session_id, "role_ids": body.role_ids,
+                     "team_ids": body.team_ids})
     clauses = []
     if body.actor_id is not None:
         clauses.append(Cmp("user_id", "eq", body.actor_id))
@@ -144,6 +149,9 @@ async def search(body: SearchBody, principal: Principal = Depends(reader),
         clauses.append(Cmp("conv_id", "eq", body.session_id))
     if body.exclude_session_id is not None:
         clauses.append(Not(Cmp("conv_id", "eq", body.exclude_session_id)))
+    for name, values in (("role_id", body.role_ids), ("team_id", body.team_ids)):
+        if values:
+            clauses.append(Cmp(name, "in", tuple(values)))
     query = SearchQuery(text=body.query, where=conjoin(*clauses), limit=body.limit, threshold=body.threshold,
                         with_source_events=body.include_source_events)
     results = await run_in_threadpool(svc.search, principal.org_id, query)

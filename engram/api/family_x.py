@@ -6,23 +6,24 @@ documented JSON. Every rule is in the service.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from engram.api.codec import JSONResponse, StrictJSONRoute
 from engram.api.deps import reader, service, writer
+from engram.api.errors import documented
+from engram.api.fields import Instant
 from engram.auth import Principal
-from engram.domain.filters import equality_filter, parse_filter
+from engram.domain.filters import MATCH_NONE, Cmp, conjoin, parse_filter
 from engram.domain.inputs import MessageIn, MessagesIngest, SearchQuery
 from engram.domain.records import Event, Job, Memory, iso
 from engram.errors import ServiceError
 from engram.service import SearchHit, Service
 
-router = APIRouter(prefix="/v1/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/memories", tags=["memories"], route_class=StrictJSONRoute)
 
 SEARCH_INCLUDES = {"full_content", "source_events", "context_prompt"}
 
@@ -31,11 +32,11 @@ class MessageBody(BaseModel):
     role: str
     content: str
     name: str | None = None
-    date: datetime | None = None
+    date: Instant | None = None
     dia_id: str | None = None
 
 
-class IngestBody(BaseModel):
+class MessagesIngestBody(BaseModel):
     messages: list[MessageBody]
     user_id: str
     conv_id: str
@@ -43,6 +44,9 @@ class IngestBody(BaseModel):
     app_id: str | None = None
     metadata: dict[str, Any] | None = None
     extract_artifacts: bool = False
+    # The v1.0 contract's group scope. engram has no groups yet, so every id is unknown: as the
+    # contract says of unknown ids, they are dropped and echoed in `result.ignored_group_ids`.
+    group_ids: list[str] = Field(default_factory=list)
 
 
 class UpdateBody(BaseModel):
@@ -56,23 +60,27 @@ class SearchBody(BaseModel):
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = None
     include: list[str] = Field(default_factory=list)
+    # The v1.0 contract's scope axes at the top level (the current SDK sends them there): each
+    # is ANDed with `filters`, so a search can only narrow. No memory belongs to a group yet,
+    # so a non-empty `group_ids` matches nothing (never everything).
+    user_id: str | None = None
+    agent_id: str | None = None
+    app_id: str | None = None
+    group_ids: list[str] | None = None
 
 
 # ---------------------------------------------------------------------- wire shapes
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
-
 def job_wire(job: Job) -> dict[str, Any]:
+    result = job.result if job.status == "succeeded" else None
+    if result is not None and job.params.get("ignored_group_ids"):
+        result = {**result, "ignored_group_ids": job.params["ignored_group_ids"]}
     return {
         "object": "ingest_job",
         "id": job.id,
         "status": job.status,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
-        "result": job.result if job.status == "succeeded" else None,
+        "result": result,
         "error": {"type": job.error.type, "code": job.error.code, "message": job.error.message}
         if job.status == "failed" and job.error else None,
     }
@@ -119,9 +127,9 @@ def _hit_wire(hit: SearchHit, full_content: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- routes
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=documented(400, 401, 403, 413, 422, list_422=True))
 async def ingest(
-    body: IngestBody,
+    body: MessagesIngestBody,
     wait: bool = False,
     principal: Principal = Depends(writer),
     svc: Service = Depends(service),
@@ -129,8 +137,8 @@ async def ingest(
 ) -> JSONResponse:
     request = MessagesIngest(
         user_id=body.user_id, conv_id=body.conv_id, agent_id=body.agent_id, app_id=body.app_id,
-        metadata=body.metadata or {}, extract_artifacts=body.extract_artifacts,
-        messages=[MessageIn(role=m.role, content=m.content, name=m.name, date=_utc(m.date), dia_id=m.dia_id)
+        metadata=body.metadata or {}, extract_artifacts=body.extract_artifacts, group_ids=body.group_ids,
+        messages=[MessageIn(role=m.role, content=m.content, name=m.name, date=m.date, dia_id=m.dia_id)
                   for m in body.messages],
     )
     job = await run_in_threadpool(svc.ingest_messages, principal.org_id, request, idempotency_key)
@@ -140,20 +148,26 @@ async def ingest(
     return JSONResponse(job_wire(job), status_code=status)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=documented(401, 403, 404, 422, list_422=True))
 async def get_job(job_id: str, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
     return job_wire(await run_in_threadpool(svc.get_job, principal.org_id, job_id))
 
 
-@router.post("/search")
+@router.post("/search", responses=documented(400, 401, 403, 413, 422, 429, 503))
 async def search(body: SearchBody, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
     unknown = set(body.include) - SEARCH_INCLUDES
     if unknown:
         raise ServiceError("unsupported_include_option",
                           f"unsupported include option(s): {', '.join(sorted(unknown))}; "
                           f"use {', '.join(sorted(SEARCH_INCLUDES))}")
+    svc.check_scope({"user_id": body.user_id, "agent_id": body.agent_id, "app_id": body.app_id,
+                     "group_ids": body.group_ids})
+    scope = [Cmp(name, "eq", value) for name in ("user_id", "agent_id", "app_id")
+             if (value := getattr(body, name)) is not None]
+    if body.group_ids:
+        scope.append(MATCH_NONE)
     query = SearchQuery(
-        text=body.query, where=parse_filter(body.filters), limit=body.limit, cursor=body.cursor,
+        text=body.query, where=conjoin(*scope, parse_filter(body.filters)), limit=body.limit, cursor=body.cursor,
         with_source_events="source_events" in body.include, with_full_content="full_content" in body.include,
         with_context_prompt="context_prompt" in body.include,
     )
@@ -167,7 +181,7 @@ async def search(body: SearchBody, principal: Principal = Depends(reader), svc: 
     }
 
 
-@router.get("")
+@router.get("", responses=documented(401, 403, 422))
 async def list_memories(
     principal: Principal = Depends(reader),
     svc: Service = Depends(service),
@@ -180,12 +194,14 @@ async def list_memories(
     limit: int = Query(50, ge=1, le=100),
     order: Literal["created_at_desc", "created_at_asc"] = "created_at_desc",
     include: str | None = None,
+    group_id: str | None = None,
 ) -> dict[str, Any]:
     includes = {part.strip() for part in (include or "").split(",") if part.strip()}
     if includes - {"full_content"}:
         raise ServiceError("unsupported_include_option", "list supports include=full_content only")
-    where = equality_filter(user_id=user_id, agent_id=agent_id, conv_id=conv_id, app_id=app_id, type=type)
-    page = await run_in_threadpool(svc.list_memories, principal.org_id, where,
+    scope = {"user_id": user_id, "agent_id": agent_id, "conv_id": conv_id, "app_id": app_id, "type": type}
+    # The v1.0 contract's group filter: no memory belongs to a group yet, so it lists nothing.
+    page = await run_in_threadpool(svc.list_memories, principal.org_id, scope, in_group=group_id,
                                    ascending=order == "created_at_asc", cursor=cursor, limit=limit)
     return {
         "object": "list",
@@ -195,14 +211,14 @@ async def list_memories(
     }
 
 
-@router.get("/{memory_id}")
+@router.get("/{memory_id}", responses=documented(401, 403, 404, 422, list_422=True))
 async def get_memory(memory_id: str, principal: Principal = Depends(reader),
                      svc: Service = Depends(service)) -> dict[str, Any]:
     memory = await run_in_threadpool(svc.get_memory, principal.org_id, memory_id)
     return memory_wire(memory, full_content=True)
 
 
-@router.patch("/{memory_id}")
+@router.patch("/{memory_id}", responses=documented(400, 401, 403, 404, 413, 422, 429, 503))
 async def update_memory(memory_id: str, body: UpdateBody | None = None, principal: Principal = Depends(writer),
                         svc: Service = Depends(service)) -> dict[str, Any]:
     body = body or UpdateBody()
@@ -210,7 +226,7 @@ async def update_memory(memory_id: str, body: UpdateBody | None = None, principa
     return memory_wire(memory, full_content=True)
 
 
-@router.get("/{memory_id}/revisions")
+@router.get("/{memory_id}/revisions", responses=documented(401, 403, 404, 422))
 async def memory_revisions(memory_id: str, principal: Principal = Depends(reader),
                            svc: Service = Depends(service)) -> dict[str, Any]:
     """engram's extension: the revision chain through this memory, oldest first."""
@@ -219,7 +235,7 @@ async def memory_revisions(memory_id: str, principal: Principal = Depends(reader
             "next_cursor": None}
 
 
-@router.delete("/{memory_id}", status_code=204)
+@router.delete("/{memory_id}", status_code=204, responses=documented(401, 403, 404, 422, list_422=True))
 async def delete_memory(memory_id: str, principal: Principal = Depends(writer),
                         svc: Service = Depends(service)) -> Response:
     await run_in_threadpool(svc.delete_memory, principal.org_id, memory_id)

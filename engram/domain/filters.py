@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Union
 
+from engram.domain.text import unstorable
 from engram.errors import ServiceError
 
 # Fields stored as columns; every other field name is a metadata key. `id` (the memory's id)
@@ -23,6 +24,15 @@ CORE_FIELDS = frozenset(
 TIME_FIELDS = frozenset({"created_at", "updated_at", "valid_at"})
 OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$gt", "$gte", "$lt", "$lte", "$between"})
 Scalar = Union[str, int, float, bool]
+
+# How large a filter may be (docs/design.md "Limits"). Depth counts the nesting of AND / OR /
+# NOT and of operator objects; terms count comparisons plus the values of every $in / $nin.
+# They keep the compiled SQL within what SQLite's parser and PostgreSQL's planner take
+# (SQLite refuses expression trees deeper than 1000) and a filter's cost bounded.
+MAX_FILTER_DEPTH = 10
+MAX_FILTER_TERMS = 500
+MAX_FILTER_VALUE_CHARS = 4096
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,7 @@ class Not:
 
 Node = Union[Cmp, And, Or, Not]
 MATCH_ALL = And(())
+MATCH_NONE = Or(())  # e.g. a scope that no memory can be in
 
 
 def _bad(clause: Any, why: str) -> ServiceError:
@@ -60,53 +71,72 @@ def _bad(clause: Any, why: str) -> ServiceError:
     return ServiceError("invalid_filter", f"invalid filter clause {text}: {why}")
 
 
+class _Budget:
+    """What is left of a filter's size limits while it is parsed."""
+
+    def __init__(self) -> None:
+        self.terms = MAX_FILTER_TERMS
+
+    def spend(self, clause: Any, terms: int = 1) -> None:
+        self.terms -= terms
+        if self.terms < 0:
+            raise _bad(clause, f"a filter may hold at most {MAX_FILTER_TERMS} comparisons and $in/$nin values")
+
+
 def parse_filter(filters: Any) -> Node:
     """Parse the `filters` object of a search request; `None`/`{}` match everything."""
     if filters is None:
         return MATCH_ALL
     if not isinstance(filters, dict):
         raise _bad(filters, "filters must be an object")
-    return _parse_object(filters)
+    return _parse_object(filters, 1, _Budget())
 
 
-def _parse_object(obj: dict[str, Any]) -> Node:
-    clauses = tuple(_parse_entry(key, value, obj) for key, value in obj.items())
+def _parse_object(obj: dict[str, Any], depth: int, budget: _Budget) -> Node:
+    if depth > MAX_FILTER_DEPTH:
+        raise _bad(obj, f"filters nest at most {MAX_FILTER_DEPTH} levels deep")
+    clauses = tuple(_parse_entry(key, value, depth, budget) for key, value in obj.items())
     return clauses[0] if len(clauses) == 1 else And(clauses)
 
 
-def _parse_clause(clause: Any) -> Node:
+def _parse_clause(clause: Any, depth: int, budget: _Budget) -> Node:
     if not isinstance(clause, dict) or not clause:
         raise _bad(clause, "a clause must be a non-empty object")
-    return _parse_object(clause)
+    return _parse_object(clause, depth, budget)
 
 
-def _parse_entry(key: str, value: Any, whole: dict[str, Any]) -> Node:
+def _parse_entry(key: str, value: Any, depth: int, budget: _Budget) -> Node:
     if key in ("AND", "OR"):
         if not isinstance(value, list) or not value:
             raise _bad({key: value}, f"{key} takes a non-empty list of clauses")
-        parts = tuple(_parse_clause(c) for c in value)
+        budget.spend({key: value}, 0)
+        parts = tuple(_parse_clause(c, depth + 1, budget) for c in value)
         return And(parts) if key == "AND" else Or(parts)
     if key == "NOT":
-        return Not(_parse_clause(value))
+        return Not(_parse_clause(value, depth + 1, budget))
     if key.startswith("$"):
         raise _bad({key: value}, f"unknown operator {key} at field position")
     if not key or len(key) > 256:
         raise _bad({key: value}, "field names are 1-256 characters")
-    if key not in CORE_FIELDS and _UNFILTERABLE_KEY.search(key):
+    if key not in CORE_FIELDS and (_UNFILTERABLE_KEY.search(key) or unstorable(key)):
         raise _bad({key: value}, "metadata keys with quotes, backslashes or control characters are not filterable")
-    return _parse_field(key, value)
+    return _parse_field(key, value, depth, budget)
 
 
-def _parse_field(field: str, value: Any) -> Node:
+def _parse_field(field: str, value: Any, depth: int, budget: _Budget) -> Node:
     if value is None:
+        budget.spend({field: value})
         return Cmp(field, "null")
     if isinstance(value, dict):
         if not value:
             raise _bad({field: value}, "empty operator object")
-        parts = tuple(_parse_operator(field, op, arg) for op, arg in value.items())
+        if depth + 1 > MAX_FILTER_DEPTH:
+            raise _bad({field: value}, f"filters nest at most {MAX_FILTER_DEPTH} levels deep")
+        parts = tuple(_parse_operator(field, op, arg, budget) for op, arg in value.items())
         return parts[0] if len(parts) == 1 else And(parts)
     if isinstance(value, list):
         raise _bad({field: value}, "a list needs an operator such as $in")
+    budget.spend({field: value})
     return Cmp(field, "eq", _scalar(field, value))
 
 
@@ -114,6 +144,7 @@ def _scalar(field: str, value: Any, clause: Any = None) -> Scalar:
     """A comparison value; `clause` (default `{field: value}`) is what an error names."""
     clause = {field: value} if clause is None else clause
     if isinstance(value, (str, bool, int, float)) and not (isinstance(value, float) and value != value):
+        _check_value(clause, value)
         if field in TIME_FIELDS and not isinstance(value, str):
             raise _bad(clause, "time fields compare with ISO-8601 strings")
         if field in TIME_FIELDS:
@@ -124,25 +155,64 @@ def _scalar(field: str, value: Any, clause: Any = None) -> Scalar:
     raise _bad(clause, "values must be strings, numbers or booleans")
 
 
+def _check_value(clause: Any, value: Scalar) -> None:
+    """What every comparison value obeys: storable text of bounded length, 64-bit integers."""
+    if isinstance(value, str):
+        if len(value) > MAX_FILTER_VALUE_CHARS:
+            raise _bad(clause, f"string values are at most {MAX_FILTER_VALUE_CHARS} characters")
+        why = unstorable(value)
+        if why is not None:
+            raise _bad(clause, f"string values {why}")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise _bad(clause, "integers must fit in 64 bits")
+
+
 def _parse_time(clause: Any, value: str) -> datetime:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise _bad(clause, "not an ISO-8601 date or time") from None
+    if not within_utc_range(ts):
+        raise _bad(clause, "dates must fall within the years 1 to 9999 in UTC")
+    return ts
 
 
-def _parse_operator(field: str, op: str, arg: Any) -> Node:
+def within_utc_range(ts: datetime) -> bool:
+    """Whether an instant, read in UTC, is still a date Python (and so engram) can hold:
+    9999-12-31T23:59:59-12:00 is in year 10000 in UTC."""
+    try:
+        (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_iso_date(value: str) -> bool:
+    """As the stores read filter values: an ISO date of at least YYYY-MM-DD."""
+    if len(value) < 10:
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_operator(field: str, op: str, arg: Any, budget: _Budget) -> Node:
     if op not in OPERATORS:
         raise _bad({field: {op: arg}}, f"unknown operator {op}")
     name = op[1:]
     if name in ("in", "nin"):
         if not isinstance(arg, list) or not arg:
             raise _bad({field: {op: arg}}, f"{op} takes a non-empty list")
+        budget.spend({field: {op: "…"}}, len(arg))
         return Cmp(field, name, tuple(_scalar(field, v, {field: {op: arg}}) for v in arg))
     if name == "exists":
         if not isinstance(arg, bool):
             raise _bad({field: {op: arg}}, "$exists takes true or false")
+        budget.spend({field: {op: arg}})
         return Cmp(field, "exists", arg)
+    budget.spend({field: {op: arg}})
     if name == "between":
         if not isinstance(arg, list) or len(arg) != 2:
             raise _bad({field: {op: arg}}, "$between takes [low, high]")
@@ -174,9 +244,11 @@ def _ordered(field: str, op: str, arg: Any) -> Scalar:
             raise _bad({field: {op: arg}}, "time fields compare with ISO-8601 strings")
         if field in CORE_FIELDS:
             raise _bad({field: {op: arg}}, f"{field} is a string field")
+        _check_value({field: {op: arg}}, arg)
         return arg
     if isinstance(arg, str):
-        if field in TIME_FIELDS:
+        _check_value({field: {op: arg}}, arg)
+        if field in TIME_FIELDS or _is_iso_date(arg):  # metadata dates order as instants too
             _parse_time({field: {op: arg}}, arg)
         return arg
     raise _bad({field: {op: arg}}, f"{op} takes a number or a string")
@@ -192,6 +264,8 @@ def conjoin(*nodes: Node) -> Node:
     parts = tuple(n for n in nodes if n != MATCH_ALL)
     if not parts:
         return MATCH_ALL
+    if MATCH_NONE in parts:
+        return MATCH_NONE
     return parts[0] if len(parts) == 1 else And(parts)
 
 

@@ -48,6 +48,7 @@ class MessagesIngest:
     app_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     extract_artifacts: bool = False
+    group_ids: list[str] = field(default_factory=list)  # v1.0 contract; no groups exist yet
 
 
 @dataclass(slots=True)

@@ -19,3 +19,20 @@ def query_words(text: str) -> list[str]:
     letters only when they are digits. Every store's lexical side and the ranking's term
     statistics read a query this way."""
     return list(dict.fromkeys(t for t in _WORD.findall(text.lower()) if len(t) > 1 or t.isdigit()))
+
+
+def unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored and searched as it is, or None when it can.
+
+    Every string engram keeps must be well-formed Unicode (a lone UTF-16 surrogate cannot be
+    encoded as UTF-8: not in SQLite, not in PostgreSQL, not in a JSON response) and free of
+    NUL (PostgreSQL's text and jsonb refuse it). The JSON reader already refuses lone
+    surrogates in request bodies; this is the rule for whatever else carries text."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be well-formed Unicode (it contains a lone surrogate)"
+    return None

@@ -235,6 +235,14 @@ class PostgresStore:
     def count_active_keys(self) -> int:
         return self._read("SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NULL")[0]["n"]
 
+    def server_secret(self) -> bytes:
+        """This database's random secret, created by whichever process asks first."""
+        with self._pool.connection() as conn:
+            conn.execute("INSERT INTO server_secrets(name, value) VALUES ('server_secret', %s)"
+                         " ON CONFLICT (name) DO NOTHING", (secrets.token_bytes(32),))
+            row = conn.execute("SELECT value FROM server_secrets WHERE name='server_secret'").fetchone()
+        return bytes(row["value"])
+
     # ---------------------------------------------------------------- accept path
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
                idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult:

@@ -32,6 +32,8 @@ def compile_filter(node: Node, params: list[Any]) -> str:
             return "TRUE"
         return "(" + " AND ".join(compile_filter(c, params) for c in node.clauses) + ")"
     if isinstance(node, Or):
+        if not node.clauses:
+            return "FALSE"
         return "(" + " OR ".join(compile_filter(c, params) for c in node.clauses) + ")"
     if isinstance(node, Not):
         return "(NOT " + compile_filter(node.clause, params) + ")"

@@ -307,6 +307,13 @@ class SQLiteStore:
     def count_active_keys(self) -> int:
         return self._read("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")[0][0]
 
+    def server_secret(self) -> bytes:
+        """This database's random secret, created by whichever process asks first."""
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('server_secret', ?)",
+                         (secrets.token_hex(32),))
+            return bytes.fromhex(conn.execute("SELECT value FROM meta WHERE key='server_secret'").fetchone()[0])
+
     # ---------------------------------------------------------------- accept path
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
                idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult:

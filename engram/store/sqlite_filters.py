@@ -32,6 +32,8 @@ def compile_filter(node: Node, params: list[Any], *, negated: bool = False) -> s
             return "1"
         return "(" + " AND ".join(compile_filter(c, params, negated=negated) for c in node.clauses) + ")"
     if isinstance(node, Or):
+        if not node.clauses:
+            return "0"
         return "(" + " OR ".join(compile_filter(c, params, negated=negated) for c in node.clauses) + ")"
     if isinstance(node, Not):
         return "(NOT " + compile_filter(node.clause, params, negated=True) + ")"
