@@ -289,6 +289,13 @@ TALK = [
     "wifi密码是12345678",
     "비밀번호는 hunter2입니다",
     "비밀번호: qwer1234",
+    # Thai, Hindi, Arabic, Hebrew, Indonesian, Vietnamese
+    "รหัสผ่านของฉันคือ bangkok99",
+    "मेरा पासवर्ड abc12345 है",
+    "كلمة المرور: Cairo2020",
+    "סיסמה: Tel4viv",
+    "kata sandi saya adalah Jakarta45",
+    "mật khẩu là hanoi123",
 ]
 
 
@@ -406,6 +413,10 @@ BENIGN = [
     "我忘了密码",
     "密码错误",
     "비밀번호를 잊어버렸어요",
+    "ลืมรหัสผ่าน",
+    "मैं अपना पासवर्ड भूल गया",
+    "hasło jest nieprawidłowe",
+    "das Passwort ist geheim",
     # pass / secret / token / key / auth in ordinary talk
     "I passed my driving test!",
     "passing the ball to Sam",

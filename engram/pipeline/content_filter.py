@@ -815,7 +815,7 @@ _PROVIDER_RULES: tuple[_Rule, ...] = (
         "slack_token",
         "a Slack token",
         re.compile(
-            rf"xox[abposre]-(?P<body>[A-Za-z0-9\-]{{10,}})"
+            r"xox[abposre]-(?P<body>[A-Za-z0-9\-]{10,})"
             r"|xapp-\d-[A-Z0-9]{8,}-\d{6,}-[a-f0-9]{20,}"
             r"|https://hooks\.slack\.com/(?:services|workflows)/T[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+"
         ),
@@ -848,7 +848,7 @@ _PROVIDER_RULES: tuple[_Rule, ...] = (
     _Rule(
         "anthropic_key",
         "an Anthropic API key",
-        re.compile(rf"sk-ant-(?P<body>[A-Za-z0-9_\-]{{20,}})"),
+        re.compile(r"sk-ant-(?P<body>[A-Za-z0-9_\-]{20,})"),
         lambda m: _filled(m.group("body")),
         hints=("sk-ant-",),
         left=_TOKEN_CHARS,
@@ -857,7 +857,7 @@ _PROVIDER_RULES: tuple[_Rule, ...] = (
     _Rule(
         "openai_key",
         "an OpenAI-style API key",
-        re.compile(rf"sk-(?!ant-)(?P<prefix>proj-|svcacct-|admin-|None-)?(?P<body>[A-Za-z0-9_\-]{{20,}})"),
+        re.compile(r"sk-(?!ant-)(?P<prefix>proj-|svcacct-|admin-|None-)?(?P<body>[A-Za-z0-9_\-]{20,})"),
         _validate_openai,
         hints=("sk-",),
         left=_TOKEN_CHARS,
@@ -884,7 +884,7 @@ _PROVIDER_RULES: tuple[_Rule, ...] = (
     _Rule(
         "pypi_token",
         "a PyPI API token",
-        re.compile(rf"pypi-Ag[A-Za-z0-9_\-]{{40,}}"),
+        re.compile(r"pypi-Ag[A-Za-z0-9_\-]{40,}"),
         hints=("pypi-ag",),
         left=_TOKEN_CHARS,
         min_token=47,
@@ -1071,13 +1071,14 @@ _kw("password", "şifre, şifrem, şifreniz, şifresi, şifremiz, sifre, sifrem,
 _kw("password", "kata sandi, mật khẩu")
 # Cyrillic, Greek, Arabic, Hebrew, Hindi, Thai: the password is an ASCII token.
 _kw("password", "пароль, пароля, κωδικός, συνθηματικό, كلمة المرور, كلمة السر, סיסמה, סיסמא", ascii_only=True)
-_kw("password", "पासवर्ड, रहस्य शब्द, รหัสผ่าน", ascii_only=True)
+_kw("password", "पासवर्ड, रहस्य शब्द", ascii_only=True)
 _kw("pin", "пин, пин-код, пин код, пинкод", ascii_only=True)
 
-# Japanese, Chinese, Korean: no spaces, particles attach to the keyword.
+# Japanese, Chinese, Korean, Thai: no spaces, particles attach to the keyword.
 _CJK_KEYWORDS: dict[str, str] = {
     "パスワード": "password", "暗証番号": "pin", "密码": "password", "密碼": "password", "口令": "password",
     "비밀번호": "password", "비번": "password", "암호": "password", "パスコード": "password", "비밀 번호": "password",
+    "รหัสผ่าน": "password",
 }
 
 _TALK_HINTS = (
@@ -1115,7 +1116,9 @@ _AFTER_KEYWORD = re.compile(
     r")",
     re.I,
 )
-_CJK_AFTER = re.compile(r"[ \t]*(?:は|が|も|:|=|是|为|為|：|는|은|이|가)[ \t]*(?:「|『|\"|')?")
+_CJK_AFTER = re.compile(
+    r"(?:[ \t]*(?:ของฉัน|ของผม|ของคุณ))?[ \t]*(?:は|が|も|:|=|是|为|為|：|는|은|이|가|คือ)[ \t]*(?:「|『|\"|')?"
+)
 _POLISH_TO = re.compile(r"[ \t]+to[ \t]+")
 
 
@@ -1279,7 +1282,6 @@ def _validate_user_pass(m: re.Match[str]) -> bool:
     return v is not None and _secretlike(v.text, 4) and not _is_descriptive(v.text)
 
 
-_PASSWORD_HINTS = ("pass", "pw", "pin", "pwd")
 
 def _lowered(pattern: re.Pattern[str]) -> re.Pattern[str]:
     """``pattern`` without re.I, for lower-cased text (its literals are lower case)."""
