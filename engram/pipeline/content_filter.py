@@ -276,7 +276,7 @@ _LENGTH_UNITS = re.compile(
 
 _CODEISH_VALUE = re.compile(
     r"""
-    [(\[{]                                    # call, subscript, dict/object literal
+    [(\[{)\]}]                                # call, subscript, dict/object literal
     | ^[$%@&*\\]                               # $VAR, %(x)s, @param, &ref, *ptr
     | ^(?:os|env|process|config|cfg|conf|settings|self|this|args|opts|options|params|request
          |req|ctx|context|getpass|input|prompt|secrets|vault|keyring|environ|import|require
@@ -541,7 +541,9 @@ def _judge_password(v: _Value, text: str, *, run_min: int = 3, form: str = "talk
     if len(value) < 3 or _is_not_a_value(value):
         return False
     if v.quoted:
-        return True
+        # "'correct horse battery'" is a passphrase; "a password in clear" is a sentence
+        # (but after "passphrase", "'the quick brown fox'" is the passphrase).
+        return run_min <= 2 or " " not in value or not any(w.lower() in _STOP_WORDS for w in value.split())
     tail = text[v.end : v.end + 40]
     if any(ch.isdigit() for ch in value):
         if re.fullmatch(r"\d{1,3}\+?", value) and _LENGTH_UNITS.match(tail):
@@ -600,9 +602,8 @@ def _judge_family(family: str, v: _Value, text: str, *, form: str, plain: bool =
         return _judge_password(v, text, run_min=2, form=form, plain=plain)
     if family == "pin":
         return _judge_pin(v, text)
-    if family == "pass":
-        value = v.text
-        return (v.quoted and len(value) >= 4 and not _is_not_a_value(value)) or _secretlike(value, 4)
+    if family == "pass":  # the noun "pass" is a ticket: only a secret-looking value counts
+        return _secretlike(v.text, 4)
     if family == "cred":
         return _judge_pair(v, text)
     if family == "auth":
@@ -1054,6 +1055,7 @@ def _kw(family: str, words: str, *, ascii_only: bool = False) -> None:
 
 _kw("password", "password, passwd, pwd, pw, pword, p/w, pswd, passwrd, app password, passcode, pass code")
 _kw("passphrase", "passphrase, pass phrase, seed phrase, recovery phrase, secret phrase, mnemonic phrase, seed words")
+_kw("passphrase", "wallet seed, recovery words, secret recovery phrase")
 _kw("pin", "pin, pin code, pin number, pin-nummer, pin nummer, pincode, pin-code, door code, gate code, alarm code")
 _kw("pin", "garage code, safe code, lock code, locker code, keypad code, entry code, access code, security code")
 _kw("pin", "unlock code, backup code, recovery code, geheimzahl, code pin, code secret, clave, pinkod, pinkode")
@@ -1109,9 +1111,9 @@ _AFTER_KEYWORD = re.compile(
     r"(?:[ \t]*\([^()\n]{1,40}\))?"                            # password (gmail) is …
     r"(?:"
     r"(?:[ \t]+(?:" + _PREPOSITIONS + r")(?:[ \t]+[^\s:=,.;!?()\"]{1,40}){1,3}?)?"  # for the cabin
-    r"(?:[ \t]*(?P<sym>:=|=>|->|[:=]|[—–]|-(?=[ \t])|\|)"
-    r"|,?[ \t]+(?P<cop>" + _COPULAS + r")(?=[\s:\"'“‘«])(?:[ \t]+(?:" + _ADVERBS + r"))?(?:[ \t]*:)?"
-    r"|(?P<poss>['’]s)(?=[ \t]))"
+    r"(?:[ \t]*(?P<sym>:=|=>|->|[:=]|[—–]|-(?=[ \t])|(?<=[ \t])\|(?=[ \t]))"
+    r"|,?[ \t]+(?P<cop>" + _COPULAS + r")(?=[\s:\"'“‘«])(?:[ \t]+(?:" + _ADVERBS + r"))?(?:[ \t]*:)?)"
+    r"|(?P<poss>['’]s)(?=[ \t])"                                 # password's hunter2 (not "for Sarah's")
     r"|(?P<noop>[ \t]+)(?=[^\s])"                               # password hunter2
     r")",
     re.I,
@@ -1120,6 +1122,8 @@ _CJK_AFTER = re.compile(
     r"(?:[ \t]*(?:ของฉัน|ของผม|ของคุณ))?[ \t]*(?:は|が|も|:|=|是|为|為|：|는|은|이|가|คือ)[ \t]*(?:「|『|\"|')?"
 )
 _POLISH_TO = re.compile(r"[ \t]+to[ \t]+")
+# "password everywhere: dolphin88", "password for now - x": one or two words, then ":"/"="
+_LOOSE_QUALIFIER = re.compile(r"(?:[ \t]+[^\W\d_][\w'’\-]{1,20}){1,2}[ \t]*(?::|=|[—–])[ \t]*")
 
 
 def _previous_word(text: str, start: int) -> str:
@@ -1160,6 +1164,15 @@ def _talk_value_is_secret(m: re.Match[str], family: str, ascii_only: bool) -> bo
         return False
     if ascii_only and not v.text.isascii():
         return False
+    if noop and family in ("password", "passphrase"):
+        loose = _LOOSE_QUALIFIER.match(text, m.end())
+        if loose is not None:
+            # "the same password everywhere: dolphin88": a word or two between the keyword
+            # and the colon ("password policy: strict") is a heading unless the value looks
+            # like a secret by itself (and is not the name of a product: "1Password").
+            lv = _read_value(text, loose.end(), ascii_only=ascii_only)
+            if lv is not None and _secretlike(lv.text, 6) and "pass" not in lv.text.lower():
+                return True
     if noop:
         # "password hunter2", "мой пароль qwerty123", "şifrem 1234": no operator, so the
         # value must look like a secret on its own.
@@ -1227,8 +1240,8 @@ _CHANGED_TO = re.compile(
     re.I,
 )
 _USER_PASS = re.compile(
-    r"\b(?:user(?:name)?|login|usr|u)(?:[ \t]*[:=])?[ \t]*[^\s:=]{1,64}(?:[ \t]*[,;/|])?[ \t]+"
-    r"(?:pass(?:word)?|pwd|pw|p)(?:[ \t]*[:=])?[ \t]*(?=\S)",
+    r"\b(?:user(?:name)?|login|usr|u)(?![^\W_])(?:[ \t]*[:=])?[ \t]*[^\s:=]{1,64}(?:[ \t]*[,;/|])?[ \t]+"
+    r"(?:pass(?:word)?|pwd|pw|p)(?![^\W_])(?:[ \t]*[:=])?[ \t]*(?=\S)",
     re.I,
 )
 
