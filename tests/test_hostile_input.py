@@ -412,6 +412,45 @@ def test_queries_and_free_text_have_limits(client: httpx.Client) -> None:
     assert_error(client.post("/v1/search", json={"query": "x", "role_ids": [long_id]}), 422, "validation_error")
 
 
+# ---------------------------------------------------------------------- 8. secrets
+SECRET_TURNS = ["my pw is hunter2", "My password's hunter2.", "My login is bob and the pass is hunter2.",
+                "My passphrase is correct horse battery staple.", "Mein Passwort ist hunter2.",
+                "here is my key sk-abcdefghijklmnopqrstuvwxyzABCDEFGH"]
+
+
+def test_secrets_in_any_field_never_become_memories(client: httpx.Client) -> None:
+    """Each campaign sentence, and secrets in a message's name or the call's metadata, fail
+    with content_rejected on both families; the clean turn beside them becomes memory and
+    nothing of the secret comes back through search (source events included)."""
+    user = uid()
+    calls = [{"messages": [{"role": "user", "content": text}]} for text in SECRET_TURNS]
+    calls.append({"messages": [{"role": "user", "content": "I ride a bike.", "name": "token ghp_"
+                                "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"}]})
+    calls.append({"messages": [{"role": "user", "content": "I ride a bike."}],
+                  "metadata": {"api_key": "sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"}})
+    calls.append({"messages": [{"role": "user", "content": "I ride a bike."}], "metadata": {"password": "hunter2"}})
+    for i, call in enumerate(calls):
+        done = client.post("/v1/memories?wait=true", json={**call, "user_id": user, "conv_id": f"c{i}"}).json()
+        assert done["status"] == "failed" and done["error"]["code"] == "content_rejected", (call, done)
+    actor = uid()
+    events = [{"actor_id": actor, "session_id": "s", "kind": "user_message", "content": text} for text in SECRET_TURNS]
+    events.append({"actor_id": actor, "session_id": "s", "kind": "user_message", "content": "I ride a bike.",
+                   "metadata": json.dumps({"token": "xoxb-1234567890-abcdefghij"})})
+    events.append({"actor_id": actor, "session_id": "s", "kind": "user_message", "content": "I keep three goats."})
+    ids = client.post("/v1/ingest", json={"events": events}).json()["event_ids"]
+    deadline = time.monotonic() + 60
+    while (status := client.post("/v1/status", json={"event_ids": ids}).json())["pendingIds"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert status["completedIds"] == ids[-1:]
+    assert set(status["failedIds"]) == set(ids[:-1]) and set(status["reasons"].values()) == {"content_rejected"}
+    for scope in ({"filters": {"user_id": user}}, {"filters": {"user_id": actor}}):
+        found = client.post("/v1/memories/search", json={"query": "password pass key token bike goats",
+                                                          "include": ["source_events"], **scope}).json()
+        text = json.dumps(found)
+        assert "hunter2" not in text and "sk-" not in text and "xoxb" not in text and "ghp_" not in text
+
+
 # ---------------------------------------------------------------------- 11. scope fields
 def test_top_level_scope_fields_of_the_v1_contract_narrow_a_search(client: httpx.Client) -> None:
     alice, bob = uid(), uid()

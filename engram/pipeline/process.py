@@ -82,7 +82,8 @@ class Pipeline:
 
         with _timed(timings, "filter"):
             for event in lease.events:
-                rejection = self.content_filter.check(event.content)
+                # every string the event would carry into a memory: its text, speaker name, metadata
+                rejection = self.content_filter.check_event(event.content, name=event.name, metadata=event.metadata)
                 if rejection is not None:
                     outcome.event_failures[event.id] = "content_rejected"
             accepted = [e for e in lease.events if e.id not in outcome.event_failures]
