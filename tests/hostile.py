@@ -128,13 +128,43 @@ def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def forge_cursor(envelope: dict[str, Any], position: Any) -> str:
-    """A cursor with a real envelope (org tag, scope) around a forged position."""
-    return b64url(dumps({**envelope, "p": position}))
+def forge_cursor(envelope: dict[str, Any], position: Any, suffix: str = "") -> str:
+    """A cursor with a real envelope (org tag, scope) around a forged position; `suffix` is what
+    followed the real payload (a signature `.<tag>`, kept as it was, so it no longer matches)."""
+    return b64url(dumps({**envelope, "p": position})) + suffix
 
 
-def decode_cursor(cursor: str) -> dict[str, Any]:
-    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+def split_cursor(cursor: str) -> tuple[dict[str, Any] | None, str]:
+    """A real cursor's JSON payload and what follows it (`.<tag>` for a signed cursor); the payload
+    is None when the cursor is not base64url JSON (then only garbage and tampering are sent)."""
+    body, dot, rest = cursor.partition(".")
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except ValueError:
+        return None, ""
+    return (payload if isinstance(payload, dict) else None), dot + rest
+
+
+def tampered_cursors(cursor: str) -> dict[str, str]:
+    """Edits of a real cursor: every one must be refused as a 4xx, never read."""
+    flipped = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
+    body, dot, rest = cursor.partition(".")
+    out = {
+        "real, last char changed": flipped,
+        "real, one char short": cursor[:-1],
+        "real plus junk": cursor + "AAAA",
+        "real twice": cursor + cursor,
+        "real with a NUL": cursor[:5] + "\x00" + cursor[5:],
+        "real with a surrogate": cursor[:5] + "\ud800" + cursor[5:],
+        "real, 1000 times": cursor * 1000,
+    }
+    if dot:
+        out["real, signature removed"] = body
+        out["real, two signatures"] = cursor + dot + rest
+        out["real, empty signature"] = body + "."
+        out["real payload, signature of zeros"] = body + "." + b64url(bytes(len(base64.urlsafe_b64decode(
+            rest + "=" * (-len(rest) % 4)))))
+    return out
 
 
 # ---------------------------------------------------------------------- named catalogues

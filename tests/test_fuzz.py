@@ -146,7 +146,10 @@ class Finding:
 
     def key(self) -> tuple[Any, ...]:
         if self.server_error:
-            return self.route, self.status, self.server_error.split(":", 1)[0], self.server_frame
+            # The exception and its message without the parts that vary (quoted values, numbers).
+            shape = re.sub(r"\\[ux][0-9a-fA-F]+", "", self.server_error)
+            shape = re.sub(r"'[^'\s]*'|\"[^\"\s]*\"|\d+", "", shape)[:100]
+            return self.route, self.status, shape, self.server_frame
         return self.route, self.status, re.sub(r"\d{3,}", "N", self.problem)
 
     def render(self, n: int) -> str:
@@ -482,18 +485,17 @@ def seed_org(target: Target, user: str = SEED_USER, conv: str = SEED_CONV) -> di
     assert events.status_code == 200, events.text
     ctx = {"user": user, "conv": conv, "memory": memories[0], "memories": memories, "job": job["id"],
            "event": events.json()["event_ids"][0], "patch_target": memories[-1]}
-    envelopes = {}
+    real = {}
     for order in ("created_at_desc", "created_at_asc"):
         page = target.call("GET", "/v1/memories", params={"limit": 1, "order": order}).json()
         assert page["next_cursor"], page
-        envelopes[f"list {order}"] = H.decode_cursor(page["next_cursor"])
+        real[f"list {order}"] = page["next_cursor"]
     # The search route's base body (same query and filters: a search cursor is bound to them).
     page = target.call("POST", "/v1/memories/search", json={"query": "where does the user live",
                                                             "filters": {"user_id": user}, "limit": 1}).json()
     assert page["next_cursor"], page
-    envelopes["search"] = H.decode_cursor(page["next_cursor"])
-    ctx["cursor_envelopes"] = {k: {"o": v["o"], "s": v["s"]} for k, v in envelopes.items()}
-    ctx["cursor_positions"] = {k: v["p"] for k, v in envelopes.items()}
+    real["search"] = page["next_cursor"]
+    ctx["cursors"] = real
     return ctx
 
 
@@ -1188,15 +1190,21 @@ def _huge_array_probes(route: Route, ctx: dict[str, Any], base: Any, body_probe:
 
 def _cursor_probes(route: Route, ctx: dict[str, Any], probes: list[Probe], input_class: str, base: Any) -> None:
     cursors: dict[str, str] = {f"garbage: {k}": v for k, v in H.GARBAGE_CURSORS.items()}
-    for scope, envelope in ctx["cursor_envelopes"].items():
+    for scope, real in ctx["cursors"].items():
         is_search = scope == "search"
         if is_search != (route.method == "POST"):
+            cursors[f"a real {scope} cursor"] = real  # another operation's cursor
             continue
-        for name, position in H.CURSOR_POSITIONS.items():
-            cursors[f"forged {scope} position: {name}"] = H.forge_cursor(envelope, position)
-        if not is_search:  # the list's scope, asked with the other order
+        payload, suffix = H.split_cursor(real)
+        if payload is not None and "p" in payload:
+            envelope = {k: v for k, v in payload.items() if k != "p"}
+            for name, position in H.CURSOR_POSITIONS.items():
+                cursors[f"forged {scope} position: {name}"] = H.forge_cursor(envelope, position, suffix)
+        for name, cursor in H.tampered_cursors(real).items():
+            cursors[f"{scope} cursor: {name}"] = cursor
+        if not is_search:  # the list's cursor, asked with the other order
             other = "created_at_asc" if scope.endswith("desc") else "created_at_desc"
-            cursors[f"{scope} cursor used with order {other}"] = H.forge_cursor(envelope, ctx["cursor_positions"][scope])
+            cursors[f"{scope} cursor used with order {other}"] = real
     for name, cursor in cursors.items():
         if route.method == "POST":
             probes.append(Probe(route.name, input_class, name, "POST", route.url(ctx),
