@@ -148,7 +148,8 @@ class Finding:
         if self.server_error:
             # The exception and its message without the parts that vary (quoted values, numbers).
             shape = re.sub(r"\\[ux][0-9a-fA-F]+", "", self.server_error)
-            shape = re.sub(r"'[^'\s]*'|\"[^\"\s]*\"|\d+", "", shape)[:100]
+            shape = re.sub(r"'[^'\s]*'|\"[^\"\s]*\"|\d+|(?<=character)s", "", shape)
+            shape = re.sub(r"[\s-]+", " ", shape)[:100]
             return self.route, self.status, shape, self.server_frame
         return self.route, self.status, re.sub(r"\d{3,}", "N", self.problem)
 
