@@ -504,12 +504,16 @@ def seed_org(target: Target, user: str = SEED_USER, conv: str = SEED_CONV) -> di
 @pytest.fixture(scope="module")
 def open_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """Open mode (loopback, no key): the read routes and schemathesis, as org `default`."""
-    srv = ServerProcess(tmp_path_factory.mktemp("fuzz-open") / "data").start()
-    target = Target("open", srv, "default", None)
-    target.ctx = seed_org(target)
-    yield target
-    target.close()
-    srv.stop()
+    srv = ServerProcess(tmp_path_factory.mktemp("fuzz-open") / "data")
+    try:
+        srv.start()
+        target = Target("open", srv, "default", None)
+        target.ctx = seed_org(target)
+        yield target
+        target.close()
+    finally:
+        srv.stop()
+        srv.kill()
 
 
 @dataclass
@@ -533,16 +537,19 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     srv = ServerProcess(tmp_path_factory.mktemp("fuzz-keyed") / "data")
     keys = {"writer": create_key(srv, "fz-writes"), "other": create_key(srv, "fz-other"),
             "other reader": create_key(srv, "fz-other", "read")}
-    srv.start()
-    writer = Target("keyed", srv, "fz-writes", keys["writer"])
-    writer.ctx = seed_org(writer)
-    other = Target("keyed-other", srv, "fz-other", keys["other"])
-    other.log = writer.log
-    other.ctx = seed_org(other, "other-user", "other-conv")
-    yield Keyed(srv, writer, keys, other)
-    writer.close()
-    other.close()
-    srv.stop()
+    try:
+        srv.start()
+        writer = Target("keyed", srv, "fz-writes", keys["writer"])
+        writer.ctx = seed_org(writer)
+        other = Target("keyed-other", srv, "fz-other", keys["other"])
+        other.log = writer.log
+        other.ctx = seed_org(other, "other-user", "other-conv")
+        yield Keyed(srv, writer, keys, other)
+        writer.close()
+        other.close()
+    finally:
+        srv.stop()
+        srv.kill()
 
 
 def target_for(request: pytest.FixtureRequest, server: str) -> Target:
