@@ -7,6 +7,7 @@ inside the committing one) but decides nothing about extraction or ranking.
 
 from __future__ import annotations
 
+import enum
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,7 +93,13 @@ class NewMemory:
 
 @dataclass(slots=True)
 class JobOutcome:
-    """Everything a finished job writes, committed in one transaction with the job result."""
+    """Everything a finished job writes, committed in one transaction with the job result.
+
+    `basis` is the user's memory version (`Store.user_version`) the pipeline read before
+    it reconciled: the commit goes ahead only if it still is (see `CommitResult`). `redo`
+    is the pipeline's own way to rebuild the outcome against fresh reads when the commit is
+    refused as stale (the store never calls it).
+    """
 
     created: list[NewMemory] = field(default_factory=list)
     added_sources: dict[str, list[str]] = field(default_factory=dict)  # memory id -> new event ids
@@ -103,6 +110,45 @@ class JobOutcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: JobError | None = None  # set when the job as a whole failed (e.g. all events rejected)
     usage: dict[str, int] = field(default_factory=dict)  # provider requests and tokens, added to the org's counters
+    basis: int | None = None  # the user_version reconciled against; None: no check (nothing was read)
+    redo: Callable[[], "JobOutcome"] | None = None  # reconcile again with fresh reads (same extraction and vectors)
+
+
+class CommitResult(enum.Enum):
+    """What `Store.complete` did. Only COMMITTED is true, so `if store.complete(...)` reads
+    as "it committed".
+
+    Why STALE exists (optimistic concurrency per user): a job reads the user's active facts,
+    decides for each candidate (repeat / supersede / new), and commits later. Between the
+    read and the commit another job of the same user (another conversation, another worker
+    process), a DELETE (retract) or a text PATCH (supersede) may change those facts; applying
+    the stale decisions would turn a retracted fact into `superseded`, add sources to a
+    retracted row, store a fact twice, or fork a revision chain. So every write that changes
+    which of a user's facts and artifacts are active moves a per-(org, user) version in its
+    own transaction, the pipeline records the version it read first, and `complete` compares
+    it inside the committing transaction (commits of one user serialize there: SQLite's
+    writer lock, a row lock on PostgreSQL). A moved version refuses the commit without
+    writing anything and the worker reconciles again — reads only, the extraction and
+    vectors are reused — so the outcome lands as if reconcile had run at its commit.
+    Chosen over holding a lock from read to commit because the accept path shares SQLite's
+    one writer lock and must never wait on a job's reads; a refusal costs a few reads.
+    Independently of the basis, a commit whose status change or citation targets a memory
+    that is no longer active is refused the same way (defence in depth).
+    """
+
+    COMMITTED = "committed"
+    LOST = "lost"  # the lease was taken back (expired, reclaimed) or the job already ended: nothing written
+    STALE = "stale"  # the user's memory changed since `outcome.basis`: nothing written, the lease still holds
+
+    def __bool__(self) -> bool:
+        return self is CommitResult.COMMITTED
+
+
+def changes_active_memories(outcome: JobOutcome) -> bool:
+    """Whether committing `outcome` changes which facts or artifacts of the user are active
+    (what another job's reconcile reads): it then moves the user's version. Adding sources
+    to an active memory, or writing an episode, changes no one's decision."""
+    return bool(outcome.superseded) or any(n.memory.type != "episode" for n in outcome.created)
 
 
 @dataclass(slots=True)
@@ -153,7 +199,18 @@ class Store(Protocol):
     def renew(self, lease: Lease, until: datetime) -> bool: ...
     def retry_later(self, lease: Lease, error: JobError, at: datetime) -> bool: ...
     def fail(self, lease: Lease, error: JobError) -> bool: ...
-    def complete(self, lease: Lease, outcome: JobOutcome) -> bool: ...
+    def complete(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
+        """Commit the outcome with the job's result in one transaction, if the lease still
+        holds (else LOST) and the user's version still equals `outcome.basis` when that is
+        set, and every memory it supersedes or adds sources to is still active (else STALE).
+        Moves the user's version when `changes_active_memories(outcome)`."""
+        ...
+
+    def user_version(self, org_id: str, user_id: str) -> int:
+        """The user's memory version: 0 at first, moved by every commit that changes which of
+        the user's facts or artifacts are active (a job that creates or supersedes, a delete,
+        a text PATCH); never by accepts, metadata merges or added sources."""
+        ...
     def enqueue_idle_episodes(self, idle_before: datetime, now: datetime) -> int: ...
     def queue_depth(self) -> dict[str, int]: ...
 
@@ -167,7 +224,10 @@ class Store(Protocol):
     # memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory | None: ...
     def get_memories(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]: ...
-    def delete_memory(self, org_id: str, memory_id: str, at: datetime) -> bool: ...
+    def delete_memory(self, org_id: str, memory_id: str, at: datetime) -> bool:
+        """Retract a fact, remove an episode or an artifact (all its versions); moves the
+        owner's version. False when there is no such memory or it is already retracted."""
+        ...
     def list_memories(self, org_id: str, where: Node, *, ascending: bool,
                       after: tuple[str, str] | None, limit: int) -> Page: ...
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]: ...
@@ -176,7 +236,8 @@ class Store(Protocol):
     # memory management (PATCH, revisions)
     def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
         """In one transaction: if `old_id` is an active fact, insert `new` (its vector and
-        lexical entry too) and mark the old one `superseded`. False (and no write) otherwise."""
+        lexical entry too), mark the old one `superseded` and move the user's version. False
+        (and no write) otherwise."""
         ...
 
     def merge_memory_metadata(self, org_id: str, memory_id: str, metadata: Mapping[str, Any],

@@ -14,7 +14,10 @@ machines share one database:
   the moment the worker commits). `subscribe` delivers both to a callback.
 - Commit together: memories (with their vector and full-text entry, which live in the same
   row), sources, event states and the job result land in one transaction that first locks
-  the job row and checks the lease token.
+  the job row and checks the lease token, then locks the user's `user_versions` row and
+  checks the version the job reconciled against (base.CommitResult), so commits, deletes and
+  text PATCHes of one user serialize there — always in that order (job row, version row,
+  memory rows by id), so they cannot deadlock one another.
 - Search: user-scoped dense queries are scored exactly over the filtered set (a materialised
   CTE, so the planner cannot answer them from the HNSW index with post-filtering); org-wide
   ones use the HNSW index with pgvector's iterative scan. The lexical side is PostgreSQL
@@ -46,7 +49,8 @@ from engram.domain.filters import And, Cmp, Node, equality_value
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, parse_iso, utcnow
 from engram.domain.text import query_words, text_hash
 from engram.store.base import (
-    JOB_ENDED, WORK_READY, AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
+    JOB_ENDED, WORK_READY, AcceptResult, CommitResult, JobOutcome, Lease, NewJob, NewMemory, Page,
+    changes_active_memories, job_error_dict, resolve_batch,
 )
 from engram.store.postgres_filters import compile_filter
 
@@ -89,6 +93,14 @@ class SchemaOutOfDate(Exception):
 
 class _ClientIdConflict(Exception):
     """Another transaction stored the same client event id first; the accept is retried."""
+
+
+class _Stale(Exception):
+    """Raised inside a committing transaction to roll it back: a decision no longer holds."""
+
+
+class _Unchanged(Exception):
+    """Raised inside a transaction to roll back what it wrote: there was nothing to change."""
 
 
 class PostgresStore:
@@ -429,23 +441,39 @@ class PostgresStore:
             " WHERE n.org_id=j.org_id AND n.user_id=j.user_id AND n.conv_id=j.conv_id AND n.seq > j.seq"
             " AND n.status='pending')", (WORK_CHANNEL, job_id))
 
-    def complete(self, lease: Lease, outcome: JobOutcome) -> bool:
+    def complete(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
         """Commit memories (vector and full-text entry in the same rows), sources, event
-        states and the job result together, after checking the lease token under a row lock."""
+        states and the job result together, after checking the lease token under a row lock
+        and, under the user's version row lock, the version the outcome was reconciled
+        against. STALE (nothing written) when it moved or when a memory the outcome
+        supersedes or cites is no longer active."""
+        try:
+            return self._commit(lease, outcome)
+        except _Stale:  # raised inside the committing transaction, which rolled back: nothing written
+            return CommitResult.STALE
+
+    def _commit(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
         now = utcnow()
         started = time.perf_counter()
         org_id, job_id = lease.job.org_id, lease.job.id
         with self._tx() as cur:
             if not self._holds(cur, lease):
-                return False
+                return CommitResult.LOST
+            bump = changes_active_memories(outcome)
+            if outcome.basis is not None or bump:
+                before = self._lock_version(cur, org_id, lease.job.user_id, bump)
+                if outcome.basis is not None and before != outcome.basis:
+                    raise _Stale()  # rolls back the bump; nothing else was written
             if outcome.created:
                 self._insert_memories(cur, outcome.created)
             # Rows other jobs may touch too are updated in id order: no deadlock between jobs.
             for memory_id in sorted(outcome.added_sources):
                 self._add_sources(cur, org_id, memory_id, outcome.added_sources[memory_id], now)
             for old_id in sorted(outcome.superseded):
-                cur.execute("UPDATE memories SET status='superseded', updated_at=%s WHERE id=%s AND org_id=%s",
-                            (now, old_id, org_id))
+                cur.execute("UPDATE memories SET status='superseded', updated_at=%s WHERE id=%s AND org_id=%s"
+                            " AND status='active'", (now, old_id, org_id))
+                if cur.rowcount != 1:
+                    raise _Stale()  # retracted or superseded meanwhile
             if outcome.episode_id and outcome.episode_event_ids:
                 self._mark_episode(cur, org_id, outcome.episode_id, outcome.episode_event_ids)
             if outcome.usage:
@@ -463,7 +491,23 @@ class PostgresStore:
                 (status, None if outcome.error else Json(outcome.result),
                  Json(job_error_dict(outcome.error)) if outcome.error else None, now, job_id))
             self._announce_end(cur, job_id)
-            return True
+            return CommitResult.COMMITTED
+
+    def user_version(self, org_id: str, user_id: str) -> int:
+        rows = self._read("SELECT version FROM user_versions WHERE org_id=%s AND user_id=%s", (org_id, user_id or ""))
+        return int(rows[0]["version"]) if rows else 0
+
+    @staticmethod
+    def _lock_version(cur: psycopg.Cursor[dict[str, Any]], org_id: str, user_id: str | None, bump: bool) -> int:
+        """Lock the user's version row (creating it at 0), move it when `bump`; the version
+        before. Concurrent callers for one user wait here for each other's commit."""
+        step = 1 if bump else 0
+        row = cur.execute(
+            "INSERT INTO user_versions(org_id, user_id, version) VALUES (%s, %s, %s)"
+            " ON CONFLICT (org_id, user_id) DO UPDATE SET version = user_versions.version + %s RETURNING version",
+            (org_id, user_id or "", step, step)).fetchone()
+        assert row is not None
+        return int(row["version"]) - step
 
     @staticmethod
     def _insert_memories(cur: psycopg.Cursor[dict[str, Any]], created: Sequence[NewMemory]) -> None:
@@ -484,10 +528,10 @@ class PostgresStore:
     @staticmethod
     def _add_sources(cur: psycopg.Cursor[dict[str, Any]], org_id: str, memory_id: str, event_ids: list[str],
                      now: datetime) -> None:
-        row = cur.execute("SELECT source_event_ids, details FROM memories WHERE id=%s AND org_id=%s FOR UPDATE",
-                          (memory_id, org_id)).fetchone()
+        row = cur.execute("SELECT source_event_ids, details FROM memories WHERE id=%s AND org_id=%s"
+                          " AND status='active' FOR UPDATE", (memory_id, org_id)).fetchone()
         if row is None:
-            return
+            raise _Stale()  # deleted, retracted or superseded meanwhile: the job must decide again
         sources = list(dict.fromkeys([*row["source_event_ids"], *event_ids]))
         details = row["details"]
         if "source_event_ids" in details:
@@ -585,32 +629,47 @@ class PostgresStore:
         """Facts are retracted (kept for their history); episodes are removed; an artifact is
         removed with all its versions (every row of its `root_id`). A removed memory's vector
         and full-text entry go with it (they live in the row)."""
-        with self._tx() as cur:
-            row = cur.execute("SELECT type, status, details ->> 'root_id' AS root_id FROM memories"
-                              " WHERE org_id=%s AND id=%s FOR UPDATE", (org_id, memory_id)).fetchone()
-            if row is None or row["status"] == "retracted":
-                return False
-            if row["type"] == "fact":
-                cur.execute("UPDATE memories SET status='retracted', updated_at=%s WHERE id=%s", (at, memory_id))
+        owner = self._read("SELECT user_id FROM memories WHERE org_id=%s AND id=%s", (org_id, memory_id))
+        if not owner:
+            return False
+        try:
+            with self._tx() as cur:
+                self._lock_version(cur, org_id, owner[0]["user_id"], bump=True)  # before the memory row: lock order
+                row = cur.execute("SELECT type, status, details ->> 'root_id' AS root_id FROM memories"
+                                  " WHERE org_id=%s AND id=%s FOR UPDATE", (org_id, memory_id)).fetchone()
+                if row is None or row["status"] == "retracted":
+                    raise _Unchanged()  # roll the bump back
+                if row["type"] == "fact":
+                    cur.execute("UPDATE memories SET status='retracted', updated_at=%s WHERE id=%s", (at, memory_id))
+                    return True
+                ids = [memory_id]
+                if row["type"] == "artifact" and row["root_id"]:
+                    ids += [r["id"] for r in cur.execute(
+                        "SELECT id FROM memories WHERE org_id=%s AND type='artifact' AND id<>%s"
+                        " AND details ->> 'root_id' = %s", (org_id, memory_id, row["root_id"]))]
+                cur.execute("DELETE FROM memory_sources WHERE memory_id = ANY(%s)", (ids,))
+                cur.execute("DELETE FROM memories WHERE id = ANY(%s) AND org_id=%s", (ids, org_id))
                 return True
-            ids = [memory_id]
-            if row["type"] == "artifact" and row["root_id"]:
-                ids += [r["id"] for r in cur.execute(
-                    "SELECT id FROM memories WHERE org_id=%s AND type='artifact' AND id<>%s"
-                    " AND details ->> 'root_id' = %s", (org_id, memory_id, row["root_id"]))]
-            cur.execute("DELETE FROM memory_sources WHERE memory_id = ANY(%s)", (ids,))
-            cur.execute("DELETE FROM memories WHERE id = ANY(%s) AND org_id=%s", (ids, org_id))
-            return True
+        except _Unchanged:
+            return False
 
     def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
-        with self._tx() as cur:
-            row = cur.execute("SELECT id FROM memories WHERE org_id=%s AND id=%s AND type='fact' AND status='active'"
-                              " FOR UPDATE", (org_id, old_id)).fetchone()
-            if row is None:
-                return False
-            self._insert_memories(cur, [new])
-            cur.execute("UPDATE memories SET status='superseded', updated_at=%s WHERE id=%s", (at, old_id))
-            return True
+        owner = self._read("SELECT user_id FROM memories WHERE org_id=%s AND id=%s", (org_id, old_id))
+        if not owner:
+            return False
+        try:
+            with self._tx() as cur:
+                self._lock_version(cur, org_id, owner[0]["user_id"], bump=True)  # before the memory row: lock order
+                row = cur.execute("SELECT id FROM memories WHERE org_id=%s AND id=%s AND type='fact'"
+                                  " AND status='active' FOR UPDATE", (org_id, old_id)).fetchone()
+                if row is None:
+                    raise _Unchanged()  # roll the bump back
+                self._insert_memories(cur, [new])
+                cur.execute("UPDATE memories SET status='superseded', updated_at=%s WHERE id=%s AND status='active'",
+                            (at, old_id))
+                return True
+        except _Unchanged:
+            return False
 
     def merge_memory_metadata(self, org_id: str, memory_id: str, metadata: Mapping[str, Any],
                               at: datetime) -> Memory | None:

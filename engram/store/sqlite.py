@@ -32,7 +32,8 @@ from engram.domain.records import (
     ApiKey, Event, Job, JobError, Memory, Org, iso, parse_iso, utcnow,
 )
 from engram.store.base import (
-    AcceptResult, JobOutcome, Lease, NewJob, NewMemory, Page, job_error_dict, resolve_batch,
+    AcceptResult, CommitResult, JobOutcome, Lease, NewJob, NewMemory, Page, changes_active_memories, job_error_dict,
+    resolve_batch,
 )
 from engram.store.sqlite_filters import compile_filter
 from engram.store.sqlite_lexicon import ANALYZER, RowCache, ScopeStatistics
@@ -158,6 +159,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- revisions: a memory's successor is the one whose details.supersedes names it
 CREATE INDEX IF NOT EXISTS memories_supersedes ON memories(org_id, json_extract(details, '$.supersedes'))
     WHERE json_extract(details, '$.supersedes') IS NOT NULL;
+-- Optimistic concurrency of a user's memory (store/base.py CommitResult): moved by every write
+-- that changes which of the user's facts and artifacts are active.
+CREATE TABLE IF NOT EXISTS user_versions (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (org_id, user_id)
+);
 CREATE TABLE IF NOT EXISTS usage_counters (
     org_id TEXT NOT NULL,
     day TEXT NOT NULL,                          -- UTC, YYYY-MM-DD
@@ -495,23 +504,41 @@ class SQLiteStore:
         conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE job_id=? AND status='pending'",
                      (error.code, job_id))
 
-    def complete(self, lease: Lease, outcome: JobOutcome) -> bool:
-        """Commit memories, vectors, lexical entries, event states and the job result together."""
+    def complete(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
+        """Commit memories, vectors, lexical entries, event states and the job result together.
+
+        Refused (STALE, nothing written) when the user's version moved since `outcome.basis`,
+        or when a memory the outcome supersedes or cites is no longer active. The writer lock
+        (`BEGIN IMMEDIATE`) already serializes commits, so the check needs no lock of its own.
+        """
+        try:
+            return self._commit(lease, outcome)
+        except _Stale:  # raised inside the committing transaction, which rolled back: nothing written
+            return CommitResult.STALE
+
+    def _commit(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
         now_s = iso(utcnow())
         # Encode every row before taking the write lock: accepts wait while this holds it, and
         # the encoding (JSON, timestamps, hashes, vector bytes) was 40 % of the time inside.
         rows = [self._memory_row(new.memory, new.vector) for new in outcome.created]
+        org_id, user_id = lease.job.org_id, lease.job.user_id
         started = time.perf_counter()
         with self._write() as conn:
             if not self._holds(conn, lease):
-                return False
+                return CommitResult.LOST
+            if outcome.basis is not None and self._version(conn, org_id, user_id) != outcome.basis:
+                return CommitResult.STALE  # nothing written yet
             for row in rows:
                 self._insert_memory_row(conn, *row)
             for memory_id, event_ids in outcome.added_sources.items():
-                self._add_sources(conn, memory_id, event_ids, now_s)
-            for old_id, new_id in outcome.superseded.items():
-                conn.execute("UPDATE memories SET status='superseded', updated_at=? WHERE id=? AND org_id=?",
-                             (now_s, old_id, lease.job.org_id))
+                self._add_sources(conn, org_id, memory_id, event_ids, now_s)
+            for old_id in outcome.superseded:
+                cur = conn.execute("UPDATE memories SET status='superseded', updated_at=? WHERE id=? AND +org_id=?"
+                                   " AND status='active'", (now_s, old_id, org_id))
+                if cur.rowcount != 1:
+                    raise _Stale(old_id)  # retracted or superseded meanwhile
+            if changes_active_memories(outcome):
+                self._bump(conn, org_id, user_id)
             if outcome.episode_id and outcome.episode_event_ids:
                 for chunk in _chunks(outcome.episode_event_ids, 500):
                     marks = ",".join("?" * len(chunk))
@@ -522,7 +549,7 @@ class SQLiteStore:
                         (outcome.episode_id, *chunk),
                     )
             if outcome.usage:
-                self._add_usage(conn, lease.job.org_id, now_s, outcome.usage)
+                self._add_usage(conn, org_id, now_s, outcome.usage)
             for event_id, reason in outcome.event_failures.items():
                 conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE id=? AND job_id=?",
                              (reason, event_id, lease.job.id))
@@ -536,7 +563,22 @@ class SQLiteStore:
                 (status, None if outcome.error else _JSON(outcome.result),
                  _JSON(job_error_dict(outcome.error)) if outcome.error else None, now_s, lease.job.id),
             )
-            return True
+            return CommitResult.COMMITTED
+
+    def user_version(self, org_id: str, user_id: str) -> int:
+        rows = self._read("SELECT version FROM user_versions WHERE org_id=? AND user_id=?", (org_id, user_id or ""))
+        return int(rows[0][0]) if rows else 0
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection, org_id: str, user_id: str | None) -> int:
+        row = conn.execute("SELECT version FROM user_versions WHERE org_id=? AND user_id=?",
+                           (org_id, user_id or "")).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, org_id: str, user_id: str | None) -> None:
+        conn.execute("INSERT INTO user_versions(org_id, user_id, version) VALUES (?, ?, 1)"
+                     " ON CONFLICT(org_id, user_id) DO UPDATE SET version = version + 1", (org_id, user_id or ""))
 
     def _insert_memory(self, conn: sqlite3.Connection, m: Memory, vector: np.ndarray) -> None:
         self._insert_memory_row(conn, *self._memory_row(m, vector))
@@ -560,10 +602,12 @@ class SQLiteStore:
         conn.execute("INSERT INTO memory_fts(rowid, text) VALUES (?, ?)", (rid, row[4]))
         conn.executemany("INSERT OR IGNORE INTO memory_sources(memory_id, event_id) VALUES (?,?)", sources)
 
-    def _add_sources(self, conn: sqlite3.Connection, memory_id: str, event_ids: list[str], now_s: str | None) -> None:
-        row = conn.execute("SELECT source_event_ids, details FROM memories WHERE id=?", (memory_id,)).fetchone()
-        if row is None:
-            return
+    def _add_sources(self, conn: sqlite3.Connection, org_id: str, memory_id: str, event_ids: list[str],
+                     now_s: str | None) -> None:
+        row = conn.execute("SELECT source_event_ids, details, status FROM memories WHERE +org_id=? AND id=?",
+                           (org_id, memory_id)).fetchone()
+        if row is None or row["status"] != "active":
+            raise _Stale(memory_id)  # deleted, retracted or superseded meanwhile: the job must decide again
         sources = list(dict.fromkeys([*json.loads(row["source_event_ids"]), *event_ids]))
         details = json.loads(row["details"])
         if "source_event_ids" in details:
@@ -659,10 +703,11 @@ class SQLiteStore:
         """Facts are retracted (kept for their history); episodes are removed; an artifact is
         removed with all its versions (every row of its `root_id`)."""
         with self._write() as conn:
-            row = conn.execute("SELECT rid, type, status, json_extract(details, '$.root_id') AS root_id"
+            row = conn.execute("SELECT rid, type, status, user_id, json_extract(details, '$.root_id') AS root_id"
                                " FROM memories WHERE +org_id=? AND id=?", (org_id, memory_id)).fetchone()
             if row is None or row["status"] == "retracted":
                 return False
+            self._bump(conn, org_id, row["user_id"])
             if row["type"] == "fact":
                 conn.execute("UPDATE memories SET status='retracted', updated_at=? WHERE rid=?", (iso(at), row["rid"]))
                 return True
@@ -680,12 +725,14 @@ class SQLiteStore:
 
     def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
         with self._write() as conn:
-            row = conn.execute("SELECT rid FROM memories WHERE +org_id=? AND id=? AND type='fact' AND status='active'",
-                               (org_id, old_id)).fetchone()
+            row = conn.execute("SELECT rid, user_id FROM memories WHERE +org_id=? AND id=? AND type='fact'"
+                               " AND status='active'", (org_id, old_id)).fetchone()
             if row is None:
                 return False
             self._insert_memory(conn, new.memory, new.vector)
-            conn.execute("UPDATE memories SET status='superseded', updated_at=? WHERE rid=?", (iso(at), row["rid"]))
+            conn.execute("UPDATE memories SET status='superseded', updated_at=? WHERE rid=? AND status='active'",
+                         (iso(at), row["rid"]))
+            self._bump(conn, org_id, row["user_id"])
             return True
 
     def merge_memory_metadata(self, org_id: str, memory_id: str, metadata: Mapping[str, Any],
@@ -848,6 +895,10 @@ class SQLiteStore:
 
 
 # -------------------------------------------------------------------- helpers
+class _Stale(Exception):
+    """Raised inside a committing transaction to roll it back: a decision no longer holds."""
+
+
 class _VectorCache:
     """Memory vectors by row id, for exact scoring without reading every blob on every query.
 
