@@ -2,13 +2,30 @@
 
 Nothing here writes: the worker commits the outcome in one transaction, so a job either
 lands whole or not at all.
+
+Reconcile reads the user's memory after reading the user's version (`Store.user_version`)
+and records it in `outcome.basis`; if anything changed the user's facts before the commit,
+the store refuses it as stale and the worker calls `outcome.redo()`, which reconciles the
+same extraction and vectors again against fresh reads (no new extraction, no new
+embedding). So a job's decisions are those its reconcile would make at its commit
+(store/base.py `CommitResult` has the reasoning). In particular:
+
+- a fact another job of the user committed meanwhile is repeated (sources added), not
+  stored twice;
+- a change whose old fact was superseded meanwhile supersedes the current end of the chain
+  (found by its key, or, for an extractor's hint, by following the revisions forward);
+- a fact the user retracted meanwhile is never touched again: a job that restates it
+  writes a new active fact citing only its own turns, and one that changes it writes the
+  new value as a new fact that supersedes nothing. The retraction was the user's word about
+  what was known then; the job's turns are evidence that arrived with it, and dropping them
+  silently (or citing them from a row no one can see) would lose what the user just said.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -112,12 +129,23 @@ class Pipeline:
                 texts.append(episode.summary)
             vectors = self.embedder.embed(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
 
+        draft = _Draft(extraction, vectors, episode, earlier + accepted, dict(outcome.event_failures), timings)
+        return self._reconciled(lease, draft)
+
+    def _reconciled(self, lease: Lease, draft: "_Draft") -> JobOutcome:
+        """The reconcile stage of an ingest job: its outcome against the user's memory as it
+        is now. Runs again (as `outcome.redo`) when the commit finds it stale."""
+        extraction, vectors, episode = draft.extraction, draft.vectors, draft.episode
+        outcome, timings = JobOutcome(event_failures=dict(draft.event_failures)), draft.timings
         with _timed(timings, "reconcile"):
+            if extraction.facts or extraction.artifacts or episode is not None:
+                # Read before anything it decides on: a write after this read moves it.
+                outcome.basis = self.store.user_version(lease.job.org_id, lease.job.user_id)
             fact_vectors = vectors[: len(extraction.facts)]
             self._reconcile_facts(lease, extraction, fact_vectors, outcome)
             self._add_artifacts(lease, extraction, vectors[len(extraction.facts):], outcome)
             if episode is not None:
-                self._add_episode(lease, episode, vectors[-1], earlier + accepted, outcome)
+                self._add_episode(lease, episode, vectors[-1], draft.events, outcome)
 
         outcome.result = {
             "object": "ingest_result",
@@ -126,7 +154,15 @@ class Pipeline:
             "memories_superseded_by": dict(outcome.superseded),
             "stage_timings": {k: round(v, 6) for k, v in timings.items()},
         }
+        if draft.usage is not None:  # a redo: what the first run spent (reconcile spends nothing)
+            outcome.usage = dict(draft.usage)
+            outcome.result["usage"] = outcome.usage
+        outcome.redo = lambda: self._redo(lease, draft, outcome)
         return outcome
+
+    def _redo(self, lease: Lease, draft: "_Draft", stale: JobOutcome) -> JobOutcome:
+        draft.usage = stale.usage
+        return self._reconciled(lease, draft)
 
     def _base_memory(self, lease: Lease, type_: str, text: str, sources: Sequence[str]) -> Memory:
         """A memory carries the metadata of the events it came from (family X gives every
@@ -175,8 +211,19 @@ class Pipeline:
         # still active facts of this user (the job may run long after the model saw them).
         hinted = {ref for f in facts for ref in (f.repeats, f.supersedes) if ref} - {m.id for m in existing}
         if hinted:
-            existing += [m for m in self.store.get_memories(job.org_id, sorted(hinted)).values()
+            found = self.store.get_memories(job.org_id, sorted(hinted))
+            existing += [m for m in found.values()
                          if m.type == "fact" and m.status == "active" and m.user_id == job.user_id]
+            # A fact the extractor says this one replaces may have been revised since it saw it
+            # (another job, a PATCH): the change replaces the revision that is current now.
+            current = {ref: end for ref, end in ((m.id, self._current_revision(job, m)) for m in found.values()
+                                                 if m.status == "superseded" and m.user_id == job.user_id)
+                       if end is not None}
+            if current:
+                known = {m.id for m in existing}
+                existing += [m for m in {m.id: m for m in current.values()}.values() if m.id not in known]
+                facts = [replace(f, supersedes=current[f.supersedes].id) if f.supersedes in current else f
+                         for f in facts]
         user_facts = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("type", "eq", "fact"), Cmp("status", "eq", "active"))
 
         def nearest(vector: np.ndarray) -> tuple[str, str, float] | None:
@@ -220,6 +267,16 @@ class Pipeline:
         outcome.result.setdefault("memories_updated", []).extend(
             {"id": mid, "type": "fact", "text": m.text if m else ""} for mid, m in updated.items()
         )
+
+    def _current_revision(self, job: Any, memory: Memory) -> Memory | None:
+        """The active end of the revision chain through a superseded fact of the job's user;
+        None when the chain ends retracted (the user deleted the current value)."""
+        chain = self.store.memory_revisions(job.org_id, memory.id)
+        end = chain[-1] if chain else None
+        if end is None or end.id == memory.id or end.status != "active" or end.type != "fact" \
+                or end.user_id != job.user_id:
+            return None
+        return end
 
     def _add_artifacts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, outcome: JobOutcome) -> None:
         """New artifacts, or new versions of stored ones: an artifact with the title of an
@@ -312,6 +369,20 @@ class Pipeline:
                           "memories_updated": [], "memories_superseded_by": {},
                           "stage_timings": {k: round(v, 6) for k, v in timings.items()}}
         return outcome
+
+
+@dataclass(slots=True)
+class _Draft:
+    """What an ingest job's extraction and embedding produced: everything its reconcile
+    needs, kept so that a stale commit is reconciled again without extracting or embedding."""
+
+    extraction: Extraction
+    vectors: np.ndarray
+    episode: EpisodeCandidate | None
+    events: list[Event]  # the turns an episode would cover (earlier unepisoded ones + this job's)
+    event_failures: dict[str, str]
+    timings: dict[str, float]
+    usage: dict[str, int] | None = None  # set on a redo: what the first run spent
 
 
 def _qualify_keys(extraction: Extraction, events: Sequence[Event]) -> None:

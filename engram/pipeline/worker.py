@@ -3,6 +3,11 @@
 Leases carry a visibility timeout that a heartbeat extends while the job runs. A worker
 that dies simply stops renewing; its job becomes ready again when the lease expires (or
 at once when the embedded server restarts and knows no worker of the old one survives).
+
+A commit refused as stale (the user's memory changed after the job's reconcile read it:
+another job of the user, a DELETE, a PATCH; see store/base.py `CommitResult`) is reconciled
+again with fresh reads and committed again, still under the lease, up to
+`MAX_RECONCILES` times; past that the job is retried later like any transient failure.
 """
 
 from __future__ import annotations
@@ -18,11 +23,21 @@ from datetime import timedelta
 from engram.config import Settings
 from engram.domain.records import JobError, utcnow
 from engram.pipeline.process import Pipeline
-from engram.store.base import Lease, Store
+from engram.store.base import CommitResult, JobOutcome, Lease, Store
 
 log = logging.getLogger("engram.worker")
 
 IDLE_SWEEP_EVERY_S = 5.0
+# Reconciles of one job per lease. Each refusal means another write of the same user
+# committed first, so the user's memory as a whole always progresses; a job refused this
+# many times in a row goes back to the queue (with backoff) instead of spinning.
+MAX_RECONCILES = 10
+
+
+class StaleCommits(Exception):
+    """A job's commit kept being refused as stale: its user's memory changed before each."""
+
+    job_code = "ingest_failed"
 
 
 class Worker:
@@ -55,16 +70,33 @@ class Worker:
             return False
         heartbeat = _Heartbeat(self.store, lease, self.settings.lease_timeout_s)
         heartbeat.start()
-        try:
+        try:  # the heartbeat runs until the commit is done: reconciling again happens under the lease
             outcome = self.pipeline.process(lease)
+            result = self._commit(lease, outcome)
         except Exception as exc:  # any failure of the pipeline is retried, then reported
             heartbeat.stop()
             self._retry_or_fail(lease, exc)
             return True
         heartbeat.stop()
-        if not self.store.complete(lease, outcome):
+        if result is CommitResult.LOST:
             log.warning("job %s: lease lost before commit; another worker owns it now", lease.job.id)
         return True
+
+    def _commit(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
+        """Commit; while refused as stale, reconcile again (fresh reads, same extraction and
+        vectors) and commit again. Raises StaleCommits when that never succeeds."""
+        for attempt in range(1, MAX_RECONCILES + 1):
+            result = self.store.complete(lease, outcome)
+            if result is not CommitResult.STALE:
+                return result
+            if outcome.redo is None or attempt == MAX_RECONCILES:
+                break
+            log.info("job %s: the user's memory changed before its commit; reconciling again (%d)",
+                     lease.job.id, attempt)
+            outcome = outcome.redo()
+        exc = StaleCommits(f"the user's memory changed before each of {MAX_RECONCILES} commits")
+        exc.usage = outcome.usage  # type: ignore[attr-defined]  # what the extraction spent, recorded on retry
+        raise exc
 
     def _retry_or_fail(self, lease: Lease, exc: Exception) -> None:
         """A failed attempt is retried later (backoff with jitter) unless it used the last
