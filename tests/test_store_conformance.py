@@ -8,6 +8,7 @@ requires the same answers.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -687,3 +688,302 @@ def test_random_filters_agree_across_backends(request: pytest.FixtureRequest, tm
     finally:
         for s in stores:
             s.close()
+
+
+# ---------------------------------------------------------------------- a job's reconcile vs its commit
+# A job reads the user's facts, decides (repeat / supersede / new), and commits later. Whatever
+# committed in between — another job of the user, a DELETE, a text PATCH — the commit must
+# land as if the job had reconciled at its commit (store/base.py `CommitResult.STALE`).
+class _ScriptedExtractor:
+    """One fact per turn: the turn's text, with the key and llm-style hints the test gives."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+        self.supersedes: dict[str, str] = {}
+
+    def extract(self, turns: Any, *, extract_artifacts: bool, context: Any = ()) -> Any:
+        from engram.domain.extraction import Extraction, FactCandidate
+
+        return Extraction(facts=[FactCandidate(text=t.content, fact_type="biographical", source_event_ids=(t.event_id,),
+                                               source_role="user", key=self.keys.get(t.content),
+                                               supersedes=self.supersedes.get(t.content)) for t in turns])
+
+    def episode(self, turns: Any) -> None:
+        return None
+
+
+class _TextEmbedder:
+    dim = DIM
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.stack([unit(t) for t in texts]) if texts else np.zeros((0, DIM), np.float32)
+
+
+def _pipeline(store: Any) -> Any:
+    from engram.config import load_settings
+    from engram.pipeline.content_filter import ContentFilter
+    from engram.pipeline.process import Pipeline
+
+    return Pipeline(store, load_settings(env={}), _ScriptedExtractor(), _TextEmbedder(), ContentFilter())
+
+
+def _in_flight(store: Any, pipeline: Any, conv: str, text: str, user: str = "u1") -> tuple[Any, JobOutcome]:
+    """A job of `user` in `conv` stating `text`, leased and run up to (not including) its commit."""
+    job_id, _ = accept(store, user=user, conv=conv, texts=[text])
+    lease = store.lease("w", utcnow(), 60, 5)
+    assert lease is not None and lease.job.id == job_id
+    return lease, pipeline.process(lease)
+
+
+def _commit(store: Any, lease: Any, outcome: JobOutcome, *, raced: bool = True) -> JobOutcome:
+    """What the worker does: commit; when refused as stale, reconcile again and retry.
+    `raced`: the first commit must be refused (something changed the user's facts since)."""
+    result = store.complete(lease, outcome)
+    assert bool(result) != raced, f"first commit of {lease.job.id}: {result}"
+    for _ in range(5):
+        redo = getattr(outcome, "redo", None)
+        if result or redo is None:
+            break
+        outcome = redo()
+        result = store.complete(lease, outcome)
+    assert result, f"job {lease.job.id} did not commit: {result}"
+    assert store.get_job(ORG, lease.job.id).status == "succeeded"
+    return outcome
+
+
+def _active_facts(store: Any, user: str = "u1") -> list[Memory]:
+    where = conjoin(Cmp("user_id", "eq", user), Cmp("type", "eq", "fact"), Cmp("status", "eq", "active"))
+    return store.list_memories(ORG, where, ascending=True, after=None, limit=100).items
+
+
+def test_two_jobs_of_one_user_stating_one_fact_at_once_store_it_once(store: Any) -> None:
+    pipeline = _pipeline(store)
+    a, outcome_a = _in_flight(store, pipeline, "conv-a", "Ann keeps bees")
+    b, outcome_b = _in_flight(store, pipeline, "conv-b", "Ann keeps bees")  # read before A committed
+    _commit(store, a, outcome_a, raced=False)
+    _commit(store, b, outcome_b)
+    facts = _active_facts(store)
+    assert [f.text for f in facts] == ["Ann keeps bees"], "one fact, not one per conversation"
+    assert facts[0].source_event_ids == [a.events[0].id, b.events[0].id], "cited by both jobs' turns"
+    result_b = store.get_job(ORG, b.job.id).result
+    assert result_b["memories_created"] == [] and [m["id"] for m in result_b["memories_updated"]] == [facts[0].id]
+
+
+def test_a_fact_retracted_while_a_job_restates_it_is_neither_revived_nor_swallowed(store: Any) -> None:
+    pipeline = _pipeline(store)
+    old = memory(ORG, "u1", "Ann keeps bees")
+    _, (first_event,) = run_job(store, ORG, "u1", "c0", [(old, unit("Ann keeps bees"))])
+    lease, outcome = _in_flight(store, pipeline, "conv-a", "Ann keeps bees")  # decided: repeats `old`
+    assert store.delete_memory(ORG, old.id, utcnow())  # DELETE /v1/memories/{id} before the job commits
+    _commit(store, lease, outcome)
+    gone = store.get_memory(ORG, old.id)
+    assert gone.status == "retracted" and gone.source_event_ids == [first_event], "the retracted row is not touched"
+    facts = _active_facts(store)
+    assert [(f.text, f.source_event_ids) for f in facts] == [("Ann keeps bees", [lease.events[0].id])], \
+        "the restatement is new evidence after the delete: a new active fact"
+
+
+def test_a_fact_retracted_while_a_job_supersedes_it_stays_retracted(store: Any) -> None:
+    pipeline = _pipeline(store)
+    pipeline.extractor.keys["Ann lives in Lisbon"] = "lives_in"  # the pipeline qualifies it: ann:lives_in
+    old = memory(ORG, "u1", "Ann lives in Porto", key="ann:lives_in")
+    run_job(store, ORG, "u1", "c0", [(old, unit("Ann lives in Porto"))])
+    lease, outcome = _in_flight(store, pipeline, "conv-a", "Ann lives in Lisbon")
+    assert outcome.superseded, "the job decided to supersede the fact"
+    assert store.delete_memory(ORG, old.id, utcnow())
+    _commit(store, lease, outcome)
+    assert store.get_memory(ORG, old.id).status == "retracted", "a delete is never undone into `superseded`"
+    (new,) = _active_facts(store)
+    assert new.text == "Ann lives in Lisbon" and new.details["supersedes"] is None and new.key == "ann:lives_in"
+    assert store.get_job(ORG, lease.job.id).result["memories_superseded_by"] == {}
+
+
+def test_concurrent_changes_of_one_attribute_make_a_chain_never_a_fork(store: Any) -> None:
+    pipeline = _pipeline(store)
+    texts = ["Ann lives in Porto", "Ann lives in Lisbon", "Ann lives in Madrid", "Ann lives in Oslo"]
+    pipeline.extractor.keys.update({t: "lives_in" for t in texts})
+    old = memory(ORG, "u1", texts[0], key="ann:lives_in")
+    run_job(store, ORG, "u1", "c0", [(old, unit(texts[0]))])
+    in_flight = [_in_flight(store, pipeline, f"conv-{i}", t) for i, t in enumerate(texts[1:])]
+    assert all(list(o.superseded) == [old.id] for _, o in in_flight), "all three read Porto as current"
+    for n, (lease, outcome) in enumerate(in_flight):
+        _commit(store, lease, outcome, raced=n > 0)
+    (current,) = _active_facts(store)
+    assert current.text == "Ann lives in Oslo"
+    chain = store.memory_revisions(ORG, old.id)
+    assert [m.text for m in chain] == texts and [m.status for m in chain] == ["superseded"] * 3 + ["active"]
+    assert [m.details["supersedes"] for m in chain[1:]] == [m.id for m in chain[:-1]], "each supersedes the one before"
+
+
+def test_a_change_whose_fact_was_patched_meanwhile_supersedes_the_patch(store: Any) -> None:
+    pipeline = _pipeline(store)
+    pipeline.extractor.keys["Ann lives in Lisbon"] = "lives_in"
+    old = memory(ORG, "u1", "Ann lives in Porto", key="ann:lives_in")
+    run_job(store, ORG, "u1", "c0", [(old, unit("Ann lives in Porto"))])
+    lease, outcome = _in_flight(store, pipeline, "conv-a", "Ann lives in Lisbon")
+    patched = memory(ORG, "u1", "Ann lives in Faro", key="ann:lives_in",
+                     details={"fact_type": "fact", "supersedes": old.id, "episode_id": None})
+    assert store.supersede_memory(ORG, old.id, NewMemory(patched, unit("Ann lives in Faro")), utcnow())  # PATCH text
+    _commit(store, lease, outcome)
+    chain = store.memory_revisions(ORG, old.id)
+    assert [m.text for m in chain] == ["Ann lives in Porto", "Ann lives in Faro", "Ann lives in Lisbon"]
+    assert [m.status for m in chain] == ["superseded", "superseded", "active"]
+
+
+def test_a_hinted_supersede_of_a_fact_patched_meanwhile_follows_the_chain(store: Any) -> None:
+    """The llm extractor names the fact it replaces (no key): when that fact was revised
+    meanwhile, the change lands on the revision that is current at commit."""
+    pipeline = _pipeline(store)
+    old = memory(ORG, "u1", "Ann plans a trip to Rome")
+    run_job(store, ORG, "u1", "c0", [(old, unit("Ann plans a trip to Rome"))])
+    pipeline.extractor.supersedes["Ann cancelled the Rome trip"] = old.id
+    lease, outcome = _in_flight(store, pipeline, "conv-a", "Ann cancelled the Rome trip")
+    assert list(outcome.superseded) == [old.id]
+    patched = memory(ORG, "u1", "Ann plans a trip to Rome in May",
+                     details={"fact_type": "fact", "supersedes": old.id, "episode_id": None})
+    assert store.supersede_memory(ORG, old.id, NewMemory(patched, unit(patched.text)), utcnow())
+    _commit(store, lease, outcome)
+    chain = store.memory_revisions(ORG, old.id)
+    assert [m.text for m in chain] == [old.text, patched.text, "Ann cancelled the Rome trip"]
+    assert [m.status for m in chain] == ["superseded", "superseded", "active"]
+
+
+def test_the_worker_reconciles_again_when_a_delete_lands_before_its_commit(store: Any, caplog: Any) -> None:
+    """The worker's own path: its commit is refused as stale, it reconciles again (no new
+    extraction, no new embedding) and commits, all under its lease."""
+    from engram.config import load_settings
+    from engram.pipeline.worker import Worker
+
+    pipeline = _pipeline(store)
+    old = memory(ORG, "u1", "Ann keeps bees")
+    run_job(store, ORG, "u1", "c0", [(old, unit("Ann keeps bees"))])
+    job_id, _ = accept(store, user="u1", conv="conv-a", texts=["Ann keeps bees"])
+    embedded: list[list[str]] = []
+    process, embed = pipeline.process, pipeline.embedder.embed
+
+    def process_then_delete(lease: Any) -> JobOutcome:
+        outcome = process(lease)
+        assert store.delete_memory(ORG, old.id, utcnow())  # lands between reconcile and commit
+        return outcome
+
+    pipeline.process = process_then_delete
+    pipeline.embedder.embed = lambda texts: embedded.append(list(texts)) or embed(texts)
+    with caplog.at_level(logging.INFO, logger="engram.worker"):
+        assert Worker(store, pipeline, load_settings(env={})).run_once()
+    assert [r.getMessage() for r in caplog.records if "reconciling again" in r.getMessage()] == [
+        f"job {job_id}: the user's memory changed before its commit; reconciling again (1)"]
+    job = store.get_job(ORG, job_id)
+    assert job.status == "succeeded" and len(job.result["memories_created"]) == 1
+    assert store.get_memory(ORG, old.id).status == "retracted"
+    assert [f.id for f in _active_facts(store)] == [job.result["memories_created"][0]["id"]]
+    assert embedded == [["Ann keeps bees"]], "embedded once: the second reconcile reuses the vectors"
+
+
+def test_a_job_whose_commits_keep_going_stale_goes_back_to_the_queue(store: Any) -> None:
+    """Bounded: a job overtaken before every one of its commits stops reconciling and is
+    retried later (with backoff) like any transient failure, instead of spinning on its lease."""
+    from engram.config import load_settings
+    from engram.pipeline.worker import MAX_RECONCILES, Worker
+
+    others = [memory(ORG, "u1", f"Ann fact {i}") for i in range(MAX_RECONCILES)]
+    run_job(store, ORG, "u1", "c0", [(m, unit(i)) for i, m in enumerate(others)])
+    job_id, events = accept(store, user="u1", conv="conv-a", texts=["Ann keeps bees"])
+    bases: list[int | None] = []
+    complete = store.complete
+
+    def overtaken(lease: Any, outcome: JobOutcome) -> Any:  # a DELETE of the user's lands first, every time
+        bases.append(outcome.basis)
+        assert store.delete_memory(ORG, others[len(bases) - 1].id, utcnow())
+        return complete(lease, outcome)
+
+    store.complete = overtaken
+    assert Worker(store, _pipeline(store), load_settings(env={})).run_once()
+    assert len(bases) == MAX_RECONCILES and bases == sorted(set(bases)), "each reconcile read the newer version"
+    job = store.get_job(ORG, job_id)
+    assert job.status == "pending" and job.attempts == 1 and "changed before each" in job.error.message
+    assert _active_facts(store) == [] and store.event_statuses(ORG, events) == {events[0]: ("pending", None)}
+
+
+def test_a_commit_on_a_stale_basis_is_refused_and_writes_nothing(store: Any) -> None:
+    from engram.store.base import CommitResult
+
+    assert store.user_version(ORG, "u1") == 0
+    fact = memory(ORG, "u1", "Ann keeps bees")
+    run_job(store, ORG, "u1", "c0", [(fact, unit(1))])
+    v1 = store.user_version(ORG, "u1")
+    assert v1 > 0, "a commit that creates facts moves the user's version"
+    assert store.user_version(ORG, "u2") == 0 and store.user_version(OTHER, "u1") == 0, "per org and user"
+    store.merge_memory_metadata(ORG, fact.id, {"k": 1}, utcnow())
+    assert store.user_version(ORG, "u1") == v1, "a metadata merge changes no reconcile decision"
+
+    job_id, events = accept(store, user="u1", conv="c1", texts=["turn"])
+    lease = store.lease("w", utcnow(), 60, 5)
+    new = memory(ORG, "u1", "Ann sells honey", sources=events)
+    outcome = JobOutcome(created=[NewMemory(new, unit(2))], added_sources={fact.id: events}, basis=v1,
+                         result={"object": "ingest_result", "stage_timings": {}})
+    other = memory(ORG, "u1", "Ann likes tea")
+    assert store.supersede_memory(ORG, fact.id, NewMemory(other, unit(3)), utcnow())  # a PATCH meanwhile
+    v2 = store.user_version(ORG, "u1")
+    assert v2 > v1
+    result = store.complete(lease, outcome)
+    assert result is CommitResult.STALE and not result
+    assert store.get_memory(ORG, new.id) is None
+    assert store.get_memory(ORG, fact.id).source_event_ids == fact.source_event_ids
+    assert store.get_job(ORG, job_id).status == "running" and store.event_statuses(ORG, events) == {
+        events[0]: ("pending", None)}, "nothing written; the lease still holds"
+    assert store.renew(lease, utcnow() + timedelta(seconds=60))
+    fresh = JobOutcome(created=[NewMemory(new, unit(2))], basis=v2, result={"object": "ingest_result"})
+    assert store.complete(lease, fresh) is CommitResult.COMMITTED
+    assert store.get_memory(ORG, new.id).status == "active" and store.user_version(ORG, "u1") > v2
+    v3 = store.user_version(ORG, "u1")
+    assert store.delete_memory(ORG, new.id, utcnow()) and store.user_version(ORG, "u1") > v3, "a delete moves it"
+    assert store.complete(lease, fresh) is CommitResult.LOST, "a job ends once"
+
+
+def test_commits_of_one_user_built_on_one_basis_serialize(store: Any) -> None:
+    from engram.store.base import CommitResult
+
+    basis = store.user_version(ORG, "u1")
+    leases = []
+    for i in range(4):
+        accept(store, user="u1", conv=f"conv-{i}", texts=["turn"])
+        leases.append(store.lease("w", utcnow(), 60, 5))
+    barrier = threading.Barrier(len(leases))
+    results: list[Any] = [None] * len(leases)
+
+    def commit(i: int) -> None:
+        outcome = JobOutcome(created=[NewMemory(memory(ORG, "u1", "Ann keeps bees", conv=f"conv-{i}"), unit(1))],
+                             basis=basis, result={"object": "ingest_result"})
+        barrier.wait()
+        results[i] = store.complete(leases[i], outcome)
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(len(leases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.value for r in results) == ["committed", "stale", "stale", "stale"], results
+    assert len(_active_facts(store)) == 1
+
+
+def test_commit_refuses_to_supersede_or_cite_a_fact_that_is_no_longer_active(store: Any) -> None:
+    """Defence in depth, whatever the caller's basis: a status change or a citation applies to
+    an active memory only, or the whole commit is refused."""
+    from engram.store.base import CommitResult
+
+    fact = memory(ORG, "u1", "Ann lives in Porto")
+    run_job(store, ORG, "u1", "c0", [(fact, unit(1))])
+    assert store.delete_memory(ORG, fact.id, utcnow())
+    for build in (lambda n, e: JobOutcome(created=[NewMemory(n, unit(2))], superseded={fact.id: n.id}),
+                  lambda n, e: JobOutcome(added_sources={fact.id: e})):
+        job_id, events = accept(store, user="u1", conv="c1", texts=["turn"])
+        lease = store.lease("w", utcnow(), 60, 5)
+        new = memory(ORG, "u1", "Ann lives in Lisbon", sources=events,
+                     details={"fact_type": "fact", "supersedes": fact.id, "episode_id": None})
+        assert store.complete(lease, build(new, events)) is CommitResult.STALE
+        assert store.get_memory(ORG, new.id) is None and store.get_job(ORG, job_id).status == "running"
+        again = store.get_memory(ORG, fact.id)
+        assert again.status == "retracted" and again.source_event_ids == fact.source_event_ids
+        assert store.fail(lease, JobError("ingest_failed", "test"))
