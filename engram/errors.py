@@ -23,6 +23,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "job_not_found": 404,
     "memory_not_found": 404,
     "key_not_found": 404,
+    # 405: the path exists, the method does not (the Allow header names those that do)
+    "method_not_allowed": 405,
     # 408: the request itself did not arrive in time (engram/api/connections.py)
     "request_timeout": 408,
     # 413: too large

@@ -538,7 +538,7 @@ def test_the_openapi_document_tells_the_truth(client: httpx.Client) -> None:
 
 def test_405_names_every_method_of_the_path(client: httpx.Client) -> None:
     response = client.put("/v1/memories")
-    assert_error(response, 405)
+    assert_error(response, 405, "method_not_allowed")
     assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
     response = client.post("/v1/memories/some-id")
     assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PATCH", "DELETE"}
@@ -604,3 +604,18 @@ def test_a_kept_alive_connection_serves_requests_then_idles_out(sqlite_server: S
             time.sleep(HEADER_TIMEOUT_S / 2)
         closed, _ = _closed_within(sock, HEADER_TIMEOUT_S * 5)
         assert closed
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"FOO /v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x7fb\r\n\r\n",
+    b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+])
+def test_what_the_http_parser_refuses_is_a_400_in_the_envelope(sqlite_server: ServerProcess,
+                                                               request_bytes: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", sqlite_server.port)) as sock:
+        sock.sendall(request_bytes)
+        closed, received = _closed_within(sock, 10)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert closed and head.startswith(b"HTTP/1.1 400"), received[:300]
+    assert json.loads(body)["detail"]["code"] == "invalid_request"

@@ -12,20 +12,26 @@ as long as the client likes. `GuardedHttpProtocol` adds the two limits a front p
 
 A connection over either limit is answered `408 Request Timeout` (when no response is under
 way) and closed. The time a request spends in the application (a search, `?wait=true`) is not
-limited here.
+limited here. A request the HTTP parser refuses is answered `400 invalid_request` in the error
+envelope (uvicorn's own answer is plain text).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-        b"content-length: %d\r\n\r\n%s")
-_408_BODY = (b'{"detail":{"code":"request_timeout","error":"request_timeout",'
-             b'"message":"the request did not arrive in time"}}')
+def _close_with(status: bytes, code: str, message: str) -> bytes:
+    """A whole response in the error envelope, for a connection that is about to be closed."""
+    body = json.dumps({"detail": {"code": code, "error": code, "message": message}}).encode()
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+_408 = _close_with(b"408 Request Timeout", "request_timeout", "the request did not arrive in time")
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -56,7 +62,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
-            self.transport.write(_408 % (len(_408_BODY), _408_BODY))
+            self.transport.write(_408)
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        # What the HTTP parser refuses (an unknown method, a bad header byte, both Content-Length
+        # and Transfer-Encoding) gets the same envelope as everything else, not plain text.
+        self._disarm()
+        self.transport.write(_close_with(b"400 Bad Request", "invalid_request", msg))
         self.transport.close()
 
     # uvicorn's protocol callbacks, each with the limit that applies from then on

@@ -91,7 +91,7 @@ async def handle_request_validation(request: Request, exc: Exception) -> JSONRes
     return validation_response(request, list(exc.errors()))
 
 
-_HTTP_CODES = {404: "not_found", 405: "invalid_request", 413: "payload_too_large", 400: "invalid_request"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "invalid_request"}
 
 
 async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
