@@ -17,6 +17,9 @@ from engram.api import errors, family_m, family_x
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
+from engram.config import Limits
+from engram.domain.cursors import MAX_CURSOR_CHARS
+from engram.domain.inputs import ROLE_BY_KIND
 from engram.errors import ServiceError
 from engram.service import Service
 
@@ -122,11 +125,11 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(family_m.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.limits.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
-    app.openapi = _openapi_with_documented_bodies(app)  # type: ignore[method-assign]
+    app.openapi = _openapi_with_documented_bodies(app, service.settings.limits)  # type: ignore[method-assign]
     return app
 
 
-def _openapi_with_documented_bodies(app: FastAPI) -> Callable[[], dict[str, Any]]:
+def _openapi_with_documented_bodies(app: FastAPI, limits: Limits) -> Callable[[], dict[str, Any]]:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -137,9 +140,53 @@ def _openapi_with_documented_bodies(app: FastAPI) -> Callable[[], dict[str, Any]
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[name] = schema
+            _document_limits(schemas, limits)
         return app.openapi_schema or document
 
     return openapi
+
+
+def _document_limits(schemas: dict[str, Any], limits: Limits) -> None:
+    """The configured limits of this server, written into the body schemas, so that a request
+    the document calls valid is one the server accepts (docs/design.md, "Hostile input")."""
+    ids = {"maxLength": limits.max_id_chars}
+    rules: dict[str, dict[str, dict[str, Any]]] = {
+        "MessagesIngestBody": {"messages": {"maxItems": limits.max_items_per_call}, "user_id": ids, "conv_id": ids,
+                               "agent_id": ids, "app_id": ids, "group_ids": {"items": ids}},
+        "MessageBody": {"content": {"maxLength": limits.max_content_chars_x}, "role": ids, "name": ids, "dia_id": ids},
+        "MemorySearchBody": {"query": {"maxLength": limits.max_query_chars},
+                             "cursor": {"maxLength": MAX_CURSOR_CHARS},
+                             "include": {"items": {"enum": sorted(family_x.SEARCH_INCLUDES)}, "uniqueItems": True},
+                             "user_id": ids, "agent_id": ids, "app_id": ids, "group_ids": {"items": ids}},
+        "UpdateBody": {"text": {"maxLength": limits.max_content_chars_x}},
+        "EventsIngestBody": {"events": {"minItems": 1, "maxItems": limits.max_items_per_call}},
+        "EventBody": {"content": {"maxLength": limits.max_content_chars_m}, "kind": {"enum": list(ROLE_BY_KIND)},
+                      "actor_id": ids, "session_id": ids, "role_id": ids, "team_id": ids, "event_id": ids,
+                      "metadata": {"maxLength": limits.max_metadata_chars}},
+        "StatusBody": {"event_ids": {"maxItems": limits.max_status_ids, "items": ids}},
+        "EventSearchBody": {"query": {"maxLength": limits.max_query_chars}, "actor_id": ids, "session_id": ids,
+                            "exclude_session_id": ids, "role_ids": {"items": ids}, "team_ids": {"items": ids}},
+    }
+    for name, fields in rules.items():
+        properties = schemas.get(name, {}).get("properties", {})
+        for field, bounds in fields.items():
+            if field in properties:
+                _bound(properties[field], bounds)
+
+
+def _bound(prop: dict[str, Any], bounds: dict[str, Any]) -> None:
+    """Add `bounds` to a property, or to the branches of its `anyOf` that they fit (a string
+    bound to the string branch of `str | None`, an item bound to the array branch)."""
+    branches = prop.get("anyOf", [prop])
+    for branch in branches:
+        kind = branch.get("type")
+        for key, value in bounds.items():
+            if key == "items" and kind == "array":
+                branch.setdefault("items", {}).update(value)
+            elif key in ("maxItems", "minItems", "uniqueItems") and kind == "array":
+                branch[key] = value
+            elif key in ("maxLength", "enum") and kind == "string":
+                branch[key] = value
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

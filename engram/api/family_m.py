@@ -47,7 +47,7 @@ class StatusBody(BaseModel):
     event_ids: list[str]
 
 
-class SearchBody(BaseModel):
+class EventSearchBody(BaseModel):
     query: str
     actor_id: str | None = None
     session_id: str | None = None
@@ -137,7 +137,7 @@ async def status(body: StatusBody, principal: Principal = Depends(reader),
 
 
 @router.post("/search", responses=documented(401, 403, 413, 422, 429, 503))
-async def search(body: SearchBody, principal: Principal = Depends(reader),
+async def search(body: EventSearchBody, principal: Principal = Depends(reader),
                  svc: Service = Depends(service)) -> dict[str, Any]:
     svc.check_scope({"actor_id": body.actor_id, "session_id": body.session_id,
                      "exclude_session_id": body.exclude_session_id, "role_ids": body.role_ids,

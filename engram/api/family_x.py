@@ -54,7 +54,7 @@ class UpdateBody(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class SearchBody(BaseModel):
+class MemorySearchBody(BaseModel):
     query: str = Field(min_length=1)
     filters: dict[str, Any] | None = None
     limit: int = Field(20, ge=1, le=100)
@@ -154,7 +154,7 @@ async def get_job(job_id: str, principal: Principal = Depends(reader), svc: Serv
 
 
 @router.post("/search", responses=documented(400, 401, 403, 413, 422, 429, 503))
-async def search(body: SearchBody, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
+async def search(body: MemorySearchBody, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
     unknown = set(body.include) - SEARCH_INCLUDES
     if unknown:
         raise ServiceError("unsupported_include_option",
