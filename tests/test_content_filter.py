@@ -598,6 +598,7 @@ def test_a_metadata_rejection_names_no_key(cf: ContentFilter) -> None:
         {"token_count": 123},
         {"max_tokens": 4096},
         {"tokens": 17},
+        {"token": "3f9a2b1c"},  # a short correlation marker, as a test run writes one
         {"next_page_token": "CAEQAA"},
         {"source": "slack", "channel": "general", "thread_ts": "1700000000.000100"},
         {"img_url": ["https://i.redd.it/l7hozpetnhlb1.jpg"], "query": "painting sunrise", "dia_id": "D1:3"},

@@ -617,12 +617,16 @@ def _judge_family(family: str, v: _Value, text: str, *, form: str, plain: bool =
     return _secretlike(v.text, 8)  # "secret"
 
 
-def _judge_metadata(family: str, value: str) -> bool:
+def _judge_metadata(family: str, value: str, key: str = "") -> bool:
     """A metadata key that names a secret, and its value: structured data, not talk."""
     v = value.strip()
     if not v or _is_not_a_value(v):
         return False
     low = v.lower()
+    if family == "secret" and key.lower().endswith("token"):
+        # A credential token is long; short "tokens" in metadata are correlation or trace
+        # markers (a test run's uuid4().hex[:8]), and rejecting the event for one loses it.
+        return _secretlike(v, 10)
     if family in ("password", "passphrase"):
         return len(v) >= 3 and low not in _DESCRIPTIVE_WORDS and low not in _STOP_WORDS
     if family == "pin":
@@ -1493,7 +1497,7 @@ class ContentFilter:
                     return rejection
                 continue
             family = _key_family(key)
-            if family is not None and _judge_metadata(family, value):
+            if family is not None and _judge_metadata(family, value, key):
                 reason, desc = _FAMILY_REASONS[family]
                 return Rejection(reason, f"metadata carries {desc} (under a key that names a secret)", "metadata")
         return None
