@@ -23,7 +23,7 @@ from engram.domain.filters import MATCH_ALL, Cmp, conjoin, parse_filter
 from engram.domain.records import Event, Job, JobError, Memory, iso, utcnow
 from engram.errors import ServiceError
 from engram.ids import new_event_id, new_job_id, new_memory_id
-from engram.store.base import JOB_ENDED, WORK_READY, JobOutcome, NewJob, NewMemory
+from engram.store.base import JOB_ENDED, WITHHELD_CONTENT, WORK_READY, JobOutcome, NewJob, NewMemory
 from engram.store.postgres import PostgresStore
 from engram.store.sqlite import SQLiteStore
 
@@ -283,6 +283,12 @@ def test_complete_writes_everything_together(store: Any) -> None:
                                              error=JobError("content_rejected", "all rejected")))
     assert store.get_job(ORG, job2).status == "failed" and store.get_job(ORG, job2).error.code == "content_rejected"
     assert store.event_statuses(ORG, events2) == {events2[0]: ("failed", "content_rejected")}
+    # A rejected event does not keep the secret it carried; the kept one is untouched.
+    kept, withheld, whole = store.get_events(ORG, [event_ids[0], event_ids[1], events2[0]])
+    assert kept.content == "keep"
+    for event in (withheld, whole):
+        assert event.content == WITHHELD_CONTENT and event.name is None and event.metadata == {}
+        assert event.status == "failed" and event.fail_reason == "content_rejected"
 
 
 def test_concurrent_workers_never_share_a_job_and_keep_conversation_order(store: Any) -> None:

@@ -71,6 +71,11 @@ def resolve_batch(jobs: Sequence[NewJob], by_client: dict[str, str], by_hash: di
     return event_ids, fresh_jobs
 
 
+# What a rejected event keeps of its turn (SPEC §6.3): engram refused to remember a secret, so
+# it does not keep it in the raw log either. Status, reason, ids and times stay.
+WITHHELD_CONTENT = "[withheld: the content filter found a secret in this event]"
+
+
 def job_error_dict(error: JobError | None) -> dict[str, str] | None:
     """A job error as stored (and as the family-X wire shows it)."""
     if error is None:

@@ -50,7 +50,7 @@ from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, par
 from engram.domain.text import query_words, text_hash
 from engram.store.base import (
     JOB_ENDED, WORK_READY, AcceptResult, CommitResult, JobOutcome, Lease, NewJob, NewMemory, Page,
-    changes_active_memories, job_error_dict, resolve_batch,
+    WITHHELD_CONTENT, changes_active_memories, job_error_dict, resolve_batch,
 )
 from engram.store.postgres_filters import compile_filter
 
@@ -481,6 +481,9 @@ class PostgresStore:
             if outcome.event_failures:
                 cur.executemany("UPDATE events SET status='failed', fail_reason=%s WHERE id=%s AND job_id=%s",
                                 [(reason, event_id, job_id) for event_id, reason in outcome.event_failures.items()])
+                cur.executemany("UPDATE events SET content=%s, name=NULL, metadata='{}' WHERE id=%s AND job_id=%s",
+                                [(WITHHELD_CONTENT, event_id, job_id)
+                                 for event_id, reason in outcome.event_failures.items() if reason == "content_rejected"])
             cur.execute("UPDATE events SET status='completed' WHERE job_id=%s AND status='pending'", (job_id,))
             status = "failed" if outcome.error else "succeeded"
             if "stage_timings" in outcome.result:  # the writes above; the COMMIT itself is not in it

@@ -33,7 +33,7 @@ from engram.domain.records import (
 )
 from engram.store.base import (
     AcceptResult, CommitResult, JobOutcome, Lease, NewJob, NewMemory, Page, changes_active_memories, job_error_dict,
-    resolve_batch,
+    WITHHELD_CONTENT, resolve_batch,
 )
 from engram.store.sqlite_filters import compile_filter
 from engram.store.sqlite_lexicon import ANALYZER, RowCache, ScopeStatistics
@@ -553,6 +553,9 @@ class SQLiteStore:
             for event_id, reason in outcome.event_failures.items():
                 conn.execute("UPDATE events SET status='failed', fail_reason=? WHERE id=? AND job_id=?",
                              (reason, event_id, lease.job.id))
+                if reason == "content_rejected":
+                    conn.execute("UPDATE events SET content=?, name=NULL, metadata='{}' WHERE id=? AND job_id=?",
+                                 (WITHHELD_CONTENT, event_id, lease.job.id))
             conn.execute("UPDATE events SET status='completed' WHERE job_id=? AND status='pending'", (lease.job.id,))
             status = "failed" if outcome.error else "succeeded"
             if "stage_timings" in outcome.result:  # the writes above; the fsync of COMMIT is not in it
