@@ -301,6 +301,9 @@ def test_connection_refused_raises_api_connection_error_after_retries() -> None:
      "rate_limit_exceeded"),
     (500, {"detail": {"code": "server_error", "message": "oops"}}, engram.ServerError, "server_error"),
     (503, None, engram.ServerError, None),
+    # not engram's envelope (a proxy in front of it): still a typed error, never a TypeError
+    (502, {"error": {"type": "upstream_error", "message": "bad gateway"}}, engram.ServerError, "upstream_error"),
+    (400, {"detail": {"code": 7, "message": ["x"]}, "error": None}, engram.BadRequestError, None),
 ])
 def test_errors_are_typed_by_status_and_carry_the_code(scripted: ScriptedServer, status: int, body: Any,
                                                        cls: type, code: str | None) -> None:

@@ -195,6 +195,10 @@ def error_from_response(response: httpx.Response) -> errors.APIStatusError:
             message = detail
         code = code or body.get("code") or body.get("error")
         message = message or body.get("message")
+        if isinstance(code, dict):  # {"error": {"code", "message"}}: not engram, but a proxy in front of it
+            code, message = code.get("code") or code.get("type"), message or code.get("message")
+        code = code if isinstance(code, str) else None
+        message = message if isinstance(message, str) else None
     elif isinstance(body, str) and body.strip():
         message = body.strip()[:500]
     if not message and field_errors:
