@@ -149,22 +149,27 @@ def _openapi_with_documented_bodies(app: FastAPI, limits: Limits) -> Callable[[]
 def _document_limits(schemas: dict[str, Any], limits: Limits) -> None:
     """The configured limits of this server, written into the body schemas, so that a request
     the document calls valid is one the server accepts (docs/design.md, "Hostile input")."""
-    ids = {"maxLength": limits.max_id_chars}
+    # Text engram keeps: at least one non-space character, no NUL (a NUL in free text is
+    # stripped, so only the non-space rule is stated there).
+    ids = {"maxLength": limits.max_id_chars, "pattern": r"^[^\x00]*\S[^\x00]*$"}
+    label = {"maxLength": limits.max_id_chars, "pattern": r"^[^\x00]*$"}
+    text = {"pattern": r"[^\s\x00]"}
     rules: dict[str, dict[str, dict[str, Any]]] = {
-        "MessagesIngestBody": {"messages": {"maxItems": limits.max_items_per_call}, "user_id": ids, "conv_id": ids,
-                               "agent_id": ids, "app_id": ids, "group_ids": {"items": ids}},
-        "MessageBody": {"content": {"maxLength": limits.max_content_chars_x}, "role": ids, "name": ids, "dia_id": ids},
-        "MemorySearchBody": {"query": {"maxLength": limits.max_query_chars},
+        "MessagesIngestBody": {"messages": {"minItems": 1, "maxItems": limits.max_items_per_call}, "user_id": ids,
+                               "conv_id": ids, "agent_id": ids, "app_id": ids, "group_ids": {"items": ids}},
+        "MessageBody": {"content": {"maxLength": limits.max_content_chars_x, **text}, "role": ids,
+                        "name": label, "dia_id": label},
+        "MemorySearchBody": {"query": {"maxLength": limits.max_query_chars, **text},
                              "cursor": {"maxLength": MAX_CURSOR_CHARS},
                              "include": {"items": {"enum": sorted(family_x.SEARCH_INCLUDES)}, "uniqueItems": True},
                              "user_id": ids, "agent_id": ids, "app_id": ids, "group_ids": {"items": ids}},
-        "UpdateBody": {"text": {"maxLength": limits.max_content_chars_x}},
+        "UpdateBody": {"text": {"maxLength": limits.max_content_chars_x, **text}},
         "EventsIngestBody": {"events": {"minItems": 1, "maxItems": limits.max_items_per_call}},
-        "EventBody": {"content": {"maxLength": limits.max_content_chars_m}, "kind": {"enum": list(ROLE_BY_KIND)},
+        "EventBody": {"content": {"maxLength": limits.max_content_chars_m, **text}, "kind": {"enum": list(ROLE_BY_KIND)},
                       "actor_id": ids, "session_id": ids, "role_id": ids, "team_id": ids, "event_id": ids,
                       "metadata": {"maxLength": limits.max_metadata_chars}},
         "StatusBody": {"event_ids": {"maxItems": limits.max_status_ids, "items": ids}},
-        "EventSearchBody": {"query": {"maxLength": limits.max_query_chars}, "actor_id": ids, "session_id": ids,
+        "EventSearchBody": {"query": {"maxLength": limits.max_query_chars, **text}, "actor_id": ids, "session_id": ids,
                             "exclude_session_id": ids, "role_ids": {"items": ids}, "team_ids": {"items": ids}},
     }
     for name, fields in rules.items():
@@ -185,7 +190,7 @@ def _bound(prop: dict[str, Any], bounds: dict[str, Any]) -> None:
                 branch.setdefault("items", {}).update(value)
             elif key in ("maxItems", "minItems", "uniqueItems") and kind == "array":
                 branch[key] = value
-            elif key in ("maxLength", "enum") and kind == "string":
+            elif key in ("maxLength", "enum", "pattern") and kind == "string":
                 branch[key] = value
 
 

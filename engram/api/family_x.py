@@ -127,7 +127,9 @@ def _hit_wire(hit: SearchHit, full_content: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- routes
-@router.post("", status_code=202, responses=documented(400, 401, 403, 413, 422, list_422=True))
+@router.post("", status_code=202, responses={
+    200: {"description": "With `?wait=true`: the job ended (succeeded or failed) within the wait budget."},
+    **documented(400, 401, 403, 413, 422, list_422=True)})
 async def ingest(
     body: MessagesIngestBody,
     wait: bool = False,
