@@ -187,9 +187,10 @@ def within_utc_range(ts: datetime) -> bool:
     return True
 
 
-def _is_iso_date(value: str) -> bool:
-    """As the stores read filter values: an ISO date of at least YYYY-MM-DD."""
-    if len(value) < 10:
+def is_iso_date(value: Any) -> bool:
+    """Whether a filter value is a date: ISO-8601 as Python reads it, at least YYYY-MM-DD (so a
+    metadata comparison with it orders stored dates as instants, on every store)."""
+    if not isinstance(value, str) or len(value) < 10:
         return False
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -248,7 +249,7 @@ def _ordered(field: str, op: str, arg: Any) -> Scalar:
         return arg
     if isinstance(arg, str):
         _check_value({field: {op: arg}}, arg)
-        if field in TIME_FIELDS or _is_iso_date(arg):  # metadata dates order as instants too
+        if field in TIME_FIELDS or is_iso_date(arg):  # metadata dates order as instants too
             _parse_time({field: {op: arg}}, arg)
         return arg
     raise _bad({field: {op: arg}}, f"{op} takes a number or a string")

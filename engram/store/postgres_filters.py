@@ -20,7 +20,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or
+from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
 from engram.errors import ServiceError
 
 _SQL_OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -80,16 +80,6 @@ def _key(key: str) -> str:
     return key
 
 
-def _is_date(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) < 10:
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -139,7 +129,7 @@ def _ordered(key: str, op: str, value: Any, params: list[Any]) -> str:
             return is_number
         params.extend([key, key, json.dumps(value)])
         return f"({is_number} AND (m.metadata_b -> %s) {sql_op} %s::jsonb)"
-    if _is_date(value):
+    if is_iso_date(value):
         params.extend([key, key, _instant(value)])
         return (f"(jsonb_typeof(m.metadata_b -> %s) = 'string'"
                 f" AND engram_instant(m.metadata_b ->> %s) {sql_op} %s::timestamptz)")

@@ -21,7 +21,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or
+from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
 from engram.domain.records import iso
 from engram.errors import ServiceError
 
@@ -93,17 +93,6 @@ def _json_of(fn: str, key: str) -> str:
     return lookups[0] if len(lookups) == 1 else f"COALESCE({', '.join(lookups)})"
 
 
-def _is_date(value: Any) -> bool:
-    """Whether a filter value is a date: ISO-8601 as Python reads it, at least YYYY-MM-DD."""
-    if not isinstance(value, str) or len(value) < 10:
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
 def _typed_eq(jt: str, jx: str, value: Any, params: list[Any]) -> str:
     """Equality that respects JSON types: 1 never equals "1" or true."""
     if isinstance(value, bool):
@@ -151,7 +140,7 @@ def _ordered(jt: str, jx: str, op: str, value: Any, params: list[Any]) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         params.append(value)
         return f"({jt} IN ('integer','real') AND {jx} {sql_op} ?)"
-    if _is_date(value):
+    if is_iso_date(value):
         params.append(_time_value(value))
         return f"({jt} = 'text' AND {_stored_date(jx)} AND julianday({jx}) {sql_op} julianday(?))"
     params.append(value)
