@@ -29,7 +29,9 @@ from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_id, new_event_ids, new_job_id, new_memory_id
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
-from engram.store.base import JOB_ENDED, AcceptResult, NewJob, NewMemory, Store, SubmitsAccepts
+from engram.store.base import (
+    JOB_ENDED, AcceptResult, Idempotency, IdempotencyConflict, NewJob, NewMemory, Store, SubmitsAccepts,
+)
 
 
 # Search pages reach at most this far (a cursor is signed, so only engram writes one; this
@@ -108,18 +110,6 @@ class Service:
         check.raise_if_any()
 
         now = utcnow()
-        body_hash = _body_hash(req)
-        if idempotency_key is not None:
-            found = self.store.find_idempotent_job(org_id, idempotency_key, now - timedelta(seconds=self.settings.idempotency_ttl_s))
-            if found is not None:
-                job_id, seen_hash = found
-                if seen_hash != body_hash:
-                    raise ServiceError("idempotency_key_reused",
-                                      "this Idempotency-Key was used with a different body within 24 hours",
-                                      extra={"loc": ["header", "Idempotency-Key"]})
-                job = self.store.get_job(org_id, job_id)
-                if job is not None:
-                    return job
         job = Job(id=new_job_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, status="pending",
                   created_at=now, updated_at=now,
                   params={"agent_id": req.agent_id, "app_id": req.app_id,
@@ -131,8 +121,16 @@ class Service:
                   agent_id=req.agent_id, app_id=req.app_id, name=m.name, dia_id=m.dia_id, metadata=metadata)
             for m in req.messages
         ]
-        idem = (idempotency_key, body_hash, now) if idempotency_key is not None else None
-        self.store.accept(org_id, [NewJob(job, events)], dedup_since=None, idempotency=idem)
+        idem = None if idempotency_key is None else Idempotency(
+            idempotency_key, _body_hash(req), now, now - timedelta(seconds=self.settings.idempotency_ttl_s))
+        try:
+            accepted = self.store.accept(org_id, [NewJob(job, events)], dedup_since=None, idempotency=idem)
+        except IdempotencyConflict:
+            raise ServiceError("idempotency_key_reused",
+                               "this Idempotency-Key was used with a different body within 24 hours",
+                               extra={"loc": ["header", "Idempotency-Key"]}) from None
+        if accepted.replay_of is not None:
+            return self.get_job(org_id, accepted.replay_of)
         self._on_accept()
         return job
 

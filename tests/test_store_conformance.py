@@ -23,7 +23,9 @@ from engram.domain.filters import MATCH_ALL, Cmp, conjoin, parse_filter
 from engram.domain.records import Event, Job, JobError, Memory, iso, utcnow
 from engram.errors import ServiceError
 from engram.ids import new_event_id, new_job_id, new_memory_id
-from engram.store.base import JOB_ENDED, WITHHELD_CONTENT, WORK_READY, JobOutcome, NewJob, NewMemory
+from engram.store.base import (
+    JOB_ENDED, WITHHELD_CONTENT, WORK_READY, Idempotency, IdempotencyConflict, JobOutcome, NewJob, NewMemory,
+)
 from engram.store.postgres import PostgresStore
 from engram.store.sqlite import SQLiteStore
 
@@ -176,11 +178,27 @@ def test_dedup_window_client_ids_and_duplicates_inside_one_batch(store: Any) -> 
 
 
 def test_idempotency_keys(store: Any) -> None:
+    def key(body: str = "body-hash", at: datetime = T0) -> Idempotency:
+        return Idempotency("key-1", body, at, at - timedelta(hours=24))
+
     nj = new_job(ORG, "u1", "c1", ["x"])
-    store.accept(ORG, [nj], dedup_since=None, idempotency=("key-1", "body-hash", T0))
-    assert store.find_idempotent_job(ORG, "key-1", T0 - timedelta(hours=24)) == (nj.job.id, "body-hash")
-    assert store.find_idempotent_job(ORG, "key-1", T0 + timedelta(seconds=1)) is None, "expired"
-    assert store.find_idempotent_job(OTHER, "key-1", T0 - timedelta(hours=24)) is None
+    first = store.accept(ORG, [nj], dedup_since=None, idempotency=key())
+    assert first.job_ids == [nj.job.id] and first.replay_of is None
+    # The same key and body again: the first job, and nothing written.
+    again = new_job(ORG, "u1", "c1", ["x"])
+    replay = store.accept(ORG, [again], dedup_since=None, idempotency=key(at=T0 + timedelta(hours=1)))
+    assert replay.replay_of == nj.job.id and replay.job_ids == [] and store.get_job(ORG, again.job.id) is None
+    # Another body: refused, nothing written.
+    other_body = new_job(ORG, "u1", "c1", ["y"])
+    with pytest.raises(IdempotencyConflict) as conflict:
+        store.accept(ORG, [other_body], dedup_since=None, idempotency=key("other-hash", T0 + timedelta(hours=1)))
+    assert conflict.value.job_id == nj.job.id and store.get_job(ORG, other_body.job.id) is None
+    # Past its time to live the key is new again; keys never cross orgs.
+    late = new_job(ORG, "u1", "c1", ["z"])
+    assert store.accept(ORG, [late], dedup_since=None,
+                        idempotency=key("other-hash", T0 + timedelta(hours=25))).job_ids == [late.job.id]
+    elsewhere = new_job(OTHER, "u1", "c1", ["x"])
+    assert store.accept(OTHER, [elsewhere], dedup_since=None, idempotency=key()).job_ids == [elsewhere.job.id]
 
 
 # ---------------------------------------------------------------------- the queue

@@ -37,6 +37,37 @@ class NewJob:
 class AcceptResult:
     event_ids: list[str]  # in input order; duplicates resolve to the original id
     job_ids: list[str]  # jobs created (a group whose events were all duplicates creates none)
+    replay_of: str | None = None  # the job an Idempotency-Key already named: nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A family-X `Idempotency-Key` and the body it came with. A key seen since `since` with
+    the same body replays its job; with another body it is `IdempotencyConflict`."""
+
+    key: str
+    body_hash: str
+    at: datetime
+    since: datetime
+
+
+class IdempotencyConflict(Exception):
+    """The key was used with another body within its time to live; nothing was written."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"idempotency key already used for job {job_id} with another body")
+        self.job_id = job_id
+
+
+def replayed_job(seen: tuple[str, str] | None, idempotency: Idempotency) -> str | None:
+    """The accept rule for a key, applied inside the accepting transaction: `seen` is the
+    (job id, body hash) stored for it since `idempotency.since`, if any."""
+    if seen is None:
+        return None
+    job_id, body_hash = seen
+    if body_hash != idempotency.body_hash:
+        raise IdempotencyConflict(job_id)
+    return job_id
 
 
 def resolve_batch(jobs: Sequence[NewJob], by_client: dict[str, str], by_hash: dict[str, str],
@@ -191,8 +222,12 @@ class Store(Protocol):
 
     # accept path
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
-               idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult: ...
-    def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None: ...
+               idempotency: Idempotency | None = None) -> AcceptResult:
+        """Write new events and their jobs in one transaction. An event whose client id is
+        known, or whose dedup hash was seen since `dedup_since`, resolves to the stored event
+        (`resolve_batch`); with `idempotency`, a key already seen replays its job
+        (`replayed_job`) — the lookup and the write are one transaction."""
+        ...
 
     # jobs and events
     def get_job(self, org_id: str, job_id: str) -> Job | None: ...
@@ -276,7 +311,7 @@ class SubmitsAccepts(Protocol):
     """
 
     def submit_accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
-                      idempotency: tuple[str, str, datetime] | None = None) -> Future[AcceptResult]:
+                      idempotency: Idempotency | None = None) -> Future[AcceptResult]:
         """What `accept` does; the future resolves once the write is committed."""
         ...
 

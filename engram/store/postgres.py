@@ -50,7 +50,7 @@ from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, par
 from engram.domain.text import query_words, text_hash
 from engram.store.base import (
     JOB_ENDED, WORK_READY, AcceptResult, CommitResult, JobOutcome, Lease, NewJob, NewMemory, Page,
-    WITHHELD_CONTENT, changes_active_memories, job_error_dict, resolve_batch,
+    WITHHELD_CONTENT, Idempotency, changes_active_memories, job_error_dict, replayed_job, resolve_batch,
 )
 from engram.store.postgres_filters import compile_filter
 
@@ -257,8 +257,8 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- accept path
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
-               idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult:
-        """Write new events and their jobs in one transaction (see SQLiteStore.accept)."""
+               idempotency: Idempotency | None = None) -> AcceptResult:
+        """See Store.accept."""
         for attempt in range(5):
             try:
                 return self._accept(org_id, jobs, dedup_since, idempotency)
@@ -268,11 +268,20 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     def _accept(self, org_id: str, jobs: Sequence[NewJob], since: datetime | None,
-                idempotency: tuple[str, str, datetime] | None) -> AcceptResult:
+                idempotency: Idempotency | None) -> AcceptResult:
         job_ids: list[str] = []
         event_rows: list[tuple[Any, ...]] = []
         job_rows: list[tuple[Any, ...]] = []
         with self._tx() as cur:
+            if idempotency is not None:
+                # One key's requests serialise here, so two of them never both create a job.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))",
+                            (f"idempotency\x1f{org_id}\x1f{idempotency.key}",))
+                seen = cur.execute("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=%s AND key=%s"
+                                   " AND created_at>=%s", (org_id, idempotency.key, idempotency.since)).fetchone()
+                replay = replayed_job((seen["job_id"], seen["body_hash"]) if seen else None, idempotency)
+                if replay is not None:
+                    return AcceptResult(event_ids=[], job_ids=[], replay_of=replay)
             # Conversation locks, in one global order (no deadlock between two batches):
             # they make dedup race-free across API processes and seq order = commit order.
             keys = sorted({_conv_lock(org_id, j.job.user_id, j.job.conv_id) for j in jobs})
@@ -306,12 +315,11 @@ class PostgresStore:
                     " updated_at) VALUES (%s,%s,%s,%s,%s,'pending',%s,%s,%s,%s)", job_rows)
                 cur.execute("SELECT pg_notify(%s, '')", (WORK_CHANNEL,))
             if idempotency is not None and job_ids:
-                key, body_hash, at = idempotency
                 cur.execute(
                     "INSERT INTO idempotency_keys(org_id, key, body_hash, job_id, created_at) VALUES (%s,%s,%s,%s,%s)"
                     " ON CONFLICT (org_id, key) DO UPDATE SET body_hash=excluded.body_hash, job_id=excluded.job_id,"
                     " created_at=excluded.created_at",
-                    (org_id, key, body_hash, job_ids[0], at))
+                    (org_id, idempotency.key, idempotency.body_hash, job_ids[0], idempotency.at))
         return AcceptResult(event_ids=event_ids, job_ids=job_ids)
 
     @staticmethod
@@ -331,11 +339,6 @@ class PostgresStore:
                     " AND received_at >= %s ORDER BY dedup_hash, received_at, id", (org_id, hashes, since)):
                 by_hash[row["dedup_hash"]] = row["id"]
         return by_client, by_hash
-
-    def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None:
-        rows = self._read("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=%s AND key=%s AND created_at>=%s",
-                          (org_id, key, since))
-        return (rows[0]["job_id"], rows[0]["body_hash"]) if rows else None
 
     # ---------------------------------------------------------------- jobs and events
     def get_job(self, org_id: str, job_id: str) -> Job | None:

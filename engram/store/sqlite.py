@@ -33,7 +33,7 @@ from engram.domain.records import (
 )
 from engram.store.base import (
     AcceptResult, CommitResult, JobOutcome, Lease, NewJob, NewMemory, Page, changes_active_memories, job_error_dict,
-    WITHHELD_CONTENT, resolve_batch,
+    WITHHELD_CONTENT, Idempotency, replayed_job, resolve_batch,
 )
 from engram.store.sqlite_filters import compile_filter
 from engram.store.sqlite_lexicon import ANALYZER, RowCache, ScopeStatistics
@@ -325,21 +325,22 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- accept path
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
-               idempotency: tuple[str, str, datetime] | None = None) -> AcceptResult:
-        """Write new events and their jobs in one transaction.
-
-        An event whose client id is known, or whose dedup hash was seen since
-        `dedup_since`, resolves to the stored event and is not written again; a job whose
-        events all resolved that way is not created.
-        """
+               idempotency: Idempotency | None = None) -> AcceptResult:
+        """See Store.accept."""
         return self.submit_accept(org_id, jobs, dedup_since=dedup_since, idempotency=idempotency).result()
 
     def submit_accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
-                      idempotency: tuple[str, str, datetime] | None = None) -> Future[AcceptResult]:
+                      idempotency: Idempotency | None = None) -> Future[AcceptResult]:
         return self._accepts.submit(lambda conn: self._accept_in(conn, org_id, jobs, dedup_since, idempotency))
 
     def _accept_in(self, conn: sqlite3.Connection, org_id: str, jobs: Sequence[NewJob], dedup_since: datetime | None,
-                   idempotency: tuple[str, str, datetime] | None) -> AcceptResult:
+                   idempotency: Idempotency | None) -> AcceptResult:
+        if idempotency is not None:  # the writer thread runs one accept at a time: no race
+            seen = conn.execute("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=? AND key=?"
+                                " AND created_at>=?", (org_id, idempotency.key, iso(idempotency.since))).fetchone()
+            replay = replayed_job(tuple(seen) if seen else None, idempotency)
+            if replay is not None:
+                return AcceptResult(event_ids=[], job_ids=[], replay_of=replay)
         job_ids: list[str] = []
         event_rows: list[tuple[Any, ...]] = []
         job_rows: list[tuple[Any, ...]] = []
@@ -375,10 +376,9 @@ class SQLiteStore:
                                   for row, event in zip(event_rows, (e for _, f in fresh_jobs for e in f))
                                   if row[16] is not None))
         if idempotency is not None and job_ids:
-            key, body_hash, at = idempotency
             conn.execute(
                 "INSERT OR REPLACE INTO idempotency_keys(org_id, key, body_hash, job_id, created_at) VALUES (?,?,?,?,?)",
-                (org_id, key, body_hash, job_ids[0], iso(at)),
+                (org_id, idempotency.key, idempotency.body_hash, job_ids[0], iso(idempotency.at)),
             )
         return AcceptResult(event_ids=event_ids, job_ids=job_ids)
 
@@ -396,11 +396,6 @@ class SQLiteStore:
             return by_client, {}
         hashes = {e.dedup_hash for j in jobs for e in j.events if e.dedup_hash}
         return by_client, self._recent.find(conn, org_id, hashes, since)
-
-    def find_idempotent_job(self, org_id: str, key: str, since: datetime) -> tuple[str, str] | None:
-        rows = self._read("SELECT job_id, body_hash FROM idempotency_keys WHERE org_id=? AND key=? AND created_at>=?",
-                          (org_id, key, iso(since)))
-        return (rows[0][0], rows[0][1]) if rows else None
 
     # ---------------------------------------------------------------- jobs and events
     def get_job(self, org_id: str, job_id: str) -> Job | None:
