@@ -1,0 +1,74 @@
+"""Who says a turn, and who "you" most likely is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from engram.domain.extraction import Turn
+from engram.pipeline.extract.rules.text import SPACES, cap_first, normalize, words
+from engram.pipeline.extract.rules.vocabulary import ROLE_LABELS, SILENT_ROLES
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    label: str  # as it appears mid-sentence: "Caroline" / "the user"
+    named: bool
+
+    @classmethod
+    def of(cls, turn: Turn) -> Speaker:
+        name = SPACES.sub(" ", normalize(turn.name or "")).strip()[:60]
+        if name:
+            return cls(name, True)
+        role = (turn.role or "").strip().lower()
+        label = ROLE_LABELS.get(role) or (f"The {role}" if re.fullmatch(r"[a-z][a-z _-]{0,30}", role) else "The speaker")
+        return cls(label[0].lower() + label[1:], False)
+
+    @property
+    def possessive(self) -> str:
+        return f"{self.label}'s"
+
+    @property
+    def display(self) -> str:  # sentence-initial form
+        return cap_first(self.label)
+
+    @property
+    def short(self) -> str:  # episode summary prefix: "Caroline" / "User"
+        return self.label if self.named else cap_first(self.label.removeprefix("the "))
+
+
+def _identity(turn: Turn) -> tuple[str, str]:
+    return ((turn.name or "").strip().lower(), (turn.role or "").strip().lower())
+
+
+def other_speaker(timeline: Sequence[Turn], index: int) -> Speaker | None:
+    """Who "you" most likely is: the nearest turn, earlier first, by someone else."""
+    me = _identity(timeline[index])
+    for j in list(range(index - 1, -1, -1)) + list(range(index + 1, len(timeline))):
+        t = timeline[j]
+        if t.role not in SILENT_ROLES and _identity(t) != me:
+            return Speaker.of(t)
+    return None
+
+
+class Lazy:
+    """Computes a value on first use (the other speaker is only needed for "you")."""
+
+    __slots__ = ("_fn", "_done", "_value")
+
+    def __init__(self, fn: Callable[[], Speaker | None]) -> None:
+        self._fn, self._done, self._value = fn, False, None
+
+    def get(self) -> Speaker | None:
+        if not self._done:
+            self._value, self._done = self._fn(), True
+        return self._value
+
+
+def name_tokens(turns: Iterable[Turn]) -> frozenset[str]:
+    out: set[str] = set()
+    for t in turns:
+        if t.name:
+            out.update(words(t.name))
+    return frozenset(out)
