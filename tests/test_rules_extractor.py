@@ -259,6 +259,16 @@ def test_abbreviations_do_not_split_sentences() -> None:
     assert [f.text for f in out] == ["Caroline saw Dr. Smith on 7 May 2023 about Caroline's knee."]
 
 
+def test_a_short_month_before_its_day_or_year_does_not_end_a_sentence() -> None:
+    out = facts("I started in Sept. 2022 and we met on Oct. 13, 2023. I moved in Dec. The flat had no heating.")
+    assert [f.text for f in out] == [
+        "Caroline started in Sept. 2022 and Caroline and others met on Oct. 13, 2023.",
+        "Caroline moved in Dec.",
+        "Caroline said: The flat had no heating.",
+    ]
+    assert out[0].valid_at is not None and out[0].valid_at.date().isoformat() == "2022-09-01"
+
+
 def test_duplicate_sentences_in_one_batch_become_one_fact_citing_both() -> None:
     result = RulesExtractor().extract(
         [turn("I love hiking.", eid="a"), turn("I love hiking!", eid="b")], extract_artifacts=False

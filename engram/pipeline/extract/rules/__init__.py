@@ -16,7 +16,9 @@ What it does, turn by turn:
     conversational memory almost every contentful turn matters;
   - relative dates are resolved against the turn's date and written into the text
     ("yesterday" -> "on 7 May 2023"; "last week" -> "in the week of 1 May 2023";
-    "3 years ago" -> "3 years ago (2020)") and the first one sets ``valid_at``;
+    "3 years ago" -> "3 years ago (2020)") and the first one sets ``valid_at``; without
+    one, the first explicit date ("13 October 2023", "in May 2023", "in 2022", read by
+    :mod:`engram.domain.dates`, the grammar search reads queries by) sets it;
   - ``fact_type`` and, for a few reliably recognisable single-valued attributes,
     ``key`` are picked by cue tables;
   - an image shared in chat (`` [shares: <caption>]``) becomes

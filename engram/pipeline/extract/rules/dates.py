@@ -1,4 +1,6 @@
-"""Dates in a turn's text: relative phrases resolved against the turn's date, explicit ones read."""
+"""Dates in a turn's text: relative phrases ("yesterday", "last week") resolved against the
+turn's date and written into the text; explicit ones (read by :mod:`engram.domain.dates`,
+the grammar search reads queries by) left as written. The first date sets ``valid_at``."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from engram.domain.dates import MONTHS, WEEKDAYS, explicit_dates
 from engram.pipeline.extract.rules.text import cap_first
 from engram.pipeline.extract.rules.vocabulary import ED_ADJECTIVES, IRREGULAR_PAST, word_set
 
 
-MONTHS = ("January February March April May June July August September October November December").split()
-WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
 _NUMBER_WORDS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
@@ -21,7 +22,7 @@ _NUMBER_WORDS = {
 _VAGUE_NUMBERS = ("a few", "few", "several", "some", "many")
 _NUM = r"(?P<num>a couple of|a couple|couple of|a pair of|a few|few|several|some|many|an|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|\d{1,3})"
 _UNIT = r"(?P<unit>day|week|month|year)s?"
-_WD = r"(?P<wd>monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_WD = r"(?P<wd>" + "|".join(WEEKDAYS) + ")"
 _PART = r"(?:\s+(?P<part>morning|afternoon|evening|night))?"
 _SEASON = r"(?P<season>spring|summer|fall|autumn|winter)"
 
@@ -296,16 +297,6 @@ _DATE_RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str], date, str | No
     (re.compile(r"\ba (?:little )?while (?:ago|back)\b", re.I), _vague("some time before {day}")),
 ]
 
-# Absolute dates already in the text only set valid_at.
-_MONTH_RE = r"(?P<month>" + _MONTH_ALT + r"|" + "|".join(m[:3] for m in MONTHS) + r")\.?"
-_ABSOLUTE_DATES = [
-    re.compile(r"\b(?P<y>(?:19|20)\d\d)-(?P<m>[01]\d)-(?P<d>[0-3]\d)\b"),
-    re.compile(r"\b(?P<d>[0-3]?\d)(?:st|nd|rd|th)?(?:\s+of)?\s+" + _MONTH_RE + r",?\s+(?P<y>(?:19|20)\d\d)\b"),
-    re.compile(r"\b" + _MONTH_RE + r"\s+(?P<d>[0-3]?\d)(?:st|nd|rd|th)?,?\s+(?P<y>(?:19|20)\d\d)\b"),
-    re.compile(r"\b(?i:in|since|during|from|back in|by)\s+(?P<y>(?:19|20)\d\d)\b(?!\s*[-/]\d)"),
-]
-
-
 @dataclass(frozen=True, slots=True)
 class Dated:
     text: str
@@ -336,9 +327,12 @@ def resolve_dates(text: str, anchor: datetime) -> Dated:
     except (AttributeError, ValueError):  # pragma: no cover - defensive
         return Dated(text, None, None)
     tense = _tense(text)
+    explicit = explicit_dates(text)
     found: list[tuple[int, int, re.Match[str], Callable[..., _When | None]]] = []
     for rx, handler in _DATE_RULES:
         for m in rx.finditer(text):
+            if any(d.span[0] < m.end() and m.start() < d.span[1] for d in explicit):
+                continue  # part of an explicit date ("Friday, 13 October 2023", "May of 2023")
             found.append((m.start(), -(m.end() - m.start()), m, handler))
     found.sort(key=lambda f: (f[0], f[1]))
     parts: list[str] = []
@@ -360,23 +354,6 @@ def resolve_dates(text: str, anchor: datetime) -> Dated:
             first = when
     parts.append(text[pos:])
     if first is None:
-        return Dated("".join(parts), _absolute_date(text), None)
+        return Dated("".join(parts), explicit[0].start if explicit else None, None)
     return Dated("".join(parts), first.start, first.start > day if first.start else None)
 
-
-def _absolute_date(text: str) -> date | None:
-    for rx in _ABSOLUTE_DATES:
-        m = rx.search(text)
-        if not m:
-            continue
-        try:
-            y = int(m.group("y"))
-            if "m" in rx.groupindex and m.group("m"):
-                return date(y, int(m.group("m")), int(m.group("d")))
-            if "month" in rx.groupindex and m.group("month"):
-                month = [x[:3] for x in MONTHS].index(m.group("month")[:3]) + 1
-                return date(y, month, int(m.group("d")))
-            return date(y, 1, 1)
-        except ValueError:
-            continue
-    return None

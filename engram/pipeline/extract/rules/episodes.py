@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from engram.domain.dates import MONTHS
 from engram.domain.extraction import EpisodeCandidate, Turn
-from engram.pipeline.extract.rules.dates import MONTHS, fmt_day, resolve_dates
+from engram.pipeline.extract.rules.dates import fmt_day, resolve_dates
 from engram.pipeline.extract.rules.sentences import prepare
 from engram.pipeline.extract.rules.speakers import Speaker, name_tokens
 from engram.pipeline.extract.rules.text import WORD_RE, cap_first, content_words, finish, truncate

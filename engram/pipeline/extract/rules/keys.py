@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from engram.pipeline.extract.rules.dates import WEEKDAYS, Dated
+from engram.domain.dates import WEEKDAYS
+from engram.pipeline.extract.rules.dates import Dated
 from engram.pipeline.extract.rules.person import ADVERB_ALT
 from engram.pipeline.extract.rules.vocabulary import IRREGULAR_PAST, word_set
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from engram.domain.dates import MONTH_ABBREVIATIONS
 from engram.pipeline.extract.rules.vocabulary import SMALL_TALK_WORDS, STOPWORDS, word_set
 
 
@@ -68,7 +69,8 @@ _SENTENCE_END = re.compile(r"(?:[.!?]+|\.\.\.)[\"')\]]*\s+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Lines, then sentence ends, minding abbreviations and initials ("J. K. Rowling")."""
+    """Lines, then sentence ends, minding abbreviations, initials ("J. K. Rowling") and a
+    month's short form before its day or year ("Sept. 2022", "Oct. 13")."""
     out: list[str] = []
     for line in text.split("\n"):
         start = 0
@@ -76,6 +78,8 @@ def split_sentences(text: str) -> list[str]:
             before = re.search(r"([\w.]+)[.!?\"')\]]*$", line[max(start, m.start() - 20) : m.start() + 1])
             token = (before.group(1) if before else "").lower().rstrip(".")
             if line[m.start()] == "." and (token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha())):
+                continue
+            if line[m.start()] == "." and token in MONTH_ABBREVIATIONS and line[m.end() : m.end() + 1].isdigit():
                 continue
             out.append(line[start : m.end()].strip())
             start = m.end()
