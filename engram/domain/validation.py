@@ -11,7 +11,12 @@ Routes turn wire shapes into core inputs; the service runs each field through on
   (SPEC §4), non-blank, at most the field's own limit;
 - **metadata**: reserved keys dropped silently (SPEC §3); at most `max_metadata_keys` keys
   and `max_metadata_chars` serialized; every key and string storable; numbers finite, and
-  integers within 64 bits (what every store and the filter language can compare).
+  integers within 64 bits (what every store and the filter language can compare); metadata
+  sent as text (family M) is refused when the text itself is over `max_metadata_chars`.
+
+The core checks with neutral locations (`("turns", 3, "content")`, `("idempotency_key",)`);
+each route `relocate`s what the core raised into its own wire names, so a family's clients
+see `body.messages.3.content` or `body.events.3.content`.
 
 "Storable" is `domain.text.unstorable`: well-formed Unicode without NUL. Request bodies are
 read by one strict JSON reader (`api/codec.py`) that already refuses lone surrogates; the
@@ -22,12 +27,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from engram.config import Limits
 from engram.domain.inputs import RESERVED_METADATA_KEYS
 from engram.domain.text import unstorable
-from engram.errors import ValidationFailed
+from engram.errors import ServiceError, ValidationFailed
 
 Loc = tuple[Any, ...]
 
@@ -85,6 +90,11 @@ class FieldChecks:
             self.fail(loc, f"{name} {why}")
         return value
 
+    def metadata_text(self, loc: Loc, chars: int | None) -> None:
+        """Metadata that came as text of `chars` characters (None: it did not come as text)."""
+        if chars is not None and chars > self.limits.max_metadata_chars:
+            self.fail(loc, f"metadata is longer than {self.limits.max_metadata_chars} characters", "string_too_long")
+
     def metadata(self, loc: Loc, metadata: dict[str, Any] | None) -> dict[str, Any]:
         """The metadata without reserved keys; size and content rules are errors."""
         if not metadata:
@@ -106,6 +116,43 @@ class FieldChecks:
     def raise_if_any(self) -> None:
         if self.errors:
             raise ValidationFailed(self.errors)
+
+
+def relocate(exc: ServiceError, rename: Callable[[Loc], Loc],
+             order: Callable[[Loc], Any] | None = None) -> ServiceError:
+    """`exc` as a family's clients see it: every location the core named renamed by `rename`
+    (a field-error entry's, or a single `extra["loc"]`), and an entry's message too when it
+    begins with its field's name ("turns must be a non-empty list" → "events must be …").
+    Entries that become identical (one call-wide field checked on each of its turns) are kept
+    once; `order`, if given, sorts them (stably) by their new location. Anything without
+    locations is returned as it is."""
+    if isinstance(exc, ValidationFailed):
+        seen: set[tuple[str, str, str]] = set()
+        entries: list[dict[str, Any]] = []
+        for entry in exc.errors:
+            renamed = _renamed(entry, rename)
+            identity = (repr(renamed["loc"]), renamed["msg"], renamed["type"])
+            if identity not in seen:
+                seen.add(identity)
+                entries.append(renamed)
+        if order is not None:
+            entries.sort(key=lambda e: order(tuple(e["loc"])))
+        return ValidationFailed(entries)
+    loc = exc.extra.get("loc")
+    if loc is None:
+        return exc
+    return ServiceError(exc.code, exc.message, extra={**exc.extra, "loc": list(rename(tuple(loc)))},
+                        headers=exc.headers, status=exc.status)
+
+
+def _renamed(entry: dict[str, Any], rename: Callable[[Loc], Loc]) -> dict[str, Any]:
+    loc = tuple(entry["loc"])
+    new = rename(loc)
+    msg = entry["msg"]
+    if loc and new and isinstance(loc[-1], str) and isinstance(new[-1], str) and loc[-1] != new[-1] \
+            and msg.startswith(loc[-1] + " "):
+        msg = new[-1] + msg[len(loc[-1]):]
+    return {**entry, "loc": list(new), "msg": msg}
 
 
 def json_value_problem(value: Any) -> tuple[Loc, str] | None:
