@@ -19,7 +19,8 @@ from engram.config import Settings
 from engram.domain.cursors import Cursors, query_scope
 from engram.domain.filters import MATCH_ALL, MATCH_NONE, Cmp, Node, conjoin, mentions
 from engram.domain.inputs import (
-    RESERVED_METADATA_KEYS, ROLE_BY_KIND, EventIn, MessagesIngest, SearchQuery, kind_for_role,
+    RESERVED_METADATA_KEYS, ROLE_BY_KIND, AcceptOptions, Grouping, MessagesIngest, SearchQuery, Turn, dedup_hash,
+    kind_for_role,
 )
 from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, parse_iso, utcnow
 from engram.domain.text import unstorable
@@ -75,6 +76,32 @@ class MemoryPage:
     next_cursor: str | None
 
 
+@dataclass(slots=True)
+class AcceptOutcome:
+    event_ids: list[str]  # per input turn, in input order: its new event, or the stored one it repeats
+    jobs: list[Job]  # the jobs created (none when every turn repeated a stored event, or on a replay)
+    replayed: Job | None = None  # the job an idempotency key already named: nothing was written
+
+
+@dataclass(slots=True)
+class AcceptPlan:
+    """Checked turns as the store writes them: what `plan_accept` returns."""
+
+    jobs: list[NewJob]
+    event_ids: list[str]  # the new id of each input turn, in input order
+    dedup_since: datetime | None
+    idempotency: Idempotency | None
+
+    def resolved_event_ids(self, result: AcceptResult) -> list[str]:
+        """Each input turn's event id once the store resolved repeats to the stored events."""
+        resolved = dict(zip((e.id for job in self.jobs for e in job.events), result.event_ids))
+        return [resolved[i] for i in self.event_ids]
+
+    def created_jobs(self, result: AcceptResult) -> list[Job]:
+        created = set(result.job_ids)
+        return [new.job for new in self.jobs if new.job.id in created]
+
+
 class Service:
     def __init__(self, store: Store, settings: Settings, embedder: Callable[[], Embedder], *,
                  on_accept: Callable[[], None] | None = None,
@@ -89,6 +116,35 @@ class Service:
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
 
     # ------------------------------------------------------------------ accept
+    async def accept(self, org_id: str, turns: Sequence[Turn], options: AcceptOptions, *,
+                     idempotency_key: str | None = None) -> AcceptOutcome:
+        """Both families' accept, on the event loop: check the turns and group them into jobs
+        (`plan_accept`), write events and jobs in one transaction — on the store's
+        group-commit thread where it has one, else on a worker thread — and wake the workers.
+
+        An `idempotency_key` is looked up inside that transaction: seen (within
+        `idempotency_ttl_s`) with the same body, the call writes nothing and answers the job
+        it created then; with another body it is `idempotency_key_reused`. Errors name neutral
+        locations (`("turns", 0, "content")`, `("idempotency_key",)`) that each route renames
+        to its wire names (`validation.relocate`)."""
+        plan = plan_accept(org_id, turns, options, self.settings, idempotency_key=idempotency_key)
+        try:
+            if self._submits_accepts:
+                result = await asyncio.wrap_future(self.store.submit_accept(
+                    org_id, plan.jobs, dedup_since=plan.dedup_since, idempotency=plan.idempotency))
+            else:
+                result = await anyio.to_thread.run_sync(lambda: self.store.accept(
+                    org_id, plan.jobs, dedup_since=plan.dedup_since, idempotency=plan.idempotency))
+        except IdempotencyConflict:
+            raise ServiceError("idempotency_key_reused",
+                               "this Idempotency-Key was used with a different body within 24 hours",
+                               extra={"loc": ["idempotency_key"]}) from None
+        if result.replay_of is not None:
+            return AcceptOutcome([], [], await anyio.to_thread.run_sync(self.get_job, org_id, result.replay_of))
+        if result.job_ids:
+            self._on_accept()
+        return AcceptOutcome(plan.resolved_event_ids(result), plan.created_jobs(result))
+
     def ingest_messages(self, org_id: str, req: MessagesIngest, idempotency_key: str | None = None) -> Job:
         limits = self.settings.limits
         if not req.messages:
@@ -122,7 +178,7 @@ class Service:
             for m in req.messages
         ]
         idem = None if idempotency_key is None else Idempotency(
-            idempotency_key, _body_hash(req), now, now - timedelta(seconds=self.settings.idempotency_ttl_s))
+            idempotency_key, _messages_body_hash(req), now, now - timedelta(seconds=self.settings.idempotency_ttl_s))
         try:
             accepted = self.store.accept(org_id, [NewJob(job, events)], dedup_since=None, idempotency=idem)
         except IdempotencyConflict:
@@ -133,63 +189,6 @@ class Service:
             return self.get_job(org_id, accepted.replay_of)
         self._on_accept()
         return job
-
-    async def ingest_events(self, org_id: str, events: Sequence[EventIn]) -> list[str]:
-        """Family M's accept, on the event loop: the checks run here, the write runs on the
-        store's group-commit thread where it has one (no trip through a thread pool)."""
-        batches, new_ids, since = self._plan_events(org_id, events)
-        if self._submits_accepts:
-            result = await asyncio.wrap_future(self.store.submit_accept(org_id, batches, dedup_since=since))
-        else:
-            result = await anyio.to_thread.run_sync(
-                lambda: self.store.accept(org_id, batches, dedup_since=since))
-        return self._accepted_events(batches, new_ids, result)
-
-    def _plan_events(self, org_id: str, events: Sequence[EventIn]) -> tuple[list[NewJob], list[str], datetime]:
-        """Check every event, then group them into one new job per (actor, session)."""
-        limits = self.settings.limits
-        check = FieldChecks(limits)
-        if not events:
-            check.fail(("body", "events"), "events must be a non-empty list", "too_short")
-        check.count(("body", "events"), len(events), limits.max_items_per_call)
-        for i, event in enumerate(events):
-            loc = ("body", "events", i)
-            if event.kind not in ROLE_BY_KIND:
-                check.fail((*loc, "kind"), f"kind must be one of {', '.join(ROLE_BY_KIND)}", "enum")
-            for name in ("actor_id", "session_id", "role_id", "team_id", "event_id"):
-                check.id((*loc, name), getattr(event, name), required=name in ("actor_id", "session_id"))
-            event.content = check.text((*loc, "content"), event.content, limits.max_content_chars_m)
-            event.metadata = check.metadata((*loc, "metadata"), event.metadata)
-        check.raise_if_any()
-
-        now = utcnow()
-        groups: dict[tuple[str, str], NewJob] = {}
-        new_ids = new_event_ids(len(events))  # per input event, in input order
-        for event, event_id in zip(events, new_ids):
-            group = (event.actor_id, event.session_id)
-            job = groups.get(group)
-            if job is None:
-                job = groups[group] = NewJob(
-                    Job(id=new_job_id(), org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
-                        status="pending", created_at=now, updated_at=now,
-                        params={"extract_artifacts": False}), [])
-            metadata = event.metadata
-            if event.role_id or event.team_id:
-                metadata = {**metadata, **{k: v for k, v in (("role_id", event.role_id), ("team_id", event.team_id)) if v}}
-            job.events.append(Event(
-                id=event_id, org_id=org_id, user_id=event.actor_id, conv_id=event.session_id,
-                role=ROLE_BY_KIND[event.kind], kind=event.kind, content=event.content, occurred_at=event.ts or now,
-                received_at=now, metadata=metadata, client_event_id=event.event_id,
-                dedup_hash=_dedup_hash(event),
-            ))
-        return list(groups.values()), new_ids, now - timedelta(seconds=self.settings.dedup_window_s)
-
-    def _accepted_events(self, batches: list[NewJob], new_ids: list[str], result: AcceptResult) -> list[str]:
-        """Each input event's id: its own, or the stored event it duplicates."""
-        if result.job_ids:
-            self._on_accept()
-        resolved = dict(zip((e.id for b in batches for e in b.events), result.event_ids))
-        return [resolved[i] for i in new_ids]
 
     def check_scope(self, fields: Mapping[str, str | Sequence[str] | None], where: str = "body") -> None:
         """Ids a request names as its scope (a search's actor, session, user, roles…) obey the
@@ -472,12 +471,144 @@ def _default_to_active(where: Node) -> Node:
     return where if mentions(where, "status") else conjoin(Cmp("status", "eq", "active"), where)
 
 
-def _dedup_hash(event: EventIn) -> str:
-    raw = "\x1f".join((event.actor_id, event.session_id, event.kind, event.content))
+def plan_accept(org_id: str, turns: Sequence[Turn], options: AcceptOptions, settings: Settings, *,
+                idempotency_key: str | None = None, now: datetime | None = None) -> AcceptPlan:
+    """The one check of an accept call, and its grouping into jobs.
+
+    Checks every field with `FieldChecks` under neutral locations — `("turns",)` for the
+    list, `("turns", i, <Turn field>)`, `("group_ids", i)`, `("idempotency_key",)` — and
+    raises everything it found at once (`ValidationFailed`). Metadata sent as text over the
+    limit is refused before anything else; an empty list too. Content has NUL stripped;
+    metadata loses its reserved keys and gains the turn's role and team ids.
+
+    Grouping: `PER_CALL` makes the call one job (its turns must name one user, conversation,
+    agent, app and metadata; the job carries the agent and app ids); `PER_CONVERSATION` makes
+    one job per (user, conversation) in first-seen order. With `dedup`, each event carries its
+    dedup hash and repeats within `dedup_window_s` resolve to the stored event. Event ids are
+    ULIDs in input order."""
+    limits = settings.limits
+    check = FieldChecks(limits)
+    for i, turn in enumerate(turns):
+        if turn.metadata_chars is not None and turn.metadata_chars > limits.max_metadata_chars:
+            check.metadata_text(("turns", i, "metadata"), turn.metadata_chars)
+            check.raise_if_any()
+    if not turns:
+        check.fail(("turns",), "turns must be a non-empty list", "too_short")
+        check.raise_if_any()
+    check.count(("turns",), len(turns), limits.max_items_per_call)
+    one_call = options.grouping is Grouping.PER_CALL
+    if idempotency_key is not None and not one_call:
+        raise ValueError("an idempotency key names one job: it needs Grouping.PER_CALL")
+    first = turns[0]
+    max_chars = options.max_content_chars
+    contents: list[str] = []
+    metadatas: list[dict[str, Any]] = []
+    shared: dict[str, Any] | None = None  # the last metadata object checked, its result and its errors
+    shared_clean: dict[str, Any] = {}
+    shared_errors: list[dict[str, Any]] = []
+    for i, turn in enumerate(turns):
+        if one_call and turn is not first and (
+                turn.user_id != first.user_id or turn.conv_id != first.conv_id or turn.agent_id != first.agent_id
+                or turn.app_id != first.app_id
+                or turn.metadata is not first.metadata and turn.metadata != first.metadata):
+            raise ValueError("Grouping.PER_CALL: every turn names the call's user, conversation, agent, app and metadata")
+        kind = turn.kind
+        if kind is not None and kind not in ROLE_BY_KIND:
+            check.fail(("turns", i, "kind"), f"kind must be one of {', '.join(ROLE_BY_KIND)}", "enum")
+        check.id(("turns", i, "user_id"), turn.user_id, required=True)
+        check.id(("turns", i, "conv_id"), turn.conv_id, required=True)
+        for name in _OPTIONAL_IDS:
+            value = getattr(turn, name)
+            if value is not None:
+                check.id(("turns", i, name), value)
+        contents.append(check.text(("turns", i, "content"), turn.content, max_chars))
+        if kind is None:
+            if turn.role is None:
+                check.fail(("turns", i, "role"), "field required", "missing")
+            else:
+                check.label(("turns", i, "role"), turn.role, blank_ok=False)
+        if turn.name is not None:
+            check.label(("turns", i, "name"), turn.name)
+        if turn.dia_id is not None:
+            check.label(("turns", i, "dia_id"), turn.dia_id)
+        loc = ("turns", i, "metadata")
+        if turn.metadata is not shared or not turn.metadata:
+            before = len(check.errors)
+            shared, shared_clean = turn.metadata, check.metadata(loc, turn.metadata)
+            shared_errors = check.errors[before:]
+        else:  # a call's one metadata object, given to each of its turns: checked once
+            check.errors.extend({**e, "loc": [*loc, *e["loc"][3:]]} for e in shared_errors)
+        metadata = shared_clean
+        if turn.role_id or turn.team_id:
+            metadata = {**metadata, **{k: v for k, v in (("role_id", turn.role_id), ("team_id", turn.team_id)) if v}}
+        metadatas.append(metadata)
+    for i, group_id in enumerate(options.group_ids):
+        check.id(("group_ids", i), group_id)
+    check.label(("idempotency_key",), idempotency_key, blank_ok=False)
+    check.raise_if_any()
+
+    now = now or utcnow()
+    params: dict[str, Any] = {"agent_id": first.agent_id, "app_id": first.app_id} if one_call else {}
+    params["extract_artifacts"] = options.extract_artifacts
+    if options.group_ids:
+        params["ignored_group_ids"] = list(dict.fromkeys(options.group_ids))
+    groups: dict[tuple[str, str], NewJob] = {}
+    event_ids = new_event_ids(len(turns))
+    dedup = options.dedup
+    for turn, event_id, content, metadata in zip(turns, event_ids, contents, metadatas):
+        group = (turn.user_id, turn.conv_id)
+        job = groups.get(group)
+        if job is None:
+            job = groups[group] = NewJob(
+                Job(id=new_job_id(), org_id=org_id, user_id=turn.user_id, conv_id=turn.conv_id, status="pending",
+                    created_at=now, updated_at=now, params=dict(params)), [])
+        if turn.kind is not None:
+            kind, role = turn.kind, ROLE_BY_KIND[turn.kind]
+        else:
+            role = turn.role or ""
+            kind = kind_for_role(role)
+        job.events.append(Event(
+            id=event_id, org_id=org_id, user_id=turn.user_id, conv_id=turn.conv_id, role=role, kind=kind,
+            content=content, occurred_at=turn.occurred_at or now, received_at=now, agent_id=turn.agent_id,
+            app_id=turn.app_id, name=turn.name, dia_id=turn.dia_id, metadata=metadata,
+            client_event_id=turn.client_event_id,
+            dedup_hash=dedup_hash(turn.user_id, turn.conv_id, kind, content) if dedup else None,
+        ))
+    idempotency = None if idempotency_key is None else Idempotency(
+        idempotency_key, _body_hash(turns, contents, options), now,
+        now - timedelta(seconds=settings.idempotency_ttl_s))
+    return AcceptPlan(list(groups.values()), event_ids,
+                      now - timedelta(seconds=settings.dedup_window_s) if dedup else None, idempotency)
+
+
+_OPTIONAL_IDS = ("agent_id", "app_id", "role_id", "team_id", "client_event_id")
+
+
+def _body_hash(turns: Sequence[Turn], contents: Sequence[str], options: AcceptOptions) -> str:
+    """What an idempotency key is bound to: a `PER_CALL` call's fields (its turns share their
+    ids and metadata; the metadata as sent, reserved keys included) and each turn's, content
+    with NUL stripped. The same JSON as before turns were neutral, so a key stored by an older
+    server still replays; fields family X cannot send are added only when a turn has them."""
+    first = turns[0]
+    messages: list[list[Any]] = []
+    for turn, content in zip(turns, contents):
+        role = ROLE_BY_KIND.get(turn.kind, turn.kind) if turn.kind is not None else turn.role
+        message: list[Any] = [role, content, turn.name, turn.occurred_at.isoformat() if turn.occurred_at else None,
+                              turn.dia_id]
+        extra = {k: v for k in ("kind", "role_id", "team_id", "client_event_id") if (v := getattr(turn, k)) is not None}
+        if extra:
+            message.append(extra)
+        messages.append(message)
+    raw = json.dumps(
+        {"user_id": first.user_id, "conv_id": first.conv_id, "agent_id": first.agent_id, "app_id": first.app_id,
+         "metadata": first.metadata, "extract_artifacts": options.extract_artifacts,
+         **({"group_ids": list(options.group_ids)} if options.group_ids else {}),
+         "messages": messages},
+        sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _body_hash(req: MessagesIngest) -> str:
+def _messages_body_hash(req: MessagesIngest) -> str:
     raw = json.dumps(
         {"user_id": req.user_id, "conv_id": req.conv_id, "agent_id": req.agent_id, "app_id": req.app_id,
          "metadata": req.metadata, "extract_artifacts": req.extract_artifacts,

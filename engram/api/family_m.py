@@ -19,9 +19,10 @@ from engram.api.errors import documented
 from engram.api.fields import Instant
 from engram.auth import Principal
 from engram.domain.filters import Cmp, Not, conjoin
-from engram.domain.inputs import EventIn, SearchQuery, kind_for_role
+from engram.domain.inputs import AcceptOptions, Grouping, SearchQuery, Turn, kind_for_role
 from engram.domain.records import Event, iso
-from engram.errors import ValidationFailed
+from engram.domain.validation import Loc, relocate
+from engram.errors import ServiceError
 from engram.service import SearchHit, Service
 
 router = APIRouter(prefix="/v1", tags=["events"], route_class=StrictJSONRoute)
@@ -62,22 +63,33 @@ class EventSearchBody(BaseModel):
     team_ids: list[str] | None = None
 
 
-def _metadata(value: str | dict[str, Any] | None, index: int, limit: int) -> dict[str, Any]:
+def _metadata(value: str | dict[str, Any] | None) -> dict[str, Any]:
     """Family M sends metadata as a JSON string. A JSON object is the metadata; any other text
     (not JSON, or JSON the strict reader refuses: a lone surrogate, nesting past 200 levels)
-    is kept as `{"raw": text}` (SPEC §4)."""
+    is kept as `{"raw": text}` (SPEC §4). The text's length is the core's to check
+    (`Turn.metadata_chars`); reading it costs no more than the body it came in."""
     if value is None:
         return {}
     if isinstance(value, dict):
         return value
-    if len(value) > limit:
-        raise ValidationFailed([{"loc": ["body", "events", index, "metadata"],
-                                 "msg": f"metadata is longer than {limit} characters", "type": "string_too_long"}])
     try:
         parsed = read_json(value)
     except ValueError:
         return {"raw": value}
     return parsed if isinstance(parsed, dict) else {"raw": value}
+
+
+# The core's names for a turn's fields where this family's differ.
+_WIRE_FIELD = {"user_id": "actor_id", "conv_id": "session_id", "occurred_at": "ts", "client_event_id": "event_id"}
+
+
+def wire_loc(loc: Loc) -> Loc:
+    """A core location as this family's wire names it: `turns.3.user_id` is `body.events.3.actor_id`."""
+    if loc[:1] == ("turns",):
+        if len(loc) == 1:
+            return ("body", "events")
+        return ("body", "events", loc[1], _WIRE_FIELD.get(loc[2], loc[2]), *loc[3:])
+    return ("body", *loc)
 
 
 def _source_event_wire(event: Event) -> dict[str, Any]:
@@ -113,13 +125,18 @@ async def ingest(request: Request) -> JSONResponse:
     principal = await principal_of(request, "write")
     body = await json_body(request, _INGEST_BODY)
     svc: Service = request.app.state.service
-    limit = svc.settings.limits.max_metadata_chars
-    events = [
-        EventIn(actor_id=e.actor_id, session_id=e.session_id, kind=e.kind, content=e.content, ts=e.ts,
-                metadata=_metadata(e.metadata, i, limit), role_id=e.role_id, team_id=e.team_id, event_id=e.event_id)
-        for i, e in enumerate(body.events)
+    turns = [
+        Turn(user_id=e.actor_id, conv_id=e.session_id, kind=e.kind, content=e.content, occurred_at=e.ts,
+             metadata=_metadata(e.metadata), role_id=e.role_id, team_id=e.team_id, client_event_id=e.event_id,
+             metadata_chars=len(e.metadata) if isinstance(e.metadata, str) else None)
+        for e in body.events
     ]
-    return JSONResponse({"event_ids": await svc.ingest_events(principal.org_id, events)})
+    options = AcceptOptions(Grouping.PER_CONVERSATION, svc.settings.limits.max_content_chars_m, dedup=True)
+    try:
+        outcome = await svc.accept(principal.org_id, turns, options)
+    except ServiceError as exc:
+        raise relocate(exc, wire_loc) from None
+    return JSONResponse({"event_ids": outcome.event_ids})
 
 
 @router.post("/status", responses=documented(401, 403, 413, 422))

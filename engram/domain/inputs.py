@@ -110,21 +110,6 @@ class MessagesIngest:
 
 
 @dataclass(slots=True)
-class EventIn:
-    """Family M: one event; a call may span many actors and sessions."""
-
-    actor_id: str
-    session_id: str
-    kind: str
-    content: str
-    ts: datetime | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    role_id: str | None = None
-    team_id: str | None = None
-    event_id: str | None = None  # the client's idempotency key
-
-
-@dataclass(slots=True)
 class SearchQuery:
     text: str
     where: Node = MATCH_ALL
