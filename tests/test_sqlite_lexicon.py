@@ -20,7 +20,8 @@ from engram.domain.records import utcnow
 from engram.ids import new_event_id, new_job_id, new_memory_id
 from engram.domain.records import Event, Job, Memory
 from engram.store.base import JobOutcome, NewJob, NewMemory
-from engram.store.sqlite import SQLiteStore, fts_query
+from engram.store.sqlite import SQLiteStore
+from engram.store.sqlite_index import fts_query
 from engram.store.sqlite_lexicon import ANALYZER, ScopeStatistics
 
 # Words whose Porter stems collide ("walk", "walks", "walking"), digits, mixed case and

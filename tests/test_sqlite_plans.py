@@ -8,6 +8,7 @@ SQLite how it plans them.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any, Callable
 
@@ -60,4 +61,5 @@ def test_lookups_by_id_use_the_id_index(store: SQLiteStore, lookup: str) -> None
     assert selects, "the lookup ran no query"
     for sql in selects:
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
-        assert "(org_id=?)" not in plan and "SCAN" not in plan, (sql, plan)
+        # A list of ids is a JSON array read with json_each: scanning the parameter is no table scan.
+        assert "(org_id=?)" not in plan and not re.search(r"SCAN (?!json_each)", plan), (sql, plan)

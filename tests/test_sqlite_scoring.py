@@ -16,7 +16,8 @@ from engram.domain.filters import MATCH_ALL, Cmp
 from engram.domain.records import Event, Job, Memory, utcnow
 from engram.ids import new_event_id, new_job_id, new_memory_id
 from engram.store.base import JobOutcome, NewJob, NewMemory
-from engram.store.sqlite import SQLiteStore, _best
+from engram.store.sqlite import SQLiteStore
+from engram.store.sqlite_index import _best
 
 
 @pytest.mark.parametrize("seed", range(5))

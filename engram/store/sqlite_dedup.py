@@ -15,6 +15,7 @@ hash, so a collision can never merge two different events.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import deque
 from datetime import datetime, timedelta
@@ -22,6 +23,9 @@ from typing import Iterable
 
 from engram.domain.records import iso
 from engram.ids import ulid_floor
+from engram.store.sql import load
+
+_QUERIES = load("sqlite_only.sql")
 
 
 class RecentEvents:
@@ -59,10 +63,8 @@ class RecentEvents:
         # Confirm against the rows: the key is a 64-bit hash, and a second's bucket may reach
         # a little before `since`.
         found: dict[str, str] = {}
-        marks = ",".join("?" * len(candidates))
-        for event_id, digest in conn.execute(
-                f"SELECT id, dedup_hash FROM events WHERE id IN ({marks}) AND org_id=? AND received_at>=?",
-                (*candidates, org_id, iso(since))).fetchall():
+        for event_id, digest in conn.execute(_QUERIES.get("window_confirm"), {
+                "ids": json.dumps(list(candidates)), "org_id": org_id, "since": iso(since)}).fetchall():
             if candidates.get(event_id) == digest:
                 found[digest] = event_id
         return found
@@ -91,10 +93,8 @@ class RecentEvents:
         # Event ids are ULIDs taken at accept time: everything received since `since` has an
         # id at or above the floor of the millisecond before it.
         floor = ulid_floor(since - timedelta(milliseconds=1))
-        for org_id, digest, event_id, received_at in conn.execute(
-                "SELECT org_id, dedup_hash, id, received_at FROM events"
-                " WHERE id >= ? AND dedup_hash IS NOT NULL AND received_at >= ? ORDER BY id",
-                (floor, iso(since))):
+        for org_id, digest, event_id, received_at in conn.execute(_QUERIES.get("window_events"),
+                                                                  {"floor": floor, "since": iso(since)}):
             self._remember(_key(org_id, digest), event_id, int(_epoch(received_at)))
         return self._ids
 

@@ -24,9 +24,12 @@ from typing import Any
 from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
 from engram.domain.records import iso
 from engram.errors import ServiceError
+from engram.store.filters import SQL_OPS, core_comparison, metadata_comparison
+from engram.store.sql import Params
 
 
-def compile_filter(node: Node, params: list[Any], *, negated: bool = False) -> str:
+def compile_filter(node: Node, params: Params, *, negated: bool = False) -> str:
+    """A boolean SQL expression over `memories m`; every value is bound through `params`."""
     if isinstance(node, And):
         if not node.clauses:
             return "1"
@@ -48,33 +51,8 @@ def _time_value(value: Any) -> str:
     return iso(ts) or ""
 
 
-_SQL_OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
-
-def _core(node: Cmp, params: list[Any]) -> str:
-    col = f"m.{node.field}"
-    conv = _time_value if node.field in TIME_FIELDS else (lambda v: v)
-    op, value = node.op, node.value
-    if op == "null":
-        return f"{col} IS NULL"
-    if op == "exists":
-        return f"{col} IS NOT NULL" if value else f"{col} IS NULL"
-    if op in ("in", "nin"):
-        params.extend(conv(v) for v in value)
-        marks = ",".join("?" * len(value))
-        return f"{col} IN ({marks})" if op == "in" else f"({col} IS NULL OR {col} NOT IN ({marks}))"
-    if op == "ne":
-        params.append(conv(value))
-        return f"{col} IS NOT NULL AND {col} != ?"
-    if op == "between":
-        if node.field not in TIME_FIELDS and not all(isinstance(v, str) for v in value):
-            return "0"  # a number never orders against a text column (the parser rejects it)
-        params.extend(conv(v) for v in value)
-        return f"{col} BETWEEN ? AND ?"
-    if node.field not in TIME_FIELDS and not isinstance(value, str):
-        return "0"  # likewise
-    params.append(conv(value))
-    return f"{col} {_SQL_OPS[op]} ?"
+def _core(node: Cmp, params: Params) -> str:
+    return core_comparison(node, params, time=_time_value, false="0")
 
 
 def _path(label: str) -> str:
@@ -93,36 +71,37 @@ def _json_of(fn: str, key: str) -> str:
     return lookups[0] if len(lookups) == 1 else f"COALESCE({', '.join(lookups)})"
 
 
-def _typed_eq(jt: str, jx: str, value: Any, params: list[Any]) -> str:
+def _typed_eq(jt: str, jx: str, value: Any, params: Params) -> str:
     """Equality that respects JSON types: 1 never equals "1" or true."""
     if isinstance(value, bool):
         return f"{jt} = '{'true' if value else 'false'}'"
-    params.append(value)
     if isinstance(value, (int, float)):
-        return f"({jt} IN ('integer','real') AND {jx} = ?)"
-    return f"({jt} = 'text' AND {jx} = ?)"
+        return f"({jt} IN ('integer','real') AND {jx} = {params.add(value)})"
+    return f"({jt} = 'text' AND {jx} = {params.add(value)})"
 
 
-def _meta(node: Cmp, params: list[Any]) -> str:
-    jt = _json_of("json_type", node.field)
-    jx = _json_of("json_extract", node.field)
-    is_set = f"({jt} IS NOT NULL AND {jt} != 'null')"
-    op, value = node.op, node.value
-    if op == "null":
-        return f"NOT {is_set}"
-    if op == "exists":
-        return is_set if value else f"NOT {is_set}"
-    if op == "eq":
-        return _typed_eq(jt, jx, value, params)
-    if op == "ne":
-        return f"{is_set} AND NOT COALESCE({_typed_eq(jt, jx, value, params)}, 0)"
-    if op in ("in", "nin"):
-        any_of = " OR ".join(f"COALESCE({_typed_eq(jt, jx, v, params)}, 0)" for v in value)
-        return f"({any_of})" if op == "in" else f"NOT ({any_of})"
-    if op == "between":
-        low, high = value
-        return f"({_ordered(jt, jx, 'gte', low, params)} AND {_ordered(jt, jx, 'lte', high, params)})"
-    return _ordered(jt, jx, op, value, params)
+class _Key:
+    """One metadata key, read with SQLite's JSON functions."""
+
+    false = "0"
+
+    def __init__(self, field: str, params: Params) -> None:
+        self.jt = _json_of("json_type", field)
+        self.jx = _json_of("json_extract", field)
+        self.params = params
+
+    def is_set(self) -> str:
+        return f"({self.jt} IS NOT NULL AND {self.jt} != 'null')"
+
+    def equals(self, value: Any) -> str:
+        return _typed_eq(self.jt, self.jx, value, self.params)
+
+    def ordered(self, op: str, value: Any) -> str:
+        return _ordered(self.jt, self.jx, op, value, self.params)
+
+
+def _meta(node: Cmp, params: Params) -> str:
+    return metadata_comparison(node, _Key(node.field, params))
 
 
 def _stored_date(jx: str) -> str:
@@ -134,14 +113,12 @@ def _stored_date(jx: str) -> str:
             f" AND date(julianday(substr({jx}, 1, 10))) = substr({jx}, 1, 10)")
 
 
-def _ordered(jt: str, jx: str, op: str, value: Any, params: list[Any]) -> str:
+def _ordered(jt: str, jx: str, op: str, value: Any, params: Params) -> str:
     """Numbers compare as numbers, ISO dates as instants, other strings as text."""
-    sql_op = _SQL_OPS[op]
+    sql_op = SQL_OPS[op]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        params.append(value)
-        return f"({jt} IN ('integer','real') AND {jx} {sql_op} ?)"
+        return f"({jt} IN ('integer','real') AND {jx} {sql_op} {params.add(value)})"
     if is_iso_date(value):
-        params.append(_time_value(value))
-        return f"({jt} = 'text' AND {_stored_date(jx)} AND julianday({jx}) {sql_op} julianday(?))"
-    params.append(value)
-    return f"({jt} = 'text' AND {jx} {sql_op} ?)"
+        at = params.add(_time_value(value))
+        return f"({jt} = 'text' AND {_stored_date(jx)} AND julianday({jx}) {sql_op} julianday({at}))"
+    return f"({jt} = 'text' AND {jx} {sql_op} {params.add(value)})"

@@ -25,6 +25,7 @@ are never reused, so cached terms are either right or belong to a row no filter 
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -33,6 +34,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import snowballstemmer
+
+from engram.store.sql import load
+
+_QUERIES = load("sqlite_only.sql")
 
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 _TOKEN = re.compile(r"\w+")
@@ -90,10 +95,9 @@ class RowCache:
             rows.clear()
             self._rid_of.clear()
             missing = list(dict.fromkeys(rids))
-        for start in range(0, len(missing), 500):
-            chunk = missing[start:start + 500]
-            for rid, org_id, memory_id, text in conn.execute(
-                    f"SELECT rid, org_id, id, text FROM memories WHERE rid IN ({','.join('?' * len(chunk))})", chunk):
+        if missing:
+            for rid, org_id, memory_id, text in conn.execute(_QUERIES.get("terms_of_rows"),
+                                                             {"rids": json.dumps(missing)}):
                 rows[rid] = (org_id, memory_id, ANALYZER.document(text))
                 self._rid_of[memory_id] = rid
         return rows

@@ -1,0 +1,287 @@
+-- The statements of the store's rules (engram/store/relational.py), written once for both
+-- dialects. Parameters are `:name`. A {{fragment}} is what the dialects say two ways; each
+-- dialect's file (queries/sqlite.sql, queries/postgres.sql) defines it:
+--   {{org}}         the org column of a lookup by id (SQLite: `+org_id`, keeping its planner
+--                   off the org's index, which it would otherwise walk whole)
+--   {{in:ids}}      membership in the list parameter `ids`
+--   {{for_update}}  lock the rows read until the transaction ends (PostgreSQL; SQLite's one
+--                   writer needs nothing), always in one order: the job row, the user's
+--                   version row, memory rows by id — so rules never deadlock
+--   {{skip_locked}} the same for the lease, skipping rows another worker is leasing
+--   {{json_text:k}} the text of `details.k`
+
+-- fragment: memory_columns
+-- Every column a Memory needs; never PostgreSQL's vector, tsvector or metadata's binary copy.
+-- Unqualified: SQLite's RETURNING cannot name a table alias.
+id, org_id, type, status, text, key, user_id, agent_id, conv_id, app_id, metadata, categories, details,
+source_event_ids, valid_at, job_id, created_at, updated_at
+
+-- ================================================================== lifecycle
+-- name: recover_abandoned_leases
+UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+       available_at = :now, updated_at = :now
+WHERE status = 'running'
+
+-- ================================================================== orgs, keys, secrets
+-- name: org_by_name
+SELECT * FROM orgs WHERE name = :name
+
+-- name: org_by_id
+SELECT * FROM orgs WHERE id = :id
+
+-- name: list_orgs
+SELECT * FROM orgs ORDER BY created_at, id
+
+-- name: insert_org
+INSERT INTO orgs(id, name, created_at) VALUES (:id, :name, :created_at) ON CONFLICT DO NOTHING
+
+-- name: insert_key
+INSERT INTO api_keys(id, org_id, name, prefix, key_hash, scopes, created_at)
+VALUES (:id, :org_id, :name, :prefix, :key_hash, :scopes, :created_at)
+
+-- name: key_by_hash
+SELECT * FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL
+
+-- name: list_keys
+SELECT * FROM api_keys ORDER BY created_at, id
+
+-- name: list_keys_of_org
+SELECT * FROM api_keys WHERE org_id = :org_id ORDER BY created_at, id
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = :at WHERE id = :id AND revoked_at IS NULL
+
+-- name: count_active_keys
+SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NULL
+
+-- name: insert_secret
+INSERT INTO server_secrets(name, value, created_at) VALUES (:name, :value, :now) ON CONFLICT DO NOTHING
+
+-- name: secret
+SELECT value FROM server_secrets WHERE name = :name
+
+-- ================================================================== accept
+-- name: idempotency_seen
+SELECT job_id, body_hash FROM idempotency_keys WHERE org_id = :org_id AND key = :key AND created_at >= :since
+
+-- name: remember_idempotency
+INSERT INTO idempotency_keys(org_id, key, body_hash, job_id, created_at)
+VALUES (:org_id, :key, :body_hash, :job_id, :created_at)
+ON CONFLICT (org_id, key) DO UPDATE SET body_hash = excluded.body_hash, job_id = excluded.job_id,
+                                        created_at = excluded.created_at
+
+-- name: events_by_client_id
+SELECT client_event_id, id FROM events WHERE org_id = :org_id AND client_event_id {{in:client_ids}}
+
+-- name: insert_event
+INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content, dia_id, metadata,
+                   occurred_at, received_at, job_id, client_event_id, dedup_hash, status)
+VALUES (:id, :org_id, :user_id, :conv_id, :agent_id, :app_id, :role, :kind, :name, :content, :dia_id, :metadata,
+        :occurred_at, :received_at, :job_id, :client_event_id, :dedup_hash, 'pending')
+ON CONFLICT DO NOTHING
+
+-- name: count_events
+SELECT count(*) AS n FROM events WHERE id {{in:ids}}
+
+-- name: insert_job
+INSERT INTO jobs(id, org_id, user_id, conv_id, kind, status, params, available_at, created_at, updated_at)
+VALUES (:id, :org_id, :user_id, :conv_id, :kind, 'pending', :params, :available_at, :created_at, :updated_at)
+
+-- ================================================================== jobs and events
+-- name: job_by_id
+SELECT * FROM jobs WHERE {{org}} = :org_id AND id = :id
+
+-- name: event_statuses
+SELECT id, status, fail_reason FROM events WHERE {{org}} = :org_id AND id {{in:ids}}
+
+-- name: events_by_id
+SELECT * FROM events WHERE {{org}} = :org_id AND id {{in:ids}}
+
+-- ================================================================== the queue
+-- name: next_ready_job
+-- The oldest ready job whose conversation has no earlier unfinished job; `status IN (…)`
+-- keeps it on the jobs_ready index, not a scan of every job ever run.
+SELECT j.* FROM jobs j
+WHERE j.status IN ('pending', 'running')
+  AND ((j.status = 'pending' AND j.available_at <= :now)
+       OR (j.status = 'running' AND j.lease_expires_at < :now))
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs e
+      WHERE e.org_id = j.org_id AND e.user_id = j.user_id AND e.conv_id = j.conv_id
+        AND e.status IN ('pending', 'running') AND e.seq < j.seq)
+ORDER BY j.seq
+LIMIT 1
+{{skip_locked}}
+
+-- name: lease_job
+UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = :owner, lease_token = :token,
+       lease_expires_at = :expires_at, updated_at = :now
+WHERE seq = :seq
+RETURNING *
+
+-- name: job_events
+SELECT * FROM events WHERE job_id = :job_id ORDER BY id
+
+-- name: lease_of_job
+SELECT lease_token, status FROM jobs WHERE id = :id {{for_update}}
+
+-- name: renew_lease
+UPDATE jobs SET lease_expires_at = :until WHERE id = :id AND lease_token = :token AND status = 'running'
+
+-- name: retry_job
+UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+       available_at = :at, error = :error, updated_at = :now
+WHERE id = :id
+
+-- name: fail_job
+UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+       error = :error, updated_at = :now
+WHERE id = :id
+
+-- name: fail_pending_events
+UPDATE events SET status = 'failed', fail_reason = :reason WHERE job_id = :job_id AND status = 'pending'
+
+-- name: finish_job
+UPDATE jobs SET status = :status, result = :result, error = :error, lease_owner = NULL, lease_token = NULL,
+       lease_expires_at = NULL, updated_at = :now
+WHERE id = :id
+
+-- name: next_job_waits
+-- Whether the conversation of a job that just ended has a job waiting behind it.
+SELECT 1 AS waiting FROM jobs j
+WHERE j.id = :job_id AND EXISTS (
+    SELECT 1 FROM jobs n WHERE n.org_id = j.org_id AND n.user_id = j.user_id AND n.conv_id = j.conv_id
+                           AND n.seq > j.seq AND n.status = 'pending')
+
+-- name: queue_depth
+SELECT status, count(*) AS n FROM jobs WHERE status IN ('pending', 'running') GROUP BY status
+
+-- ================================================================== committing a job
+-- name: user_version
+SELECT version FROM user_versions WHERE org_id = :org_id AND user_id = :user_id
+
+-- name: move_user_version
+-- Creates the row at `step`, or adds `step`; the version after. On PostgreSQL this locks the
+-- row until the transaction ends: one user's commits, deletes and text PATCHes take turns.
+INSERT INTO user_versions(org_id, user_id, version) VALUES (:org_id, :user_id, :step)
+ON CONFLICT (org_id, user_id) DO UPDATE SET version = user_versions.version + :step
+RETURNING version
+
+-- name: insert_memory_source
+INSERT INTO memory_sources(memory_id, event_id) VALUES (:memory_id, :event_id) ON CONFLICT DO NOTHING
+
+-- name: active_memory_sources
+SELECT source_event_ids FROM memories WHERE {{org}} = :org_id AND id = :id AND status = 'active' {{for_update}}
+
+-- name: set_memory_sources
+UPDATE memories SET source_event_ids = :sources, updated_at = :now WHERE id = :id
+
+-- name: supersede_active
+UPDATE memories SET status = 'superseded', updated_at = :now
+WHERE id = :id AND {{org}} = :org_id AND status = 'active'
+
+-- name: mark_events_episode
+UPDATE events SET episode_id = :episode_id WHERE id {{in:ids}}
+
+-- name: facts_citing_events
+SELECT id, details FROM memories
+WHERE {{org}} = :org_id AND type = 'fact' AND id IN (SELECT memory_id FROM memory_sources WHERE event_id {{in:ids}})
+ORDER BY id
+{{for_update}}
+
+-- name: set_memory_details
+UPDATE memories SET details = :details WHERE id = :id
+
+-- name: fail_event
+UPDATE events SET status = 'failed', fail_reason = :reason WHERE id = :id AND job_id = :job_id
+
+-- name: withhold_event
+UPDATE events SET content = :content, name = NULL, metadata = '{}' WHERE id = :id AND job_id = :job_id
+
+-- name: complete_pending_events
+UPDATE events SET status = 'completed' WHERE job_id = :job_id AND status = 'pending'
+
+-- name: add_usage
+INSERT INTO usage_counters(org_id, day, name, value) VALUES (:org_id, :day, :name, :value)
+ON CONFLICT (org_id, day, name) DO UPDATE SET value = usage_counters.value + excluded.value
+
+-- ================================================================== idle conversations
+-- name: idle_conversations
+SELECT org_id, user_id, conv_id, max(received_at) AS last_turn FROM events
+WHERE episode_id IS NULL AND status = 'completed'
+GROUP BY org_id, user_id, conv_id
+HAVING max(received_at) < :idle_before
+
+-- name: conversation_busy
+-- An unfinished job, or an episode job that failed since the last turn (an outage must not
+-- re-queue it every sweep).
+SELECT 1 AS busy FROM jobs
+WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id
+  AND (status IN ('pending', 'running') OR (kind = 'episode' AND status = 'failed' AND created_at >= :since))
+LIMIT 1
+
+-- ================================================================== pipeline reads
+-- name: unepisoded_events
+SELECT * FROM events
+WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id AND episode_id IS NULL AND status = 'completed'
+ORDER BY id
+
+-- name: reconcile_candidates
+SELECT {{memory_columns}} FROM memories m
+WHERE org_id = :org_id AND user_id = :user_id AND status = 'active' AND type = 'fact'
+  AND (key {{in:keys}} OR text_hash {{in:text_hashes}})
+ORDER BY created_at, id
+
+-- name: memories_citing
+SELECT {{memory_columns}} FROM memories m
+WHERE {{org}} = :org_id AND status = 'active'
+  AND id IN (SELECT memory_id FROM memory_sources WHERE event_id {{in:event_ids}})
+ORDER BY created_at, id
+
+-- ================================================================== memories
+-- name: memory_by_id
+SELECT {{memory_columns}} FROM memories m WHERE {{org}} = :org_id AND id = :id
+
+-- name: memories_by_id
+SELECT {{memory_columns}} FROM memories m WHERE {{org}} = :org_id AND id {{in:ids}}
+
+-- name: memory_owner
+SELECT user_id FROM memories WHERE {{org}} = :org_id AND id = :id
+
+-- name: memory_to_delete
+SELECT type, status, {{json_text:root_id}} AS root_id FROM memories WHERE {{org}} = :org_id AND id = :id
+{{for_update}}
+
+-- name: retract_fact
+UPDATE memories SET status = 'retracted', updated_at = :at WHERE id = :id AND {{org}} = :org_id
+
+-- name: other_versions
+SELECT id FROM memories
+WHERE org_id = :org_id AND type = 'artifact' AND id <> :id AND {{json_text:root_id}} = :root_id
+
+-- name: delete_memory_sources
+DELETE FROM memory_sources WHERE memory_id {{in:ids}}
+
+-- name: active_fact
+SELECT id FROM memories WHERE {{org}} = :org_id AND id = :id AND type = 'fact' AND status = 'active' {{for_update}}
+
+-- name: live_memory_metadata
+SELECT metadata FROM memories WHERE {{org}} = :org_id AND id = :id AND status <> 'retracted' {{for_update}}
+
+-- name: set_memory_metadata
+UPDATE memories AS m SET metadata = :metadata, updated_at = :at WHERE id = :id RETURNING {{memory_columns}}
+
+-- name: successor_of
+SELECT {{memory_columns}} FROM memories m WHERE org_id = :org_id AND {{json_text:supersedes}} = :id
+ORDER BY created_at, id LIMIT 1
+
+-- name: list_memories
+SELECT {{memory_columns}} FROM memories m WHERE m.org_id = :org_id AND {{where}} {{after}}
+ORDER BY m.created_at {{direction}}, m.id {{direction}} LIMIT :limit
+
+-- name: list_after
+AND (m.created_at, m.id) {{cmp}} (:after_created_at, :after_id)
+
+-- ================================================================== usage
+-- name: usage_totals
+SELECT name, sum(value) AS total FROM usage_counters WHERE org_id = :org_id AND day >= :since GROUP BY name

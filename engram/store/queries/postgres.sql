@@ -1,0 +1,17 @@
+-- PostgreSQL's words for the fragments of queries/common.sql. Many processes write at once:
+-- rows a rule will change are locked as it reads them.
+
+-- fragment: org
+org_id
+
+-- fragment: in
+= ANY(%({})s)
+
+-- fragment: for_update
+FOR UPDATE
+
+-- fragment: skip_locked
+FOR UPDATE OF j SKIP LOCKED
+
+-- fragment: json_text
+details ->> '{}'

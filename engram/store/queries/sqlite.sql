@@ -1,0 +1,15 @@
+-- SQLite's words for the fragments of queries/common.sql. A write transaction here is
+-- BEGIN IMMEDIATE, the file's one writer: nothing needs locking row by row.
+
+-- fragment: org
++org_id
+
+-- fragment: in
+IN (SELECT value FROM json_each(:{}))
+
+-- fragment: for_update
+
+-- fragment: skip_locked
+
+-- fragment: json_text
+json_extract(details, '$.{}')
