@@ -19,15 +19,14 @@ from engram.config import Settings
 from engram.domain.cursors import Cursors, query_scope
 from engram.domain.filters import MATCH_ALL, MATCH_NONE, Cmp, Node, conjoin, mentions
 from engram.domain.inputs import (
-    RESERVED_METADATA_KEYS, ROLE_BY_KIND, AcceptOptions, Grouping, MessagesIngest, SearchQuery, Turn, dedup_hash,
-    kind_for_role,
+    RESERVED_METADATA_KEYS, ROLE_BY_KIND, AcceptOptions, Grouping, SearchQuery, Turn, dedup_hash, kind_for_role,
 )
 from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso, parse_iso, utcnow
 from engram.domain.text import unstorable
 from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
 from engram.errors import ServiceError, ValidationFailed
-from engram.ids import new_event_id, new_event_ids, new_job_id, new_memory_id
+from engram.ids import new_event_ids, new_job_id, new_memory_id
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
 from engram.store.base import (
@@ -144,51 +143,6 @@ class Service:
         if result.job_ids:
             self._on_accept()
         return AcceptOutcome(plan.resolved_event_ids(result), plan.created_jobs(result))
-
-    def ingest_messages(self, org_id: str, req: MessagesIngest, idempotency_key: str | None = None) -> Job:
-        limits = self.settings.limits
-        if not req.messages:
-            raise ServiceError("invalid_messages", "messages must be a non-empty list")
-        check = FieldChecks(limits)
-        check.count(("body", "messages"), len(req.messages), limits.max_items_per_call)
-        for name in ("user_id", "conv_id", "agent_id", "app_id"):
-            check.id(("body", name), getattr(req, name), required=name in ("user_id", "conv_id"))
-        for i, message in enumerate(req.messages):
-            loc = ("body", "messages", i)
-            message.content = check.text((*loc, "content"), message.content, limits.max_content_chars_x)
-            check.label((*loc, "role"), message.role, blank_ok=False)
-            check.label((*loc, "name"), message.name)
-            check.label((*loc, "dia_id"), message.dia_id)
-        metadata = check.metadata(("body", "metadata"), req.metadata)
-        for i, group_id in enumerate(req.group_ids):
-            check.id(("body", "group_ids", i), group_id)
-        check.label(("header", "Idempotency-Key"), idempotency_key, blank_ok=False)
-        check.raise_if_any()
-
-        now = utcnow()
-        job = Job(id=new_job_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, status="pending",
-                  created_at=now, updated_at=now,
-                  params={"agent_id": req.agent_id, "app_id": req.app_id,
-                          "extract_artifacts": req.extract_artifacts,
-                          **({"ignored_group_ids": list(dict.fromkeys(req.group_ids))} if req.group_ids else {})})
-        events = [
-            Event(id=new_event_id(), org_id=org_id, user_id=req.user_id, conv_id=req.conv_id, role=m.role,
-                  kind=kind_for_role(m.role), content=m.content, occurred_at=m.date or now, received_at=now,
-                  agent_id=req.agent_id, app_id=req.app_id, name=m.name, dia_id=m.dia_id, metadata=metadata)
-            for m in req.messages
-        ]
-        idem = None if idempotency_key is None else Idempotency(
-            idempotency_key, _messages_body_hash(req), now, now - timedelta(seconds=self.settings.idempotency_ttl_s))
-        try:
-            accepted = self.store.accept(org_id, [NewJob(job, events)], dedup_since=None, idempotency=idem)
-        except IdempotencyConflict:
-            raise ServiceError("idempotency_key_reused",
-                               "this Idempotency-Key was used with a different body within 24 hours",
-                               extra={"loc": ["header", "Idempotency-Key"]}) from None
-        if accepted.replay_of is not None:
-            return self.get_job(org_id, accepted.replay_of)
-        self._on_accept()
-        return job
 
     def check_scope(self, fields: Mapping[str, str | Sequence[str] | None], where: str = "body") -> None:
         """Ids a request names as its scope (a search's actor, session, user, roles…) obey the
@@ -604,17 +558,6 @@ def _body_hash(turns: Sequence[Turn], contents: Sequence[str], options: AcceptOp
          "metadata": first.metadata, "extract_artifacts": options.extract_artifacts,
          **({"group_ids": list(options.group_ids)} if options.group_ids else {}),
          "messages": messages},
-        sort_keys=True, default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def _messages_body_hash(req: MessagesIngest) -> str:
-    raw = json.dumps(
-        {"user_id": req.user_id, "conv_id": req.conv_id, "agent_id": req.agent_id, "app_id": req.app_id,
-         "metadata": req.metadata, "extract_artifacts": req.extract_artifacts,
-         **({"group_ids": req.group_ids} if req.group_ids else {}),
-         "messages": [[m.role, m.content, m.name, m.date.isoformat() if m.date else None, m.dia_id]
-                      for m in req.messages]},
         sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
 

@@ -2,25 +2,34 @@
 carry neutral locations that each route renames, and an Idempotency-Key is decided inside the
 accepting transaction.
 
-The unit tests drive the check-and-group function directly (no store, no server).
+The unit tests drive the check-and-group function directly (no store, no server). The race
+tests run real `engram serve` processes (SQLite, and PostgreSQL on the session's server) and
+fire many concurrent family-X requests with one key; they fail unless the requests really
+overlapped at the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
+import threading
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
+import httpx
 import pytest
 
-from engram.api import family_m
+from engram.api import family_m, family_x
 from engram.config import Limits, Settings
 from engram.domain.inputs import AcceptOptions, Grouping, Turn, dedup_hash
 from engram.domain.validation import relocate
 from engram.errors import ServiceError, ValidationFailed
 from engram.service import AcceptPlan, Service, plan_accept
 from engram.store.base import AcceptResult, IdempotencyConflict
+from tests.conftest import ServerProcess
 
 ORG = "org-core"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -188,6 +197,27 @@ def test_the_idempotency_body_hash_covers_the_call_as_sent() -> None:
 
 
 # ---------------------------------------------------------------------- renaming per family
+def test_family_x_renames_orders_and_collapses_the_cores_errors() -> None:
+    turns = x_turns(3, {"a": "\x00"}, user_id=" ")
+    turns[1].content = ""
+    options = AcceptOptions(Grouping.PER_CALL, 100, group_ids=[""])
+    with pytest.raises(ValidationFailed) as caught:
+        plan_accept(ORG, turns, options, SETTINGS, idempotency_key="")
+    wire = family_x.wire_error(caught.value)
+    assert isinstance(wire, ValidationFailed)
+    assert [e["loc"] for e in wire.errors] == [
+        ["body", "user_id"], ["body", "messages", 1, "content"], ["body", "metadata", "a"],
+        ["body", "group_ids", 0], ["header", "Idempotency-Key"]]
+    assert wire.message == "body.user_id: must not be blank"
+
+
+def test_family_x_answers_an_empty_list_with_invalid_messages() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        plan_accept(ORG, [], X, SETTINGS)
+    wire = family_x.wire_error(caught.value)
+    assert (wire.code, wire.status, wire.message) == ("invalid_messages", 400, "messages must be a non-empty list")
+
+
 def test_family_m_renames_fields_and_messages() -> None:
     with pytest.raises(ValidationFailed) as caught:
         plan_accept(ORG, [], M, SETTINGS)
@@ -234,3 +264,108 @@ def test_accept_replays_a_known_key_and_refuses_another_body() -> None:
     with pytest.raises(ServiceError) as caught:
         asyncio.run(service.accept(ORG, x_turns(1), X, idempotency_key="key"))
     assert caught.value.code == "idempotency_key_reused" and caught.value.extra["loc"] == ["idempotency_key"]
+    wire = family_x.wire_error(caught.value)
+    assert (wire.code, wire.extra["loc"]) == ("idempotency_key_reused", ["header", "Idempotency-Key"])
+
+
+# ---------------------------------------------------------------------- the key race, end to end
+ROUNDS = 30
+CONCURRENCY = 8
+
+
+@pytest.fixture(scope="module")
+def sqlite_race_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("race") / "data", env={"ENGRAM_WORKERS": "0"}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_race_server(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    from engram.store.postgres import PostgresStore
+
+    url = postgres.create_database("engram_race")
+    store = PostgresStore(url, pool_size=2)
+    store.migrate()
+    store.close()
+    srv = ServerProcess(tmp_path_factory.mktemp("race_pg") / "data",
+                        env={"ENGRAM_DATABASE_URL": url, "ENGRAM_WORKERS": "0"}).start()
+    srv.env["url"] = url
+    yield srv
+    srv.stop()
+    postgres.drop_database(url)
+
+
+def _jobs_and_events(srv: ServerProcess, conv_id: str) -> tuple[int, int]:
+    """How many jobs and events the store holds for one conversation (read from the store)."""
+    if "url" in srv.env:
+        import psycopg
+
+        with psycopg.connect(srv.env["url"]) as conn:
+            jobs = conn.execute("SELECT count(*) FROM jobs WHERE conv_id=%s", (conv_id,)).fetchone()
+            events = conn.execute("SELECT count(*) FROM events WHERE conv_id=%s", (conv_id,)).fetchone()
+            return jobs[0], events[0]  # type: ignore[index]
+    with sqlite3.connect(srv.data_dir / "engram.db") as db:
+        return (db.execute("SELECT count(*) FROM jobs WHERE conv_id=?", (conv_id,)).fetchone()[0],
+                db.execute("SELECT count(*) FROM events WHERE conv_id=?", (conv_id,)).fetchone()[0])
+
+
+def _fire(srv: ServerProcess, bodies: list[dict[str, Any]], key: str,
+          clients: list[httpx.Client]) -> tuple[list[httpx.Response], bool]:
+    """Send every body at once (one thread and connection each, released by a barrier) with
+    one Idempotency-Key; the answers, and whether all of them were in flight together."""
+    barrier = threading.Barrier(len(bodies))
+    answers: list[httpx.Response | None] = [None] * len(bodies)
+    spans: list[tuple[float, float]] = [(0.0, 0.0)] * len(bodies)
+
+    def send(i: int) -> None:
+        barrier.wait()
+        started = time.perf_counter()
+        answers[i] = clients[i].post("/v1/memories", json=bodies[i], headers={"Idempotency-Key": key})
+        spans[i] = (started, time.perf_counter())
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    overlapped = max(s for s, _ in spans) < min(e for _, e in spans)
+    return [a for a in answers if a is not None], overlapped
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "pg"])
+def test_concurrent_requests_with_one_key_create_one_job(backend: str, request: pytest.FixtureRequest) -> None:
+    srv: ServerProcess = request.getfixturevalue(f"{backend}_race_server")
+    clients = [srv.client() for _ in range(CONCURRENCY)]
+    try:
+        for c in clients:  # open every connection before the race, so the race is the requests'
+            assert c.get("/v1/health").status_code == 200
+        overlapping = 0
+        for r in range(ROUNDS):
+            # the same body from every client: one job, every answer names it
+            conv = f"same-{uuid.uuid4().hex[:8]}"
+            body = {"messages": [{"role": "user", "content": f"I moved to Lisbon in round {r}"},
+                                 {"role": "assistant", "content": "Noted."}], "user_id": "racer", "conv_id": conv}
+            answers, overlapped = _fire(srv, [body] * CONCURRENCY, uuid.uuid4().hex, clients)
+            overlapping += overlapped
+            assert [a.status_code for a in answers] == [202] * CONCURRENCY, [a.text for a in answers]
+            assert len({a.json()["id"] for a in answers}) == 1, [a.json()["id"] for a in answers]
+            assert _jobs_and_events(srv, conv) == (1, 2)
+
+            # another body from every client: exactly one is accepted, the others are refused
+            conv = f"other-{uuid.uuid4().hex[:8]}"
+            bodies = [{"messages": [{"role": "user", "content": f"variant {i} of round {r}"}], "user_id": "racer",
+                       "conv_id": conv} for i in range(CONCURRENCY)]
+            answers, overlapped = _fire(srv, bodies, uuid.uuid4().hex, clients)
+            overlapping += overlapped
+            statuses = sorted(a.status_code for a in answers)
+            assert statuses == [202] + [422] * (CONCURRENCY - 1), [a.text for a in answers]
+            for refused in (a for a in answers if a.status_code == 422):
+                assert refused.json()["code"] == "idempotency_key_reused"
+                assert refused.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+            assert _jobs_and_events(srv, conv) == (1, 1)
+        # The race was real only if the requests of a round were at the server together.
+        assert overlapping >= ROUNDS, f"only {overlapping} of {2 * ROUNDS} rounds overlapped: the race was not run"
+    finally:
+        for c in clients:
+            c.close()

@@ -18,9 +18,10 @@ from engram.api.errors import documented
 from engram.api.fields import Instant
 from engram.auth import Principal
 from engram.domain.filters import MATCH_NONE, Cmp, conjoin, parse_filter
-from engram.domain.inputs import MessageIn, MessagesIngest, SearchQuery
+from engram.domain.inputs import AcceptOptions, Grouping, SearchQuery, Turn
 from engram.domain.records import Event, Job, Memory, iso
-from engram.errors import ServiceError
+from engram.domain.validation import Loc, relocate
+from engram.errors import ServiceError, ValidationFailed
 from engram.service import SearchHit, Service
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"], route_class=StrictJSONRoute)
@@ -126,6 +127,49 @@ def _hit_wire(hit: SearchHit, full_content: bool) -> dict[str, Any]:
     return memory_wire(hit.memory, score=hit.score, full_content=full_content, source_events=hit.source_events)
 
 
+# ---------------------------------------------------------------------- error locations
+# The core names a call's turns `turns` and their fields by `Turn`'s names; this family's
+# clients sent `messages`, the call-wide ids and metadata at the top level, and a header.
+_CALL_FIELDS = frozenset({"user_id", "conv_id", "agent_id", "app_id", "metadata"})
+_WIRE_FIELD = {"occurred_at": "date"}
+# Field errors in the order this family has always listed them: the list, the ids, each
+# message, the metadata, the group ids, the header.
+_ORDER = {"user_id": 1, "conv_id": 2, "agent_id": 3, "app_id": 4, "metadata": 6, "group_ids": 7}
+
+
+def wire_loc(loc: Loc) -> Loc:
+    """A core location as this family's wire names it."""
+    if loc[:1] == ("turns",):
+        if len(loc) == 1:
+            return ("body", "messages")
+        field = loc[2]
+        if field in _CALL_FIELDS:
+            return ("body", field, *loc[3:])
+        return ("body", "messages", loc[1], _WIRE_FIELD.get(field, field), *loc[3:])
+    if loc == ("idempotency_key",):
+        return ("header", "Idempotency-Key")
+    return ("body", *loc)
+
+
+def _wire_order(loc: Loc) -> int:
+    if loc[0] == "header":
+        return 8
+    if loc[1] == "messages":
+        return 0 if len(loc) == 2 else 5
+    return _ORDER.get(loc[1], 9)
+
+
+def wire_error(exc: ServiceError) -> ServiceError:
+    """What the core raised, as this family answers it: located in its names, and an empty
+    `messages` list is `400 invalid_messages` (SPEC §3), not a field error."""
+    exc = relocate(exc, wire_loc, _wire_order)
+    if isinstance(exc, ValidationFailed):
+        for entry in exc.errors:
+            if entry["loc"] == ["body", "messages"] and entry["type"] == "too_short":
+                return ServiceError("invalid_messages", entry["msg"])
+    return exc
+
+
 # ---------------------------------------------------------------------- routes
 @router.post("", status_code=202, responses={
     200: {"description": "With `?wait=true`: the job ended (succeeded or failed) within the wait budget."},
@@ -137,13 +181,17 @@ async def ingest(
     svc: Service = Depends(service),
     idempotency_key: str | None = Header(default=None),
 ) -> JSONResponse:
-    request = MessagesIngest(
-        user_id=body.user_id, conv_id=body.conv_id, agent_id=body.agent_id, app_id=body.app_id,
-        metadata=body.metadata or {}, extract_artifacts=body.extract_artifacts, group_ids=body.group_ids,
-        messages=[MessageIn(role=m.role, content=m.content, name=m.name, date=m.date, dia_id=m.dia_id)
-                  for m in body.messages],
-    )
-    job = await run_in_threadpool(svc.ingest_messages, principal.org_id, request, idempotency_key)
+    metadata = body.metadata or {}  # one object for the call's turns: the core checks it once
+    turns = [Turn(user_id=body.user_id, conv_id=body.conv_id, role=m.role, content=m.content, occurred_at=m.date,
+                  metadata=metadata, name=m.name, dia_id=m.dia_id, agent_id=body.agent_id, app_id=body.app_id)
+             for m in body.messages]
+    options = AcceptOptions(Grouping.PER_CALL, svc.settings.limits.max_content_chars_x,
+                            extract_artifacts=body.extract_artifacts, group_ids=body.group_ids)
+    try:
+        outcome = await svc.accept(principal.org_id, turns, options, idempotency_key=idempotency_key)
+    except ServiceError as exc:
+        raise wire_error(exc) from None
+    job = outcome.replayed or outcome.jobs[0]
     if wait:
         job = await svc.wait_for_job(principal.org_id, job.id)
     status = 200 if job.status in ("succeeded", "failed") and wait else 202

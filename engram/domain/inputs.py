@@ -87,29 +87,6 @@ def dedup_hash(user_id: str, conv_id: str, kind: str, content: str) -> str:
 
 
 @dataclass(slots=True)
-class MessageIn:
-    role: str
-    content: str
-    name: str | None = None
-    date: datetime | None = None
-    dia_id: str | None = None
-
-
-@dataclass(slots=True)
-class MessagesIngest:
-    """Family X: one call, one conversation, one job."""
-
-    user_id: str
-    conv_id: str
-    messages: list[MessageIn]
-    agent_id: str | None = None
-    app_id: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    extract_artifacts: bool = False
-    group_ids: list[str] = field(default_factory=list)  # v1.0 contract; no groups exist yet
-
-
-@dataclass(slots=True)
 class SearchQuery:
     text: str
     where: Node = MATCH_ALL
