@@ -354,7 +354,7 @@ class Earlier:
 class UserBatch:
     plan: UserPlan
     jobs: list[JobRecord] = field(default_factory=list)
-    episode_of_fact: dict[str, str] = field(default_factory=dict)  # final details.episode_id (json_set) of new facts
+    episode_of_fact: dict[str, str] = field(default_factory=dict)  # final details.episode_id of new facts
     episode_of_event: dict[str, str] = field(default_factory=dict)
     earlier: dict[str, Earlier] = field(default_factory=dict)
     vectors_by_text: dict[str, np.ndarray] = field(default_factory=dict)  # the check's embedder
@@ -658,15 +658,10 @@ def _rows_by_text(pool: Pool, plan: UserPlan, turns: int) -> dict[str, int]:
 _J = json.dumps
 
 
-def _compact(value: Any) -> str:
-    """What SQLite's json_set writes back: the same JSON, minified."""
-    return json.dumps(value, separators=(",", ":"))
-
-
 class BulkWriter:
-    """Writes UserBatches with the store's own statements (store/sqlite.py: _accept_in,
-    lease, complete, _insert_memory, _add_sources), many jobs per transaction, each row in
-    its final state (so no row is written twice)."""
+    """Writes UserBatches as the store's own rules write them (store/relational.py: accept,
+    lease, complete with its sources and episode marking; store/sqlite.py: memory rows), many
+    jobs per transaction, each row in its final state (so no row is written twice)."""
 
     def __init__(self, db: Path) -> None:
         self.conn = sqlite3.connect(db, isolation_level=None)
@@ -698,7 +693,7 @@ class BulkWriter:
                     rid = self.next_rid
                     self.next_rid += 1
                     episode = b.episode_of_fact.get(m.id) if m.type == "fact" else None
-                    details = _compact({**m.details, "episode_id": episode}) if episode else _J(m.details)
+                    details = _J({**m.details, "episode_id": episode} if episode else m.details)
                     memories.append((rid, m.id, ORG, m.type, m.status, m.text, text_hash(m.text), m.key, m.user_id,
                                      m.agent_id, m.conv_id, m.app_id, _J(m.metadata), _J(m.categories), details,
                                      _J(m.source_event_ids), iso(m.valid_at), m.job_id, iso(m.created_at),
@@ -734,9 +729,11 @@ class BulkWriter:
                                   [(mid, x) for x in e.sources])
                 if e.status:
                     c.execute("UPDATE memories SET status=?, updated_at=? WHERE id=?", (e.status, at, mid))
-                if e.episode_id:
-                    c.execute("UPDATE memories SET details=json_set(details, '$.episode_id', ?) WHERE id=?"
-                              " AND type='fact'", (e.episode_id, mid))
+                if e.episode_id:  # complete() edits a fact's details in Python, so key order stays
+                    row = c.execute("SELECT details FROM memories WHERE id=? AND type='fact'", (mid,)).fetchone()
+                    if row is not None:
+                        c.execute("UPDATE memories SET details=? WHERE id=?",
+                                  (_J({**json.loads(row[0]), "episode_id": e.episode_id}), mid))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
