@@ -178,8 +178,10 @@ class _VectorCache:
 
     def _load(self, conn: sqlite3.Connection, rids: list[int]) -> None:
         self._slot[rids] = self.NO_VECTOR
-        for start in range(0, len(rids), 5000):
-            chunk = rids[start:start + 5000]
+        # 500 rows a query: larger pieces left the process ~65 MB larger after an org-wide
+        # scope (the allocator keeps the peak), for no speed gained
+        for start in range(0, len(rids), 500):
+            chunk = rids[start:start + 500]
             rows = [(rid, vec) for rid, vec in conn.execute(_QUERIES.get("vectors_of_rows"), {"rids": json.dumps(chunk)})
                     if len(vec) == 4 * self._dim]
             if not rows:

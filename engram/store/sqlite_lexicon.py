@@ -95,9 +95,9 @@ class RowCache:
             rows.clear()
             self._rid_of.clear()
             missing = list(dict.fromkeys(rids))
-        if missing:
-            for rid, org_id, memory_id, text in conn.execute(_QUERIES.get("terms_of_rows"),
-                                                             {"rids": json.dumps(missing)}):
+        for start in range(0, len(missing), 500):  # in pieces: a whole org's rows at once is a large peak
+            chunk = json.dumps(missing[start:start + 500])
+            for rid, org_id, memory_id, text in conn.execute(_QUERIES.get("terms_of_rows"), {"rids": chunk}):
                 rows[rid] = (org_id, memory_id, ANALYZER.document(text))
                 self._rid_of[memory_id] = rid
         return rows
