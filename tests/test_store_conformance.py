@@ -488,6 +488,33 @@ def test_document_frequencies_count_within_the_filter(store: Any) -> None:
     assert store.document_frequencies(OTHER, where, ["ann"]) == (0, {"ann": 0})
 
 
+def test_a_search_scope_answers_as_its_filter_does(store: Any) -> None:
+    """A scope resolved once gives what the filter-based calls give, and narrows by event time
+    and admits by id within itself."""
+    day = timedelta(days=1)
+    made = [memory(ORG, "u1", f"Ann walks her dog on day {i}", valid_at=T0 + i * day) for i in range(6)]
+    made.append(memory(ORG, "u1", "Ann has no date", valid_at=None))
+    made.append(memory(ORG, "u2", "Bob walks his dog", valid_at=T0))
+    run_job(store, ORG, "u1", "c1", [(m, unit(i)) for i, m in enumerate(made[:7])])
+    run_job(store, ORG, "u2", "c1", [(made[7], unit(9))])
+    where = conjoin(Cmp("status", "eq", "active"), Cmp("user_id", "eq", "u1"))
+    scope = store.search_scope(ORG, where)
+    q = unit(3)
+    assert scope.dense(q, 10) == store.dense_candidates(ORG, where, q, 10)
+    assert scope.lexical("walks dog", 10) == store.lexical_candidates(ORG, where, "walks dog", 10)
+    assert scope.frequencies(["ann", "dog"]) == store.document_frequencies(ORG, where, ["ann", "dog"]) == \
+        (7, {"ann": 7, "dog": 6})
+    narrowed = scope.narrowed([(T0 + day, T0 + 3 * day), (T0 + 5 * day, T0 + 9 * day)])
+    assert {i for i, _ in narrowed.dense(q, 10)} == {made[1].id, made[2].id, made[5].id}
+    everyone = [m.id for m in made]
+    assert narrowed.admits(everyone) == {made[1].id, made[2].id, made[5].id}
+    assert scope.admits(everyone) == {m.id for m in made[:7]}, "Bob is outside u1's scope"
+    exact = dict(store.dense_candidates(ORG, where, q, 10))
+    assert scope.cosines(q, [made[0].id, made[4].id]) == pytest.approx({made[0].id: exact[made[0].id],
+                                                                         made[4].id: exact[made[4].id]})
+    assert store.search_scope(OTHER, where).dense(q, 10) == [] and scope.admits([]) == set()
+
+
 # ---------------------------------------------------------------------- the filter DSL
 def _filter_data(store: Any) -> dict[str, Memory]:
     rows = {

@@ -11,8 +11,9 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
+from engram.domain.records import iso
 from engram.domain.text import unstorable
 from engram.errors import ServiceError
 
@@ -268,6 +269,12 @@ def conjoin(*nodes: Node) -> Node:
     if MATCH_NONE in parts:
         return MATCH_NONE
     return parts[0] if len(parts) == 1 else And(parts)
+
+
+def within(ranges: Sequence[tuple[datetime, datetime]]) -> Node:
+    """Event time (`valid_at`) inside one of the half-open ranges [start, end)."""
+    return Or(tuple(And((Cmp("valid_at", "gte", iso(start)), Cmp("valid_at", "lt", iso(end))))
+                    for start, end in ranges))
 
 
 def mentions(node: Node, field: str) -> bool:

@@ -11,12 +11,14 @@ For a query and a filter (already narrowed to active memories by the service):
    Lexical scoring keeps every word; BM25 already gives common words little weight.
 2. **Candidates.** Dense: cosine over every memory the filter admits (exact; a store may
    use an index for org-wide queries). Lexical: BM25 over the same scope. A lexical
-   candidate outside the dense top-k gets its exact cosine by a second call that names its id
-   (only the id: the filter admitted it already, and an id list is the cheapest scope).
+   candidate outside the dense top-k gets its exact cosine by id (the filter admitted it already).
 3. **Time.** When the query names dates ("in May 2023"), memories whose event time
    (`valid_at`) falls inside one are fetched as candidates too, and get the time boost.
 4. **Fusion** into one score (search/fusion.py).
 
+The filter is resolved once, into the store's search scope (`Store.search_scope`), and every
+step asks that scope: on SQLite it is the admitted row ids, read once, with their term counts
+and event times from the caches; on PostgreSQL, the compiled filter each statement carries.
 Everything here goes through the store protocol, so every backend ranks the same way.
 """
 
@@ -29,11 +31,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from engram.domain.filters import And, Cmp, Node, Or, conjoin
-from engram.domain.records import iso
+from engram.domain.filters import Node
 from engram.search import query as q
 from engram.search.fusion import relevance
-from engram.store.base import DocumentFrequencies, Store
+from engram.store.base import Store
 
 UBIQUITY = 0.2  # a word in at least this share of the scope's memories is ubiquitous ...
 UBIQUITY_MIN_DOCS = 10  # ... and in at least this many (tiny scopes have no such words)
@@ -58,11 +59,13 @@ class HybridRanker:
         """At least the best `depth` memories by score (more when other candidates came along)."""
         timings: dict[str, float] = {}
         words = q.terms(text)
+        with _timed(timings, "scope"):
+            scope = self.store.search_scope(org_id, where)  # resolved once, for every step below
 
         dropped: list[str] = []
-        if words and isinstance(self.store, DocumentFrequencies):
+        if words:
             with _timed(timings, "terms"):
-                total, counts = self.store.document_frequencies(org_id, where, words)
+                total, counts = scope.frequencies(words)
             floor = max(UBIQUITY_MIN_DOCS, UBIQUITY * total)
             dropped = [w for w in words if counts.get(w, 0) >= floor]
         neutral = q.without_terms(text, set(dropped)) if dropped else ""
@@ -75,29 +78,24 @@ class HybridRanker:
                 vector = self.embed([text])[0]
 
         with _timed(timings, "dense"):
-            cosine = dict(self.store.dense_candidates(org_id, where, vector, depth))
+            cosine = dict(scope.dense(vector, depth))
         with _timed(timings, "lexical"):
-            bm25 = dict(self.store.lexical_candidates(org_id, where, text, max(depth, LEXICAL_DEPTH)))
+            bm25 = dict(scope.lexical(text, max(depth, LEXICAL_DEPTH)))
 
         ranges = q.date_ranges(text)
         in_range: set[str] = set()
         if ranges:
             with _timed(timings, "time"):
-                when = Or(tuple(And((Cmp("valid_at", "gte", iso(start)), Cmp("valid_at", "lt", iso(end))))
-                                for start, end in ranges))
-                timed = self.store.dense_candidates(org_id, conjoin(where, when), vector, depth)
-                cosine.update(timed)
-                in_range.update(i for i, _ in timed)
-                unknown = [i for i in {*cosine, *bm25} if i not in in_range]
-                if unknown:  # candidates were admitted by `where` already: the ids alone pick the rows
-                    in_range.update(i for i, _ in self.store.dense_candidates(
-                        org_id, conjoin(when, Cmp("id", "in", tuple(unknown))), vector, len(unknown)))
+                timed = scope.narrowed(ranges)
+                found = timed.dense(vector, depth)
+                cosine.update(found)
+                in_range.update(i for i, _ in found)
+                in_range.update(timed.admits([i for i in {*cosine, *bm25} if i not in in_range]))
 
         missing = [i for i in bm25 if i not in cosine]
-        if missing:
+        if missing:  # lexical candidates outside the dense top-k: their exact cosine too
             with _timed(timings, "dense"):
-                cosine.update(self.store.dense_candidates(
-                    org_id, Cmp("id", "in", tuple(missing)), vector, len(missing)))
+                cosine.update(scope.cosines(vector, missing))
 
         scored = [(i, relevance(cosine.get(i, 0.0), bm25.get(i, 0.0), i in in_range)) for i in {*cosine, *bm25}]
         scored.sort(key=lambda item: (-item[1], item[0]))

@@ -272,6 +272,9 @@ class Store(Protocol):
                       after: tuple[str, str] | None, limit: int) -> Page: ...
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]: ...
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]: ...
+    def search_scope(self, org_id: str, where: Node) -> SearchScope:
+        """The memories `where` admits, resolved once for a search's every step."""
+        ...
 
     # memory management (PATCH, revisions)
     def supersede_memory(self, org_id: str, old_id: str, new: NewMemory, at: datetime) -> bool:
@@ -313,6 +316,28 @@ class SubmitsAccepts(Protocol):
     def submit_accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
                       idempotency: Idempotency | None = None) -> Future[AcceptResult]:
         """What `accept` does; the future resolves once the write is committed."""
+        ...
+
+
+class SearchScope(Protocol):
+    """The memories one search may return, resolved once (store/sqlite_index.py,
+    store/postgres_index.py); every step of the ranking asks it."""
+
+    def frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """(how many memories the scope holds, {term: in how many of them it occurs})."""
+        ...
+
+    def dense(self, query: np.ndarray, k: int) -> list[tuple[str, float]]: ...
+    def lexical(self, text: str, k: int) -> list[tuple[str, float]]: ...
+
+    def narrowed(self, ranges: Sequence[tuple[datetime, datetime]]) -> "SearchScope":
+        """The scope's memories whose event time falls in one of the half-open ranges."""
+        ...
+
+    def admits(self, ids: Sequence[str]) -> set[str]: ...
+
+    def cosines(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        """The exact cosine of these memories (ids the scope admitted)."""
         ...
 
 

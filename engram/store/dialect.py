@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 
 from engram.domain.filters import Node
-from engram.store.base import NewMemory
+from engram.store.base import NewMemory, SearchScope
 from engram.store.sql import Params, Queries
 
 
@@ -68,6 +68,7 @@ class SearchIndex(Protocol):
     """Dense and lexical candidates over the memories a filter admits (store/base.py's
     search methods, and its optional DocumentFrequencies)."""
 
+    def scope(self, org_id: str, where: Node) -> SearchScope: ...
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]: ...
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]: ...
     def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]: ...

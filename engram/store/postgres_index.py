@@ -13,12 +13,13 @@ with BM25 for the lexical side.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import psycopg
 
-from engram.domain.filters import And, Cmp, Node, equality_value
+from engram.domain.filters import And, Cmp, Node, conjoin, equality_value, within
 from engram.domain.text import query_words
 from engram.store.postgres_filters import compile_filter
 from engram.store.sql import Params, load
@@ -38,6 +39,9 @@ class PostgresIndex:
     def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
         with self._connection() as conn:
             return conn.execute(sql, params).fetchall()
+
+    def scope(self, org_id: str, where: Node) -> PostgresScope:
+        return PostgresScope(self, org_id, where)
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Cosine similarity, best first."""
@@ -92,6 +96,39 @@ class PostgresIndex:
         sql = _QUERIES.get("term_counts", columns=", ".join(columns), where=compile_filter(where, params))
         row = self._rows(sql, params)[0]
         return int(row["total"]), {term: int(row.get(f"t{i}", 0)) for i, term in enumerate(wanted)}
+
+
+class PostgresScope:
+    """One search's scope on PostgreSQL: its compiled filter, which every statement of the
+    search carries (the planner answers it through the memories table's indexes each time;
+    handing a user's ids from one statement to the next measured no faster)."""
+
+    def __init__(self, index: PostgresIndex, org_id: str, where: Node) -> None:
+        self.index, self.org_id, self.where = index, org_id, where
+
+    def frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        return self.index.document_frequencies(self.org_id, self.where, terms)
+
+    def dense(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        return self.index.dense_candidates(self.org_id, self.where, query, k)
+
+    def lexical(self, text: str, k: int) -> list[tuple[str, float]]:
+        return self.index.lexical_candidates(self.org_id, self.where, text, k)
+
+    def narrowed(self, ranges: Sequence[tuple[datetime, datetime]]) -> "PostgresScope":
+        return PostgresScope(self.index, self.org_id, conjoin(self.where, within(ranges)))
+
+    def admits(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        params = Params("postgres", org_id=self.org_id, ids=list(ids))
+        rows = self.index._rows(_QUERIES.get("admitted", where=compile_filter(self.where, params)), params)
+        return {r["id"] for r in rows}
+
+    def cosines(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        if not ids:
+            return {}
+        return dict(self.index.dense_candidates(self.org_id, Cmp("id", "in", tuple(ids)), query, len(ids)))
 
 
 def small_scope(where: Node) -> bool:

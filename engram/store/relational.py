@@ -26,7 +26,7 @@ from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, utc
 from engram.store import codec
 from engram.store.base import (
     JOB_ENDED, WITHHELD_CONTENT, WORK_READY, AcceptResult, CommitResult, Idempotency, JobOutcome, Lease, NewJob,
-    NewMemory, Page, changes_active_memories, job_error_dict, replayed_job, resolve_batch,
+    NewMemory, Page, SearchScope, changes_active_memories, job_error_dict, replayed_job, resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
 
@@ -512,6 +512,9 @@ class RelationalStore:
         return Page(items=[codec.memory(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     # ------------------------------------------------------------------ search (the dialect's index)
+    def search_scope(self, org_id: str, where: Node) -> SearchScope:
+        return self.dialect.index.scope(org_id, where)
+
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.dialect.index.dense_candidates(org_id, where, query, k)
 

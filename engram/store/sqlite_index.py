@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engram.domain.filters import Cmp, Node
+from engram.domain.records import parse_iso
 from engram.domain.text import query_words
 from engram.store.sql import Params, load
 from engram.store.sqlite_filters import compile_filter
@@ -30,94 +32,144 @@ _QUERIES = load("sqlite_only.sql")
 
 
 class SQLiteIndex:
-    """Dense and lexical candidates over the memories a filter admits."""
+    """Search scopes over the memories a filter admits, and the dense and lexical candidates
+    the rest of the store (the pipeline's lookups) asks of a filter."""
 
     def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
-        self._conn = connection  # this thread's connection
-        self._local = threading.local()
+        self.conn = connection  # this thread's connection
         self.vectors = _VectorCache()
         self.rows = RowCache()
         self.scoped_lexical_limit = SCOPED_LEXICAL_LIMIT
 
-    def _scalar(self, name: str, where: Node, column: str, **named: Any) -> Any:
+    def scalar(self, name: str, where: Node, column: str, **named: Any) -> Any:
         params = Params("sqlite", **named)
         sql = _QUERIES.get(name, where=compile_filter(where, params))
-        return self._conn().execute(sql, params).fetchone()[column]
+        return self.conn().execute(sql, params).fetchone()[column]
+
+    def scope(self, org_id: str, where: Node) -> "SQLiteScope":
+        """The memories `where` admits, resolved to their row ids once (through the memories
+        table's indexes alone)."""
+        if isinstance(where, Cmp) and where.field == "id" and where.op == "in":
+            known = self.rows.rids(org_id, list(where.value))  # ids a search has just seen: cached
+            if known is not None:
+                return SQLiteScope(self, org_id, where, np.unique(np.array(known, dtype=np.int64)))
+        listed = self.scalar("scope_rows", where, "rids", org_id=org_id)
+        # np.fromstring's text mode (not deprecated, unlike its binary mode): 7x faster than split
+        rids = np.fromstring(listed, dtype=np.int64, sep=",") if listed else np.empty(0, dtype=np.int64)
+        return SQLiteScope(self, org_id, where, rids)
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Exact cosine over every memory the filter admits (vectors are unit length).
-
-        The filter is answered from the memories table alone (row ids, through its indexes);
-        the vectors come from a per-process cache by row id, read from disk once."""
-        rids = self._scope(org_id, where)
-        if not rids.size:
-            return []
-        q = np.asarray(query, dtype=np.float32)
-        found, scores = self.vectors.cosines(self._conn(), rids, q)
-        if not found.size:
-            return []
-        return self._ranked(found, scores, _best(scores, k))
-
-    def _scope(self, org_id: str, where: Node) -> np.ndarray:
-        """The row ids of the memories `where` admits, ascending."""
-        if isinstance(where, Cmp) and where.field == "id" and where.op == "in":
-            # Search's exact cosine of lexical candidates: ids it has just seen, all cached.
-            known = self.rows.rids(org_id, list(where.value))
-            if known is not None:
-                return np.sort(np.array(known, dtype=np.int64))
-        listed = self._scalar("scope_rows", where, "rids", org_id=org_id)
-        # np.fromstring's text mode (not deprecated, unlike its binary mode): 7x faster than split
-        return np.fromstring(listed, dtype=np.int64, sep=",") if listed else np.empty(0, dtype=np.int64)
-
-    def _small_scope(self, org_id: str, where: Node, words: list[str]) -> ScopeStatistics | None:
-        """Term counts of the scope when it is small enough to score in process, else None."""
-        rids = self._scope(org_id, where)
-        if rids.size > self.scoped_lexical_limit:
-            return None
-        terms = ANALYZER.query(words)
-        # A search asks for term statistics, then BM25, of the same scope and words: the
-        # second call reuses the first's counts when the scope has not changed between them.
-        last = getattr(self._local, "scope", None)
-        if last is None or not last.same(rids, terms):
-            last = self._local.scope = ScopeStatistics(rids, self.rows.documents(self._conn(), rids.tolist()), terms)
-        return last
+        return self.scope(org_id, where).dense(query, k)
 
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
-        """BM25 over the memories the filter admits; scores are positive, higher is better."""
-        words = query_words(query)
-        if not words:
-            return []
-        scope = self._small_scope(org_id, where, words)
-        if scope is not None:
-            scores = scope.bm25()
-            matched = np.flatnonzero(scores > 0)
-            return self._ranked(scope.rids, scores, matched[_best(scores[matched], k)])
-        params = Params("sqlite", match=fts_query(query), org_id=org_id, k=k)
-        sql = _QUERIES.get("fts_candidates", where=compile_filter(where, params))
-        return [(r["id"], float(r["s"])) for r in self._conn().execute(sql, params)]
+        return self.scope(org_id, where).lexical(query, k)
 
     def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
-        """How many memories the filter admits, and in how many of them each term occurs
+        return self.scope(org_id, where).frequencies(terms)
+
+    def ranked(self, rids: np.ndarray, scores: np.ndarray, top: np.ndarray) -> list[tuple[str, float]]:
+        """(memory id, score) of the rows at positions `top`, in that order."""
+        chosen = rids[top].tolist()
+        ids = self.rows.ids(self.conn(), chosen)
+        return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
+
+
+class SQLiteScope:
+    """One search's scope: its row ids, resolved once, shared by term statistics, dense and
+    lexical scoring, the time ranges and the exact scores of other candidates."""
+
+    def __init__(self, index: SQLiteIndex, org_id: str, where: Node, rids: np.ndarray) -> None:
+        self.index, self.org_id, self.where, self.rids = index, org_id, where, rids
+        self._statistics: ScopeStatistics | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.rids.size)
+
+    def _terms(self, words: list[str]) -> ScopeStatistics | None:
+        """Term counts of the scope when it is small enough to score in process, else None."""
+        if self.rids.size > self.index.scoped_lexical_limit:
+            return None
+        terms = ANALYZER.query(words)
+        # A search asks for term statistics, then BM25, of the same words: counted once.
+        if self._statistics is None or not self._statistics.same(self.rids, terms):
+            documents = self.index.rows.documents(self.index.conn(), self.rids.tolist())
+            self._statistics = ScopeStatistics(self.rids, documents, terms)
+        return self._statistics
+
+    def frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """How many memories the scope holds, and in how many of them each term occurs
         (matched as the lexical index matches it: stemmed, case-folded)."""
         words = {term: query_words(term)[:1] for term in terms}  # a term is one word
-        scope = self._small_scope(org_id, where, [w for found in words.values() for w in found])
-        if scope is not None:
-            df = scope.document_frequencies()
-            return scope.size, {t: df[ANALYZER.term_id(w[0])] if w else 0 for t, w in words.items()}
-        total = self._scalar("scope_size", where, "n", org_id=org_id)
+        statistics = self._terms([w for found in words.values() for w in found])
+        if statistics is not None:
+            df = statistics.document_frequencies()
+            return statistics.size, {t: df[ANALYZER.term_id(w[0])] if w else 0 for t, w in words.items()}
         counts: dict[str, int] = {}
         for term in terms:
             match = fts_query(term)
             # one FTS query per term, its match list the outer loop: not one probe per memory
-            counts[term] = self._scalar("fts_scope_count", where, "n", org_id=org_id, match=match) \
-                if match and total else 0
-        return total, counts
+            counts[term] = self.index.scalar("fts_scope_count", self.where, "n", org_id=self.org_id, match=match) \
+                if match and self.size else 0
+        return self.size, counts
 
-    def _ranked(self, rids: np.ndarray, scores: np.ndarray, top: np.ndarray) -> list[tuple[str, float]]:
-        """(memory id, score) of the rows at positions `top`, in that order."""
-        chosen = rids[top].tolist()
-        ids = self.rows.ids(self._conn(), chosen)
-        return [(ids[rid], float(scores[i])) for rid, i in zip(chosen, top) if rid in ids]
+    def dense(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Exact cosine over every memory of the scope (vectors are unit length), from the
+        per-process vector cache."""
+        if not self.rids.size:
+            return []
+        found, scores = self.index.vectors.cosines(self.index.conn(), self.rids, np.asarray(query, dtype=np.float32))
+        if not found.size:
+            return []
+        return self.index.ranked(found, scores, _best(scores, k))
+
+    def lexical(self, text: str, k: int) -> list[tuple[str, float]]:
+        """BM25 over the scope; scores are positive, higher is better. A large scope (org-wide)
+        goes through FTS5 and its filter."""
+        words = query_words(text)
+        if not words:
+            return []
+        statistics = self._terms(words)
+        if statistics is not None:
+            scores = statistics.bm25()
+            matched = np.flatnonzero(scores > 0)
+            return self.index.ranked(statistics.rids, scores, matched[_best(scores[matched], k)])
+        params = Params("sqlite", match=fts_query(text), org_id=self.org_id, k=k)
+        sql = _QUERIES.get("fts_candidates", where=compile_filter(self.where, params))
+        return [(r["id"], float(r["s"])) for r in self.index.conn().execute(sql, params)]
+
+    def narrowed(self, ranges: Sequence[tuple[datetime, datetime]]) -> "SQLiteScope":
+        """The memories of the scope whose event time falls in one of the half-open ranges:
+        read from the vector cache (a row's valid_at never changes), no query."""
+        found, when = self.index.vectors.event_times(self.index.conn(), self.rids)
+        keep = np.zeros(found.size, dtype=bool)
+        for start, end in ranges:
+            keep |= (when >= start.timestamp()) & (when < end.timestamp())
+        return SQLiteScope(self.index, self.org_id, self.where, found[keep])
+
+    def _rids_of(self, ids: Sequence[str]) -> np.ndarray:
+        known = self.index.rows.rids(self.org_id, list(ids))
+        if known is None:  # not all seen yet: one query through the id index
+            known = [r["rid"] for r in self.index.conn().execute(
+                _QUERIES.get("rows_of_memories"), {"org_id": self.org_id, "ids": json.dumps(list(ids))})]
+        return np.array(known, dtype=np.int64)
+
+    def admits(self, ids: Sequence[str]) -> set[str]:
+        """Which of these memories are in the scope."""
+        if not ids:
+            return set()
+        rids = self._rids_of(ids)
+        inside = rids[np.isin(rids, self.rids)]
+        found = self.index.rows.ids(self.index.conn(), inside.tolist())
+        return {found[r] for r in inside.tolist() if r in found}
+
+    def cosines(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        """The exact cosine of these memories (a search's other candidates, already admitted)."""
+        if not ids:
+            return {}
+        rids = np.unique(self._rids_of(ids))
+        found, scores = self.index.vectors.cosines(self.index.conn(), rids, np.asarray(query, dtype=np.float32))
+        return dict(self.index.ranked(found, scores, np.arange(found.size)))
 
 
 # -------------------------------------------------------------------- helpers
@@ -142,18 +194,23 @@ class _VectorCache:
         self._dim = dim
         self._slot = np.full(1024, self.UNKNOWN, dtype=np.int64)  # rid -> row of _matrix
         self._matrix = np.zeros((1024, dim), dtype=np.float32)
+        self._valid = np.full(1024, np.nan)  # row of _matrix -> its memory's valid_at (epoch s)
         self._used = 0
 
     def cosines(self, conn: sqlite3.Connection, rids: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the rids that have a vector of the query's dimensions, their dot products with it)."""
-        found, slots, matrix, used = self._slots(conn, rids, query.shape[0])
+        found, slots, matrix, used = self.slots(conn, rids, query.shape[0])
         if slots.size * 4 > used:
             # A large share of the cache (an org-wide scope): one pass over all of it is cheaper
             # than copying a gigabyte of rows out first.
             return found, (matrix[:used] @ query)[slots]
         return found, matrix[slots] @ query
 
-    def _slots(self, conn: sqlite3.Connection, rids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def slots(self, conn: sqlite3.Connection, rids: np.ndarray, dim: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(the rids that have a vector, their rows in the matrix, the matrix, its rows used),
+        after reading the vectors not cached yet; `dim`: the query's (default: the cache's)."""
+        dim = self._dim if dim is None else dim
         with self._lock:
             if dim != self._dim:
                 self._clear(dim)
@@ -182,19 +239,38 @@ class _VectorCache:
         # scope (the allocator keeps the peak), for no speed gained
         for start in range(0, len(rids), 500):
             chunk = rids[start:start + 500]
-            rows = [(rid, vec) for rid, vec in conn.execute(_QUERIES.get("vectors_of_rows"), {"rids": json.dumps(chunk)})
-                    if len(vec) == 4 * self._dim]
+            rows = [(rid, vec, when) for rid, vec, when in conn.execute(
+                        _QUERIES.get("vectors_of_rows"), {"rids": json.dumps(chunk)}) if len(vec) == 4 * self._dim]
             if not rows:
                 continue
             need = self._used + len(rows)
             if need > self._matrix.shape[0]:  # grow by doubling: rows already handed out stay valid
-                grown = np.zeros((max(need, 2 * self._matrix.shape[0]), self._dim), dtype=np.float32)
+                size = max(need, 2 * self._matrix.shape[0])
+                grown = np.zeros((size, self._dim), dtype=np.float32)
                 grown[:self._used] = self._matrix[:self._used]
                 self._matrix = grown
-            self._matrix[self._used:need] = np.frombuffer(b"".join(vec for _, vec in rows),
+                valid = np.full(size, np.nan)
+                valid[:self._used] = self._valid[:self._used]
+                self._valid = valid
+            self._matrix[self._used:need] = np.frombuffer(b"".join(vec for _, vec, _ in rows),
                                                           dtype=np.float32).reshape(len(rows), self._dim)
-            self._slot[[rid for rid, _ in rows]] = np.arange(self._used, need)
+            self._valid[self._used:need] = [_epoch(when) for _, _, when in rows]
+            self._slot[[rid for rid, _, _ in rows]] = np.arange(self._used, need)
             self._used = need
+
+    def event_times(self, conn: sqlite3.Connection, rids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the rids that have a vector, their memories' event times in epoch seconds, NaN for
+        none). Slots are read again under the lock: a cache that started over meanwhile drops
+        rows (they count as outside every range), it never mixes them up."""
+        self.slots(conn, rids)
+        with self._lock:
+            slots = self._slot[rids] if rids.size and rids.max() < self._slot.size else np.full(rids.size, -1)
+            keep = slots >= 0
+            return rids[keep], self._valid[slots[keep]]
+
+
+def _epoch(text: str | None) -> float:
+    return parse_iso(text).timestamp() if text else float("nan")  # type: ignore[union-attr]
 
 
 def _best(scores: np.ndarray, k: int) -> np.ndarray:

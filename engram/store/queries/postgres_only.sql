@@ -76,6 +76,9 @@ SELECT tf.id, sum(
 FROM tf, stats
 GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT %(k)s
 
+-- name: admitted
+SELECT m.id FROM memories m WHERE m.org_id = %(org_id)s AND m.id = ANY(%(ids)s) AND {{where}}
+
 -- name: scope_count
 (SELECT count(*) FROM memories m WHERE m.org_id = %(org_id)s AND {{where}})
 

@@ -36,7 +36,10 @@ SELECT group_concat(m.rid) AS rids FROM memories m WHERE likely(m.org_id = :org_
 SELECT count(*) AS n FROM memories m WHERE m.org_id = :org_id AND {{where}}
 
 -- name: vectors_of_rows
-SELECT rid, vec FROM memory_vectors WHERE rid IN (SELECT value FROM json_each(:rids))
+-- With the memory's event time, which never changes either: a search narrows its scope to the
+-- dates a query names without a query of its own.
+SELECT v.rid, v.vec, m.valid_at FROM memory_vectors v JOIN memories m ON m.rid = v.rid
+WHERE v.rid IN (SELECT value FROM json_each(:rids))
 
 -- name: terms_of_rows
 SELECT rid, org_id, id, text FROM memories WHERE rid IN (SELECT value FROM json_each(:rids))
