@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -102,6 +103,44 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     yield srv
     srv.stop()
     srv.kill()
+
+
+class EngramProcess:
+    """Any `engram …` command as a child process of its own (a worker, an API-only server),
+    its output in `log`; `stop` ends it with SIGTERM, then SIGKILL."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "engram", *args], env=env, stdout=open(log, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextmanager
+def server_on_postgres(postgres: "PgServer", data_dir: Path, name: str,
+                       env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """An `engram serve` on a fresh, migrated database of the session's PostgreSQL, dropped
+    afterwards; the database URL is in `srv.env["ENGRAM_DATABASE_URL"]`."""
+    from engram.store.postgres import PostgresStore
+
+    url = postgres.create_database(name)
+    store = PostgresStore(url, pool_size=2)
+    store.migrate()
+    store.close()
+    srv = ServerProcess(data_dir, env={"ENGRAM_DATABASE_URL": url, **(env or {})}).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        postgres.drop_database(url)
 
 
 def create_key(srv: ServerProcess, org: str, scopes: str = "read,write") -> str:

@@ -31,11 +31,8 @@ import json
 import os
 import random
 import re
-import signal
 import sqlite3
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -48,7 +45,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ServerProcess, free_port, wait_job
+from tests.conftest import EngramProcess, ServerProcess, free_port, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -100,23 +97,7 @@ def _postgres_facts(url: str) -> Callable[[str], list[dict[str, Any]]]:
     return facts
 
 
-class _Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "engram", *args], env=env, stdout=open(log, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def _ready(api: str, procs: list[_Proc], timeout_s: float = 90) -> None:
+def _ready(api: str, procs: list[EngramProcess], timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         assert time.monotonic() < deadline, [p.log.read_text(errors="replace") for p in procs]
@@ -143,12 +124,12 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     url = postgres.create_database("engram_races")
     env = {**os.environ, **ENV, "ENGRAM_DATABASE_URL": url, "ENGRAM_DB_POOL_SIZE": "6", "ENGRAM_MIGRATE_ON_START": "true"}
     port = free_port()
-    procs = [_Proc(["serve", "--no-workers", "--no-warm", "--port", str(port), "--data", str(tmp / "api")], env,
+    procs = [EngramProcess(["serve", "--no-workers", "--no-warm", "--port", str(port), "--data", str(tmp / "api")], env,
                    tmp / "api.log")]
     api = f"http://127.0.0.1:{port}"
     try:
         _ready(api, procs)  # the API process migrates; workers start on the migrated schema
-        procs += [_Proc(["worker", "--data", str(tmp / f"w{i}")], env, tmp / f"worker{i}.log") for i in range(WORKERS)]
+        procs += [EngramProcess(["worker", "--data", str(tmp / f"w{i}")], env, tmp / f"worker{i}.log") for i in range(WORKERS)]
         deadline = time.monotonic() + 90
         while sum("worker" in p.log.read_text(errors="replace") and "started" in p.log.read_text(errors="replace")
                   for p in procs[1:]) < WORKERS:

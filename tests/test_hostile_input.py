@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from engram.errors import STATUS_BY_CODE
-from tests.conftest import ServerProcess, wait_job
+from tests.conftest import ServerProcess, server_on_postgres, wait_job
 
 SURROGATE = "\\udc00"  # as JSON text: a lone low surrogate escape
 EDGE_TIMES = ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"]
@@ -45,17 +45,9 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 @pytest.fixture(scope="module")
 def pg_server(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    from engram.store.postgres import PostgresStore
-
-    url = postgres.create_database("engram_hostile")
-    store = PostgresStore(url, pool_size=2)
-    store.migrate()
-    store.close()
-    srv = ServerProcess(tmp_path_factory.mktemp("hostile_pg") / "data",
-                        env={"ENGRAM_DATABASE_URL": url, "ENGRAM_EPISODE_EVERY_TURNS": "1000"}).start()
-    yield srv
-    srv.stop()
-    postgres.drop_database(url)
+    with server_on_postgres(postgres, tmp_path_factory.mktemp("hostile_pg") / "data", "engram_hostile",
+                            {"ENGRAM_EPISODE_EVERY_TURNS": "1000"}) as srv:
+        yield srv
 
 
 @pytest.fixture(params=["sqlite", "pg"])

@@ -29,7 +29,7 @@ from engram.domain.validation import relocate
 from engram.errors import ServiceError, ValidationFailed
 from engram.service import AcceptPlan, Service, plan_accept
 from engram.store.base import AcceptResult, IdempotencyConflict
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, server_on_postgres
 
 ORG = "org-core"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -282,18 +282,10 @@ def sqlite_race_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 @pytest.fixture(scope="module")
 def pg_race_server(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    from engram.store.postgres import PostgresStore
-
-    url = postgres.create_database("engram_race")
-    store = PostgresStore(url, pool_size=2)
-    store.migrate()
-    store.close()
-    srv = ServerProcess(tmp_path_factory.mktemp("race_pg") / "data",
-                        env={"ENGRAM_DATABASE_URL": url, "ENGRAM_WORKERS": "0"}).start()
-    srv.env["url"] = url
-    yield srv
-    srv.stop()
-    postgres.drop_database(url)
+    with server_on_postgres(postgres, tmp_path_factory.mktemp("race_pg") / "data", "engram_race",
+                            {"ENGRAM_WORKERS": "0"}) as srv:
+        srv.env["url"] = srv.env["ENGRAM_DATABASE_URL"]
+        yield srv
 
 
 def _jobs_and_events(srv: ServerProcess, conv_id: str) -> tuple[int, int]:

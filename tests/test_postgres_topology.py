@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import EngramProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -38,38 +36,22 @@ def content(n: int) -> str:
     return f"I counted {n * 7 + 3} {animals[n % len(animals)]} at lake number {n + 1000}."
 
 
-class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "engram", *args], env=env,
-                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
 def topology(postgres_url: str, tmp_path: Path) -> Iterator[dict]:
     env = {**os.environ, "ENGRAM_DATABASE_URL": postgres_url, "ENGRAM_LOG_LEVEL": "WARNING",
            "ENGRAM_LEASE_TIMEOUT_S": str(LEASE_TIMEOUT_S), "ENGRAM_DB_POOL_SIZE": "6",
            "ENGRAM_EPISODE_EVERY_TURNS": "100000", "ENGRAM_EPISODE_IDLE_S": "100000",
            "ENGRAM_RETRY_BASE_S": "0.2"}
-    procs: list[Proc] = []
+    procs: list[EngramProcess] = []
     apis, workers = [], []
     try:
         for i in range(2):
             port = free_port()
-            procs.append(Proc(["serve", "--no-workers", "--no-warm", "--port", str(port), "--data",
+            procs.append(EngramProcess(["serve", "--no-workers", "--no-warm", "--port", str(port), "--data",
                                str(tmp_path / f"api{i}")], env, tmp_path / f"api{i}.log"))
             apis.append(f"http://127.0.0.1:{port}")
         for i in range(3):
-            w = Proc(["worker", "--data", str(tmp_path / f"w{i}")], env, tmp_path / f"worker{i}.log")
+            w = EngramProcess(["worker", "--data", str(tmp_path / f"w{i}")], env, tmp_path / f"worker{i}.log")
             procs.append(w)
             workers.append(w)
         deadline = time.monotonic() + 90
@@ -88,7 +70,7 @@ def topology(postgres_url: str, tmp_path: Path) -> Iterator[dict]:
             p.stop()
 
 
-def _kill_a_worker_holding_a_lease(db: str, workers: list[Proc]) -> str:
+def _kill_a_worker_holding_a_lease(db: str, workers: list[EngramProcess]) -> str:
     """Freeze a worker, check it holds a lease (its state cannot move while frozen), kill it."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
