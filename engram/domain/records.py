@@ -118,9 +118,3 @@ class Memory:
     valid_at: datetime | None = None  # when it happened / holds (event time)
     source_event_ids: list[str] = field(default_factory=list)
     job_id: str | None = None
-
-
-@dataclass(slots=True)
-class ScoredMemory:
-    memory: Memory
-    score: float
