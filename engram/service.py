@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -17,6 +17,7 @@ import anyio.to_thread
 from engram import __version__
 from engram.config import Settings
 from engram.domain.cursors import Cursors, query_scope
+from engram.domain.details import FactDetails
 from engram.domain.filters import MATCH_ALL, MATCH_NONE, Cmp, Node, conjoin, mentions
 from engram.domain.inputs import (
     RESERVED_METADATA_KEYS, ROLE_BY_KIND, AcceptOptions, Grouping, SearchQuery, Turn, dedup_hash, kind_for_role,
@@ -272,7 +273,7 @@ class Service:
         new = Memory(
             id=new_memory_id(), org_id=org_id, type="fact", text=text.strip(), user_id=memory.user_id,
             conv_id=memory.conv_id, agent_id=memory.agent_id, app_id=memory.app_id, metadata=merged,
-            categories=list(memory.categories), details={**memory.details, "supersedes": memory.id},
+            categories=list(memory.categories), details=replace(FactDetails.of(memory), supersedes=memory.id).to_wire(),
             key=memory.key, valid_at=memory.valid_at, source_event_ids=list(memory.source_event_ids),
             created_at=now, updated_at=now,
         )

@@ -18,6 +18,7 @@ from engram.api.deps import documented_body, json_body, principal_of, reader, se
 from engram.api.errors import documented
 from engram.api.fields import Instant
 from engram.auth import Principal
+from engram.domain.details import FactDetails
 from engram.domain.filters import Cmp, Not, conjoin
 from engram.domain.inputs import AcceptOptions, Grouping, SearchQuery, Turn, kind_for_role
 from engram.domain.records import Event, iso
@@ -99,7 +100,7 @@ def _source_event_wire(event: Event) -> dict[str, Any]:
 
 def _result_wire(hit: SearchHit) -> dict[str, Any]:
     m = hit.memory
-    source_role = m.details.get("source_role") or "user"
+    source_role = (FactDetails.of(m).source_role if m.type == "fact" else None) or "user"
     metadata: dict[str, Any] = {
         **m.metadata,
         "type": m.type,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from engram.config import Settings
+from engram.domain.details import ArtifactDetails
 from engram.domain.extraction import ArtifactCandidate, Extraction, EpisodeCandidate, Turn
 from engram.domain.filters import Cmp, conjoin
 from engram.domain.records import Event, JobError, Memory, iso, utcnow
@@ -290,7 +291,7 @@ class Pipeline:
         this_job: dict[str, Memory] = {}  # title -> latest version written by this job
         for artifact, vector in zip(extraction.artifacts, vectors):
             previous = this_job.get(_title_key(artifact.title)) or self._stored_version(lease, artifact, vector)
-            if previous is not None and _same_content(previous.details.get("full_content"), artifact.content):
+            if previous is not None and _same_content(ArtifactDetails.of(previous).full_content, artifact.content):
                 if previous.id in {m.id for m in this_job.values()}:
                     previous.source_event_ids = list(dict.fromkeys([*previous.source_event_ids,
                                                                     *artifact.source_event_ids]))
@@ -302,8 +303,8 @@ class Pipeline:
             related = [f for e in artifact.source_event_ids for f in facts_by_event.get(e, [])]
             version, root_id = 1, memory.id
             if previous is not None:
-                version = int(previous.details.get("version") or 1) + 1
-                root_id = previous.details.get("root_id") or previous.id
+                known = ArtifactDetails.of(previous)
+                version, root_id = int(known.version or 1) + 1, known.root_id or previous.id
                 outcome.superseded[previous.id] = memory.id
             memory.details = {"title": artifact.title, "rationale": artifact.rationale, "version": version,
                               "root_id": root_id, "supersedes": previous.id if previous is not None else None,

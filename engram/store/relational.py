@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from engram.domain.details import supersedes, with_episode
 from engram.domain.filters import Node
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, utcnow
 from engram.store import codec
@@ -362,11 +363,8 @@ class RelationalStore:
         ids = d.array(event_ids)
         tx.run("mark_events_episode", {"episode_id": episode_id, "ids": ids})
         # The facts' details are edited here rather than in SQL, so that their keys keep their order.
-        updates = []
-        for fact in tx.all("facts_citing_events", {"org_id": org_id, "ids": ids}):
-            details = codec.json_value(fact["details"])
-            details["episode_id"] = episode_id
-            updates.append({"id": fact["id"], "details": d.json(details)})
+        updates = [{"id": fact["id"], "details": d.json(with_episode(codec.json_value(fact["details"]), episode_id))}
+                   for fact in tx.all("facts_citing_events", {"org_id": org_id, "ids": ids})]
         tx.many("set_memory_details", updates)
 
     # ------------------------------------------------------------------ idle conversations
@@ -482,7 +480,7 @@ class RelationalStore:
         if first is None:
             return []
         chain, seen = [first], {memory_id}
-        while (back := chain[0].details.get("supersedes")) and back not in seen:  # older revisions
+        while (back := supersedes(chain[0])) and back not in seen:  # older revisions
             older = self.get_memory(org_id, back)
             if older is None:
                 break

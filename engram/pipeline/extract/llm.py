@@ -37,6 +37,7 @@ from typing import Any, Callable, Literal, Sequence, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engram.config import ConfigError
+from engram.domain.details import ArtifactDetails
 from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Turn
 from engram.domain.records import Memory
 from engram.llm.provider import Provider, StructuredOutput
@@ -238,7 +239,7 @@ def _short(text: str, limit: int) -> str:
 
 def _render_memory(label: str, memory: Memory) -> str:
     if memory.type == "artifact":
-        version = memory.details.get("version") or 1
+        version = ArtifactDetails.of(memory).version or 1
         return f"[{label}] artifact, version {version} — {_short(memory.text, MEMORY_CHARS)}"
     bits = ["fact"]
     if memory.key:
