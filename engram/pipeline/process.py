@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from engram.config import Settings
-from engram.domain.details import ArtifactDetails
-from engram.domain.extraction import ArtifactCandidate, Extraction, EpisodeCandidate, Turn
+from engram.domain.details import ArtifactDetails, Details, EpisodeDetails, FactDetails
+from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Turn
 from engram.domain.filters import Cmp, conjoin
-from engram.domain.records import Event, JobError, Memory, iso, utcnow
+from engram.domain.records import Event, JobError, Memory, MemoryType, utcnow
 from engram.domain.text import text_hash
 from engram.embed import Embedder
 from engram.ids import new_memory_id
@@ -135,23 +135,29 @@ class Pipeline:
 
     def _reconciled(self, lease: Lease, draft: "_Draft") -> JobOutcome:
         """The reconcile stage of an ingest job: its outcome against the user's memory as it
-        is now. Runs again (as `outcome.redo`) when the commit finds it stale."""
+        is now. Runs again (as `outcome.redo`) when the commit finds it stale.
+
+        First every decision (`_Plan`: which facts are new, which repeat a stored one or one
+        of the batch, what they supersede; the artifacts' versions and the facts they cite;
+        the episode and its members), then `_build` makes each memory once, with its final
+        details and sources; no memory is changed after it is built."""
         extraction, vectors, episode = draft.extraction, draft.vectors, draft.episode
         outcome, timings = JobOutcome(event_failures=dict(draft.event_failures)), draft.timings
         with _timed(timings, "reconcile"):
             if extraction.facts or extraction.artifacts or episode is not None:
                 # Read before anything it decides on: a write after this read moves it.
                 outcome.basis = self.store.user_version(lease.job.org_id, lease.job.user_id)
-            fact_vectors = vectors[: len(extraction.facts)]
-            self._reconcile_facts(lease, extraction, fact_vectors, outcome)
-            self._add_artifacts(lease, extraction, vectors[len(extraction.facts):], outcome)
+            plan = _Plan()
+            self._plan_facts(lease, extraction, vectors[: len(extraction.facts)], plan)
+            self._plan_artifacts(lease, extraction, vectors[len(extraction.facts):], plan)
             if episode is not None:
-                self._add_episode(lease, episode, vectors[-1], draft.events, outcome)
+                self._plan_episode(lease, episode, vectors[-1], draft.events, plan)
+            self._carry_out(lease, plan, outcome)
 
         outcome.result = {
             "object": "ingest_result",
             "memories_created": [_ref(n.memory) for n in outcome.created],
-            "memories_updated": outcome.result.get("memories_updated", []),
+            "memories_updated": list(plan.updated),
             "memories_superseded_by": dict(outcome.superseded),
             "stage_timings": {k: round(v, 6) for k, v in timings.items()},
         }
@@ -164,22 +170,6 @@ class Pipeline:
     def _redo(self, lease: Lease, draft: "_Draft", stale: JobOutcome) -> JobOutcome:
         draft.usage = stale.usage
         return self._reconciled(lease, draft)
-
-    def _base_memory(self, lease: Lease, type_: str, text: str, sources: Sequence[str]) -> Memory:
-        """A memory carries the metadata of the events it came from (family X gives every
-        event of a call the call's metadata; family M gives each event its own)."""
-        job, now = lease.job, utcnow()
-        by_id = {e.id: e for e in lease.events}
-        metadata: dict[str, Any] = {}
-        for event_id in sources:
-            if event_id in by_id:
-                metadata.update(by_id[event_id].metadata)
-        return Memory(
-            id=new_memory_id(), org_id=job.org_id, type=type_, text=text, user_id=job.user_id, conv_id=job.conv_id,
-            agent_id=job.params.get("agent_id"), app_id=job.params.get("app_id"),
-            metadata=metadata, created_at=now, updated_at=now,
-            source_event_ids=list(dict.fromkeys(sources)), job_id=job.id,
-        )
 
     def _recall(self, lease: Lease) -> Callable[[Sequence[Turn]], list[Memory]]:
         """The user's active facts and artifacts nearest to any of the given turns, best first."""
@@ -202,7 +192,7 @@ class Pipeline:
 
         return recall
 
-    def _reconcile_facts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, outcome: JobOutcome) -> None:
+    def _plan_facts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, plan: "_Plan") -> None:
         job, facts = lease.job, extraction.facts
         if not facts:
             return
@@ -234,40 +224,28 @@ class Pipeline:
             memory = self.store.get_memory(job.org_id, found[0][0])
             return (memory.id, memory.text, found[0][1]) if memory else None
 
-        plan = reconcile(facts, vectors, existing, nearest)
-        created_by_index: dict[int, Memory] = {}
-        updated: dict[str, Memory | None] = {}
+        decisions = reconcile(facts, vectors, existing, nearest).decisions
+        planned: dict[int, _NewFact] = {}  # decision index -> the new fact it makes
+        updated: dict[str, Memory | None] = {}  # stored facts repeated, with what `existing` knew of them
 
-        def resolve(ref: str) -> str:
-            return created_by_index[int(ref[1:])].id if ref.startswith("#") else ref
-
-        for index, decision in enumerate(plan.decisions):
+        for index, decision in enumerate(decisions):
             fact = decision.candidate  # reconcile may have given it the key of the fact it supersedes
             if decision.repeats is not None:
-                target = resolve(decision.repeats)
-                if decision.repeats.startswith("#"):
-                    mem = created_by_index[int(decision.repeats[1:])]
-                    mem.source_event_ids = list(dict.fromkeys([*mem.source_event_ids, *fact.source_event_ids]))
+                if decision.repeats.startswith("#"):  # repeated inside the batch: its turns join the first copy's
+                    first = planned[int(decision.repeats[1:])]
+                    planned[int(decision.repeats[1:])] = replace(first, sources=_merged(first.sources,
+                                                                                        fact.source_event_ids))
                 else:
-                    outcome.added_sources.setdefault(target, [])
-                    outcome.added_sources[target].extend(fact.source_event_ids)
-                    updated.setdefault(target, next((m for m in existing if m.id == target), None))
+                    plan.added_sources.setdefault(decision.repeats, []).extend(fact.source_event_ids)
+                    updated.setdefault(decision.repeats, next((m for m in existing if m.id == decision.repeats), None))
                 continue
-            memory = self._base_memory(lease, "fact", fact.text, fact.source_event_ids)
-            # Event time: the date the text gives, else when the turn it came from happened
-            # (SPEC §3: a message's `date` is what time filters use).
-            memory.key, memory.valid_at = fact.key, fact.valid_at or _turn_time(lease, fact.source_event_ids)
-            memory.details = {"fact_type": fact.fact_type, "supersedes": None, "source_role": fact.source_role,
-                              "episode_id": None, "artifact_ids": []}
-            if decision.supersedes is not None:
-                old = resolve(decision.supersedes)
-                memory.details["supersedes"] = old
-                outcome.superseded[old] = memory.id
-            created_by_index[index] = memory
-            outcome.created.append(NewMemory(memory, decision.vector))
-        outcome.result.setdefault("memories_updated", []).extend(
-            {"id": mid, "type": "fact", "text": m.text if m else ""} for mid, m in updated.items()
-        )
+            memory_id, old = new_memory_id(), decision.supersedes
+            if old is not None:
+                old = planned[int(old[1:])].id if old.startswith("#") else old
+                plan.superseded[old] = memory_id
+            planned[index] = _NewFact(memory_id, fact, decision.vector, _merged((), fact.source_event_ids), old)
+        plan.facts.extend(planned.values())
+        plan.updated.extend({"id": mid, "type": "fact", "text": m.text if m else ""} for mid, m in updated.items())
 
     def _current_revision(self, job: Any, memory: Memory) -> Memory | None:
         """The active end of the revision chain through a superseded fact of the job's user;
@@ -279,41 +257,44 @@ class Pipeline:
             return None
         return end
 
-    def _add_artifacts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, outcome: JobOutcome) -> None:
+    def _plan_artifacts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, plan: "_Plan") -> None:
         """New artifacts, or new versions of stored ones: an artifact with the title of an
         active artifact of the user (or that the extractor says revises one) and other
         content is version n+1 with the same `root_id`, and the old version is superseded;
-        with the same content it only cites the new turns (`memories_updated`)."""
-        facts_by_event: dict[str, list[Memory]] = {}
-        for new in outcome.created:
-            for event_id in new.memory.source_event_ids:
-                facts_by_event.setdefault(event_id, []).append(new.memory)
-        this_job: dict[str, Memory] = {}  # title -> latest version written by this job
+        with the same content it only cites the new turns (`memories_updated`). A new one
+        cites the batch's new facts that share a turn with it (`source_fact_ids`; those facts
+        list it in their `artifact_ids`)."""
+        facts_by_event: dict[str, list[str]] = {}
+        for fact in plan.facts:
+            for event_id in fact.sources:
+                facts_by_event.setdefault(event_id, []).append(fact.id)
+        this_job: dict[str, int] = {}  # title -> index in plan.artifacts of the latest version this job writes
         for artifact, vector in zip(extraction.artifacts, vectors):
-            previous = this_job.get(_title_key(artifact.title)) or self._stored_version(lease, artifact, vector)
-            if previous is not None and _same_content(ArtifactDetails.of(previous).full_content, artifact.content):
-                if previous.id in {m.id for m in this_job.values()}:
-                    previous.source_event_ids = list(dict.fromkeys([*previous.source_event_ids,
-                                                                    *artifact.source_event_ids]))
-                else:
-                    outcome.added_sources.setdefault(previous.id, []).extend(artifact.source_event_ids)
-                    outcome.result.setdefault("memories_updated", []).append(_ref(previous))
-                continue
-            memory = self._base_memory(lease, "artifact", artifact.title, artifact.source_event_ids)
-            related = [f for e in artifact.source_event_ids for f in facts_by_event.get(e, [])]
-            version, root_id = 1, memory.id
+            title = _title_key(artifact.title)
+            previous: tuple[str, int, str] | None = None  # the version it follows: id, version, root_id
+            if title in this_job:
+                prior = plan.artifacts[this_job[title]]
+                if _same_content(prior.candidate.content, artifact.content):
+                    plan.artifacts[this_job[title]] = replace(prior, sources=_merged(prior.sources,
+                                                                                     artifact.source_event_ids))
+                    continue
+                previous = (prior.id, prior.version, prior.root_id)
+            elif (stored := self._stored_version(lease, artifact, vector)) is not None:
+                known = ArtifactDetails.of(stored)
+                if _same_content(known.full_content, artifact.content):
+                    plan.added_sources.setdefault(stored.id, []).extend(artifact.source_event_ids)
+                    plan.updated.append(_ref(stored))
+                    continue
+                previous = (stored.id, int(known.version or 1), known.root_id or stored.id)
+            memory_id = new_memory_id()
+            version, root_id, old = 1, memory_id, None
             if previous is not None:
-                known = ArtifactDetails.of(previous)
-                version, root_id = int(known.version or 1) + 1, known.root_id or previous.id
-                outcome.superseded[previous.id] = memory.id
-            memory.details = {"title": artifact.title, "rationale": artifact.rationale, "version": version,
-                              "root_id": root_id, "supersedes": previous.id if previous is not None else None,
-                              "source_fact_ids": [f.id for f in related], "episode_ids": [],
-                              "full_content": artifact.content}
-            for fact in related:
-                fact.details["artifact_ids"].append(memory.id)
-            this_job[_title_key(artifact.title)] = memory
-            outcome.created.append(NewMemory(memory, vector))
+                old, version, root_id = previous[0], previous[1] + 1, previous[2]
+                plan.superseded[old] = memory_id
+            cites = tuple(f for e in artifact.source_event_ids for f in facts_by_event.get(e, ()))
+            plan.artifacts.append(_NewArtifact(memory_id, artifact, vector, _merged((), artifact.source_event_ids),
+                                               version, root_id, old, cites))
+            this_job[title] = len(plan.artifacts) - 1
 
     def _stored_version(self, lease: Lease, artifact: ArtifactCandidate, vector: np.ndarray) -> Memory | None:
         """The user's active artifact this one is a new version (or a repeat) of, if any."""
@@ -330,31 +311,91 @@ class Pipeline:
         return next((found[m] for m in nearest if m in found and _title_key(found[m].text) == _title_key(artifact.title)),
                     None)
 
-    def _add_episode(self, lease: Lease, episode: EpisodeCandidate, vector: np.ndarray, events: Sequence[Event],
-                     outcome: JobOutcome) -> None:
-        memory = self._base_memory(lease, "episode", episode.summary, episode.source_event_ids)
-        memory.valid_at = episode.started_at
+    def _plan_episode(self, lease: Lease, episode: EpisodeCandidate, vector: np.ndarray, events: Sequence[Event],
+                      plan: "_Plan") -> None:
+        """The episode over `events`: its members are the stored memories citing those turns
+        that no new memory of the job cites, then the job's new facts and artifacts that
+        share a turn with it (those get its id: `episode_id`, `episode_ids`)."""
         covered = set(episode.source_event_ids)
-        fresh = [n.memory for n in outcome.created if covered & set(n.memory.source_event_ids)]
-        earlier_facts = self._memories_citing(lease, [e.id for e in events if e.id not in
-                                                      {s for n in outcome.created for s in n.memory.source_event_ids}])
-        members = [*earlier_facts, *fresh]
-        memory.details = {
-            "title": episode.title, "started_at": iso(episode.started_at), "ended_at": iso(episode.ended_at),
-            "fact_ids": [m.id for m in members if m.type == "fact"],
-            "artifact_ids": [m.id for m in members if m.type == "artifact"],
-        }
-        for fact in fresh:
-            if fact.type == "fact":
-                fact.details["episode_id"] = memory.id
-            elif fact.type == "artifact":
-                fact.details["episode_ids"].append(memory.id)
-        outcome.created.append(NewMemory(memory, vector))
-        outcome.episode_id = memory.id
-        outcome.episode_event_ids = [e.id for e in events]
+        new = [*(("fact", f.id, f.sources) for f in plan.facts),
+               *(("artifact", a.id, a.sources) for a in plan.artifacts)]
+        fresh = [(type_, memory_id) for type_, memory_id, sources in new if covered.intersection(sources)]
+        cited = {event_id for _, _, sources in new for event_id in sources}
+        earlier = self._memories_citing(lease, [e.id for e in events if e.id not in cited])
+        members = [*((m.type, m.id) for m in earlier), *fresh]
+        plan.episode = _NewEpisode(
+            new_memory_id(), episode, vector,
+            fact_ids=tuple(m for type_, m in members if type_ == "fact"),
+            artifact_ids=tuple(m for type_, m in members if type_ == "artifact"),
+            covers=frozenset(m for _, m in fresh), event_ids=tuple(e.id for e in events))
 
     def _memories_citing(self, lease: Lease, event_ids: Sequence[str]) -> list[Memory]:
         return self.store.memories_citing(lease.job.org_id, event_ids) if event_ids else []
+
+    # ------------------------------------------------------------------ building what was decided
+    def _carry_out(self, lease: Lease, plan: "_Plan", outcome: JobOutcome) -> None:
+        """The plan as the outcome the store commits."""
+        outcome.created = self._build(lease, plan)
+        outcome.added_sources = plan.added_sources
+        outcome.superseded = plan.superseded
+        if plan.episode is not None:
+            outcome.episode_id, outcome.episode_event_ids = plan.episode.id, list(plan.episode.event_ids)
+
+    def _build(self, lease: Lease, plan: "_Plan") -> list[NewMemory]:
+        """Every memory of the plan, each built once with its final details: the facts (with
+        the artifacts citing them and their episode), the artifacts (with their episode), the
+        episode; in that order, which is the order the store inserts them."""
+        episode = plan.episode
+        covered = episode.covers if episode is not None else frozenset()
+        cited_by: dict[str, list[str]] = {}  # fact id -> the new artifacts citing it
+        for artifact in plan.artifacts:
+            for fact_id in artifact.fact_ids:
+                cited_by.setdefault(fact_id, []).append(artifact.id)
+        built: list[NewMemory] = []
+        for f in plan.facts:
+            c = f.candidate
+            details = FactDetails(fact_type=c.fact_type, supersedes=f.supersedes, source_role=c.source_role,
+                                  episode_id=episode.id if episode is not None and f.id in covered else None,
+                                  artifact_ids=tuple(cited_by.get(f.id, ())))
+            # Event time: the date the text gives, else when the turn it came from happened
+            # (SPEC §3: a message's `date` is what time filters use).
+            built.append(NewMemory(self._memory(lease, f.id, "fact", c.text, c.source_event_ids, f.sources, details,
+                                                key=c.key, valid_at=c.valid_at or _turn_time(lease, c.source_event_ids)),
+                                   f.vector))
+        for a in plan.artifacts:
+            c = a.candidate
+            details = ArtifactDetails(title=c.title, rationale=c.rationale, version=a.version, root_id=a.root_id,
+                                      supersedes=a.supersedes, source_fact_ids=a.fact_ids,
+                                      episode_ids=(episode.id,) if episode is not None and a.id in covered else (),
+                                      full_content=c.content)
+            built.append(NewMemory(self._memory(lease, a.id, "artifact", c.title, c.source_event_ids, a.sources,
+                                                details), a.vector))
+        if episode is not None:
+            e = episode.candidate
+            details = EpisodeDetails(title=e.title, started_at=e.started_at, ended_at=e.ended_at,
+                                     fact_ids=episode.fact_ids, artifact_ids=episode.artifact_ids)
+            built.append(NewMemory(self._memory(lease, episode.id, "episode", e.summary, e.source_event_ids,
+                                                e.source_event_ids, details, valid_at=e.started_at), episode.vector))
+        return built
+
+    def _memory(self, lease: Lease, memory_id: str, type_: MemoryType, text: str, extracted_from: Sequence[str],
+                sources: Sequence[str], details: Details, *, key: str | None = None,
+                valid_at: datetime | None = None) -> Memory:
+        """A memory carries the metadata of the events it was extracted from (family X gives
+        every event of a call the call's metadata; family M gives each event its own); turns a
+        repeat later in the batch added count among its sources only."""
+        job, now = lease.job, utcnow()
+        by_id = {e.id: e for e in lease.events}
+        metadata: dict[str, Any] = {}
+        for event_id in extracted_from:
+            if event_id in by_id:
+                metadata.update(by_id[event_id].metadata)
+        return Memory(
+            id=memory_id, org_id=job.org_id, type=type_, text=text, user_id=job.user_id, conv_id=job.conv_id,
+            agent_id=job.params.get("agent_id"), app_id=job.params.get("app_id"),
+            metadata=metadata, created_at=now, updated_at=now, details=details.to_wire(), key=key,
+            valid_at=valid_at, source_event_ids=list(dict.fromkeys(sources)), job_id=job.id,
+        )
 
     # ------------------------------------------------------------------ idle episodes
     def _episode_only(self, lease: Lease) -> JobOutcome:
@@ -365,7 +406,9 @@ class Pipeline:
         if episode is not None:
             with _timed(timings, "embed"):
                 vector = self.embedder.embed([episode.summary])[0]
-            self._add_episode(lease, episode, vector, events, outcome)
+            plan = _Plan()
+            self._plan_episode(lease, episode, vector, events, plan)
+            self._carry_out(lease, plan, outcome)
         outcome.result = {"object": "ingest_result", "memories_created": [_ref(n.memory) for n in outcome.created],
                           "memories_updated": [], "memories_superseded_by": {},
                           "stage_timings": {k: round(v, 6) for k, v in timings.items()}}
@@ -384,6 +427,59 @@ class _Draft:
     event_failures: dict[str, str]
     timings: dict[str, float]
     usage: dict[str, int] | None = None  # set on a redo: what the first run spent
+
+
+@dataclass(frozen=True, slots=True)
+class _NewFact:
+    """A fact the job writes, decided but not built. Its id is drawn at the decision so
+    that what is decided later (artifacts, the episode) can name it."""
+
+    id: str
+    candidate: FactCandidate  # as reconciled: it may carry the key of the fact it supersedes
+    vector: np.ndarray
+    sources: tuple[str, ...]  # its turns, then those of its repeats later in the batch
+    supersedes: str | None  # the stored fact, or the fact earlier in the batch, it replaces
+
+
+@dataclass(frozen=True, slots=True)
+class _NewArtifact:
+    """A new artifact, or a new version of one, decided but not built."""
+
+    id: str
+    candidate: ArtifactCandidate
+    vector: np.ndarray
+    sources: tuple[str, ...]  # its turns, then those of the same content again later in the batch
+    version: int
+    root_id: str
+    supersedes: str | None  # the version it follows (stored, or written earlier in the batch)
+    fact_ids: tuple[str, ...]  # the batch's new facts citing one of its turns
+
+
+@dataclass(frozen=True, slots=True)
+class _NewEpisode:
+    id: str
+    candidate: EpisodeCandidate
+    vector: np.ndarray
+    fact_ids: tuple[str, ...]
+    artifact_ids: tuple[str, ...]
+    covers: frozenset[str]  # the job's new facts and artifacts that get its id
+    event_ids: tuple[str, ...]  # the turns it marks as covered (`JobOutcome.episode_event_ids`)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one reconcile decided, in the order it decided it; `_build` turns it into memories."""
+
+    facts: list[_NewFact] = field(default_factory=list)
+    artifacts: list[_NewArtifact] = field(default_factory=list)
+    episode: _NewEpisode | None = None
+    added_sources: dict[str, list[str]] = field(default_factory=dict)  # stored memory id -> turns it now cites
+    superseded: dict[str, str] = field(default_factory=dict)  # old memory id -> the new one replacing it
+    updated: list[dict[str, Any]] = field(default_factory=list)  # `memories_updated` of the result
+
+
+def _merged(sources: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*sources, *more]))
 
 
 def _qualify_keys(extraction: Extraction, events: Sequence[Event]) -> None:
