@@ -75,6 +75,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engram.domain.details import EpisodeDetails, FactDetails, with_episode  # noqa: E402
 from engram.domain.extraction import EpisodeCandidate, Extraction, FactCandidate, Turn  # noqa: E402
 from engram.domain.records import Event, Job, Memory, iso, utcnow  # noqa: E402
 from engram.domain.text import text_hash  # noqa: E402
@@ -340,9 +341,12 @@ class JobRecord:
 
 
 @dataclass
-class Earlier:
-    """A row of an earlier build that this build changes (a job of this build re-cites it,
-    supersedes it, or an episode of this build covers a turn it cites)."""
+class Changes:
+    """What a later job does to a fact row: re-cite it, supersede it, or (earlier builds
+    only) cover one of its turns by an episode. For a row of an earlier build
+    (`UserBatch.earlier`) they are written as the statements complete() runs; for a row of
+    this build (`UserBatch.later`) they are folded into the row, which is written once in its
+    final state (the build never changes a Memory it made)."""
 
     sources: list[str] = field(default_factory=list)
     status: str | None = None
@@ -356,7 +360,8 @@ class UserBatch:
     jobs: list[JobRecord] = field(default_factory=list)
     episode_of_fact: dict[str, str] = field(default_factory=dict)  # final details.episode_id of new facts
     episode_of_event: dict[str, str] = field(default_factory=dict)
-    earlier: dict[str, Earlier] = field(default_factory=dict)
+    earlier: dict[str, Changes] = field(default_factory=dict)  # rows of earlier builds
+    later: dict[str, Changes] = field(default_factory=dict)  # rows of this build, changed by a later job of it
     vectors_by_text: dict[str, np.ndarray] = field(default_factory=dict)  # the check's embedder
     episode_texts: dict[str, tuple[str, str, np.ndarray]] = field(default_factory=dict)  # conv_id -> title, summary, vector
 
@@ -416,9 +421,8 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
     def is_active(mid: str, also: set[str]) -> bool:
         if mid in also:
             return True
-        if mid in here:
-            return here[mid].status == "active"
-        return mid not in batch.earlier or batch.earlier[mid].status is None
+        changes = (batch.later if mid in here else batch.earlier).get(mid)
+        return changes is None or changes.status is None
 
     def order_of(mid: str) -> int:
         return state.active[mid].order if mid in state.active else orders.get(mid, -1)
@@ -436,29 +440,24 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
                 if fid in here:
                     batch.episode_of_fact[fid] = episode_id
                 else:
-                    batch.earlier.setdefault(fid, Earlier()).episode_id = episode_id
+                    batch.earlier.setdefault(fid, Changes()).episode_id = episode_id
 
     def episode_memory(job: Job, conv_id: str, events: list[Event], metadata: dict[str, Any], at: datetime,
                        fact_ids: list[str]) -> NewMemory:
         title, summary, vector = batch.episode_texts[conv_id]
         started = min(e.occurred_at for e in events)
+        details = EpisodeDetails(title=title, started_at=started, ended_at=max(e.occurred_at for e in events),
+                                 fact_ids=tuple(fact_ids))
         m = Memory(id=new_memory_id(), org_id=ORG, type="episode", text=summary, user_id=plan.user_id,
-                   conv_id=conv_id, metadata=metadata, created_at=at, updated_at=at,
+                   conv_id=conv_id, metadata=metadata, created_at=at, updated_at=at, details=details.to_wire(),
                    source_event_ids=list(dict.fromkeys(e.id for e in events)), job_id=job.id, valid_at=started)
-        m.details = {"title": title, "started_at": iso(started), "ended_at": iso(max(e.occurred_at for e in events)),
-                     "fact_ids": fact_ids, "artifact_ids": []}
         state.created += 1
         return NewMemory(m, vector)
 
     def cite(mid: str, event_id: str, at: datetime) -> None:
-        if mid in here:
-            if event_id not in here[mid].source_event_ids:
-                here[mid].source_event_ids.append(event_id)
-            here[mid].updated_at = at
-        else:
-            e = batch.earlier.setdefault(mid, Earlier())
-            e.sources.append(event_id)
-            e.updated_at = at
+        changes = (batch.later if mid in here else batch.earlier).setdefault(mid, Changes())
+        changes.sources.append(event_id)  # the writer drops repeats, as complete() does
+        changes.updated_at = at
         cites[event_id].append(mid)
 
     while state.memories < target:
@@ -522,21 +521,17 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
                         near_repeats.append(near)
                         updated[near] = {"id": near, "type": "fact", "text": ""}
                     continue
+            details = FactDetails(fact_type=f.fact_type, supersedes=old, source_role=f.source_role)
             memory = Memory(id=new_memory_id(), org_id=ORG, type="fact", text=text, user_id=plan.user_id,
                             conv_id=conv_id, metadata=dict(event.metadata), created_at=done, updated_at=done,
-                            source_event_ids=[event.id], job_id=job.id, key=key, valid_at=f.valid_at or turn.date)
-            memory.details = {"fact_type": f.fact_type, "supersedes": None, "source_role": f.source_role,
-                              "episode_id": None, "artifact_ids": []}
+                            details=details.to_wire(), source_event_ids=[event.id], job_id=job.id, key=key,
+                            valid_at=f.valid_at or turn.date)
             if old is not None:  # the same attribute with another value: the new fact supersedes
-                memory.details["supersedes"] = old
                 rec.superseded[old] = memory.id
                 digests[old] = state.active[old].digest
                 orders[old] = order_of(old)
-                if old in here:
-                    here[old].status, here[old].updated_at = "superseded", done
-                else:
-                    e = batch.earlier.setdefault(old, Earlier())
-                    e.status, e.updated_at = "superseded", done
+                changes = (batch.later if old in here else batch.earlier).setdefault(old, Changes())
+                changes.status, changes.updated_at = "superseded", done
                 if old not in retired:
                     retired.append(old)
                 del state.by_key[key]  # type: ignore[arg-type]
@@ -565,9 +560,7 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
             earlier_facts = citing([e.id for e in events if e.id != event.id], set(retired))
             ep = episode_memory(job, conv_id, events, dict(event.metadata), done,
                                 [*earlier_facts, *(m.id for m in fresh)])
-            for m in fresh:
-                m.details["episode_id"] = ep.memory.id
-            rec.created.append(ep)
+            rec.created.append(ep)  # `fresh` cite this job's turn: cover() gives them the episode
             rec.episode_id, rec.episode_event_ids = ep.memory.id, [e.id for e in events]
             cover(ep.memory.id, rec.episode_event_ids)
         for old in retired:
@@ -676,7 +669,7 @@ class BulkWriter:
 
     def write(self, batches: Sequence[UserBatch]) -> None:
         events, jobs, memories, vectors, fts, sources = [], [], [], [], [], []
-        earlier: list[tuple[str, Earlier]] = []
+        earlier: list[tuple[str, Changes]] = []
         for b in batches:
             for rec in b.jobs:
                 job = rec.job
@@ -692,15 +685,17 @@ class BulkWriter:
                     m = new.memory
                     rid = self.next_rid
                     self.next_rid += 1
+                    later = b.later.get(m.id, Changes())  # the row as the last job of this build left it
+                    cited = list(dict.fromkeys([*m.source_event_ids, *later.sources]))
                     episode = b.episode_of_fact.get(m.id) if m.type == "fact" else None
-                    details = _J({**m.details, "episode_id": episode} if episode else m.details)
-                    memories.append((rid, m.id, ORG, m.type, m.status, m.text, text_hash(m.text), m.key, m.user_id,
-                                     m.agent_id, m.conv_id, m.app_id, _J(m.metadata), _J(m.categories), details,
-                                     _J(m.source_event_ids), iso(m.valid_at), m.job_id, iso(m.created_at),
-                                     iso(m.updated_at)))
+                    details = _J(with_episode(m.details, episode) if episode else m.details)
+                    memories.append((rid, m.id, ORG, m.type, later.status or m.status, m.text, text_hash(m.text), m.key,
+                                     m.user_id, m.agent_id, m.conv_id, m.app_id, _J(m.metadata), _J(m.categories),
+                                     details, _J(cited), iso(m.valid_at), m.job_id, iso(m.created_at),
+                                     iso(later.updated_at or m.updated_at)))
                     vectors.append((rid, np.asarray(new.vector, dtype=np.float32).tobytes()))
                     fts.append((rid, m.text))
-                    sources.extend((m.id, e) for e in m.source_event_ids)
+                    sources.extend((m.id, e) for e in cited)
             earlier.extend(b.earlier.items())
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
