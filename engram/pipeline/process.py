@@ -23,11 +23,9 @@ embedding). So a job's decisions are those its reconcile would make at its commi
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -43,6 +41,7 @@ from engram.llm.usage import metering
 from engram.pipeline.content_filter import ContentFilter
 from engram.pipeline.reconcile import reconcile
 from engram.store.base import JobOutcome, Lease, NewMemory, Store
+from engram.stages import timed
 
 
 CONTEXT_TURNS = 10  # earlier turns shown to the extractor (e.g. to know who "you" is)
@@ -98,7 +97,7 @@ class Pipeline:
     def _ingest(self, lease: Lease) -> JobOutcome:
         job, outcome, timings = lease.job, JobOutcome(), {}
 
-        with _timed(timings, "filter"):
+        with timed(timings, "filter"):
             for event in lease.events:
                 # every string the event would carry into a memory: its text, speaker name, metadata
                 rejection = self.content_filter.check_event(event.content, name=event.name, metadata=event.metadata)
@@ -110,7 +109,7 @@ class Pipeline:
                                      "every message was rejected by the content filter (it appears to carry a secret)")
             return outcome
 
-        with _timed(timings, "extract"):
+        with timed(timings, "extract"):
             turns = [to_turn(e) for e in accepted]
             earlier = self.store.unepisoded_events(job.org_id, job.user_id, job.conv_id)
             context = [to_turn(e) for e in earlier[-CONTEXT_TURNS:]]
@@ -124,7 +123,7 @@ class Pipeline:
             if len(earlier) + len(accepted) >= self.settings.episode_every_turns:
                 episode = self.extractor.episode([to_turn(e) for e in earlier] + turns)
 
-        with _timed(timings, "embed"):
+        with timed(timings, "embed"):
             texts = [f.text for f in extraction.facts] + [a.title + "\n" + a.rationale for a in extraction.artifacts]
             if episode is not None:
                 texts.append(episode.summary)
@@ -143,7 +142,7 @@ class Pipeline:
         details and sources; no memory is changed after it is built."""
         extraction, vectors, episode = draft.extraction, draft.vectors, draft.episode
         outcome, timings = JobOutcome(event_failures=dict(draft.event_failures)), draft.timings
-        with _timed(timings, "reconcile"):
+        with timed(timings, "reconcile"):
             if extraction.facts or extraction.artifacts or episode is not None:
                 # Read before anything it decides on: a write after this read moves it.
                 outcome.basis = self.store.user_version(lease.job.org_id, lease.job.user_id)
@@ -400,11 +399,11 @@ class Pipeline:
     # ------------------------------------------------------------------ idle episodes
     def _episode_only(self, lease: Lease) -> JobOutcome:
         job, outcome, timings = lease.job, JobOutcome(), {}
-        with _timed(timings, "extract"):
+        with timed(timings, "extract"):
             events = self.store.unepisoded_events(job.org_id, job.user_id, job.conv_id)
             episode = self.extractor.episode([to_turn(e) for e in events]) if events else None
         if episode is not None:
-            with _timed(timings, "embed"):
+            with timed(timings, "embed"):
                 vector = self.embedder.embed([episode.summary])[0]
             plan = _Plan()
             self._plan_episode(lease, episode, vector, events, plan)
@@ -509,13 +508,3 @@ def _turn_time(lease: Lease, event_ids: Sequence[str]) -> datetime | None:
 
 def _ref(memory: Memory) -> dict[str, Any]:
     return {"id": memory.id, "type": memory.type, "text": memory.text}
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Adds the wall time of the block to timings[stage]."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started

@@ -24,10 +24,8 @@ Everything here goes through the store protocol, so every backend ranks the same
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from engram.domain.filters import Node
 from engram.search import query as q
 from engram.search.fusion import relevance
 from engram.store.base import Store
+from engram.stages import timed
 
 UBIQUITY = 0.2  # a word in at least this share of the scope's memories is ubiquitous ...
 UBIQUITY_MIN_DOCS = 10  # ... and in at least this many (tiny scopes have no such words)
@@ -59,54 +58,44 @@ class HybridRanker:
         """At least the best `depth` memories by score (more when other candidates came along)."""
         timings: dict[str, float] = {}
         words = q.terms(text)
-        with _timed(timings, "scope"):
+        with timed(timings, "scope"):
             scope = self.store.search_scope(org_id, where)  # resolved once, for every step below
 
         dropped: list[str] = []
         if words:
-            with _timed(timings, "terms"):
+            with timed(timings, "terms"):
                 total, counts = scope.frequencies(words)
             floor = max(UBIQUITY_MIN_DOCS, UBIQUITY * total)
             dropped = [w for w in words if counts.get(w, 0) >= floor]
         neutral = q.without_terms(text, set(dropped)) if dropped else ""
 
-        with _timed(timings, "embed"):
+        with timed(timings, "embed"):
             if neutral and q.terms(neutral):
                 first, second = self.embed([text, neutral])
                 vector = (1 - NEUTRAL_SHARE) * first + NEUTRAL_SHARE * second
             else:
                 vector = self.embed([text])[0]
 
-        with _timed(timings, "dense"):
+        with timed(timings, "dense"):
             cosine = dict(scope.dense(vector, depth))
-        with _timed(timings, "lexical"):
+        with timed(timings, "lexical"):
             bm25 = dict(scope.lexical(text, max(depth, LEXICAL_DEPTH)))
 
         ranges = q.date_ranges(text)
         in_range: set[str] = set()
         if ranges:
-            with _timed(timings, "time"):
-                timed = scope.narrowed(ranges)
-                found = timed.dense(vector, depth)
+            with timed(timings, "time"):
+                dated = scope.narrowed(ranges)
+                found = dated.dense(vector, depth)
                 cosine.update(found)
                 in_range.update(i for i, _ in found)
-                in_range.update(timed.admits([i for i in {*cosine, *bm25} if i not in in_range]))
+                in_range.update(dated.admits([i for i in {*cosine, *bm25} if i not in in_range]))
 
         missing = [i for i in bm25 if i not in cosine]
         if missing:  # lexical candidates outside the dense top-k: their exact cosine too
-            with _timed(timings, "dense"):
+            with timed(timings, "dense"):
                 cosine.update(scope.cosines(vector, missing))
 
         scored = [(i, relevance(cosine.get(i, 0.0), bm25.get(i, 0.0), i in in_range)) for i in {*cosine, *bm25}]
         scored.sort(key=lambda item: (-item[1], item[0]))
         return Ranking(scored, timings, dropped, len(ranges))
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Adds the wall time of the block to timings[stage]."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
