@@ -297,7 +297,7 @@ def test_artifact_versions(client: httpx.Client, llm: ScriptedOpenAI) -> None:
                                     "content": v1_code, "turns": [1], "revises": None}]}))
     first = succeeded(client, user, [{"role": "user", "content": f"Here:\n{v1_code}"}], extract_artifacts=True)
     v1 = next(r["id"] for r in first["memories_created"] if r["type"] == "artifact")
-    assert "Extract artifacts: yes" in llm.chat_requests()[-1].user
+    assert "artifacts" in llm.chat_requests()[-1].body["response_format"]["json_schema"]["schema"]["properties"]
 
     def revised(request: dict) -> object:
         return chat({"facts": [], "artifacts": [
@@ -317,7 +317,25 @@ def test_artifact_versions(client: httpx.Client, llm: ScriptedOpenAI) -> None:
                                                  "revises": None}]}))
     plain = succeeded(client, user, [{"role": "user", "content": "Thanks, that works well."}])
     assert plain["memories_created"] == [], "no artifacts unless extract_artifacts"
-    assert "Extract artifacts: no" in llm.chat_requests()[-1].user
+    assert "artifacts" not in llm.chat_requests()[-1].body["response_format"]["json_schema"]["schema"]["properties"]
+
+
+def test_an_answer_naming_memories_not_shown_keeps_its_facts_and_counts_them(client: httpx.Client,
+                                                                           llm: ScriptedOpenAI) -> None:
+    """The answer that used to fail the job (`'other' is not one of the stored artifacts shown`)."""
+    user = uid()
+    llm.script(chat({"facts": [fact("Caroline lives in Lisbon.", [1], action="supersedes", memory="M3"),
+                               {"text": "Caroline loves pastel de nata.", "turns": [1], "fact_type": "food"},
+                               {"text": "broken: no turns"}],
+                     "artifacts": [{"title": "Nata recipe", "rationale": "To bake again.", "content": "- eggs",
+                                    "turns": [1], "revises": "other"}]}))
+    result = succeeded(client, user, LISBON, extract_artifacts=True)
+    assert sorted((r["type"], r["text"]) for r in result["memories_created"]) == [
+        ("artifact", "Nata recipe"), ("fact", "Caroline lives in Lisbon."), ("fact", "Caroline loves pastel de nata.")]
+    assert len(llm.chat_requests()) == 1, "no repair"
+    usage = result["usage"]
+    assert (usage["llm_references_degraded"], usage["llm_items_dropped"]) == (2, 1)
+    assert usage["llm_fields_defaulted"] >= 1 and "llm_repairs" not in usage
 
 
 def test_episode_after_enough_turns(client: httpx.Client, llm: ScriptedOpenAI) -> None:

@@ -16,7 +16,9 @@ from engram.domain.extraction import FactCandidate, Turn
 from engram.domain.records import Memory
 from engram.llm.provider import Provider, RetryPolicy
 from engram.llm.usage import estimate_tokens, metering
-from engram.pipeline.extract.llm import ExtractionFailed, ExtractionOut, LLMExtractor, load_prompt, strict_schema
+from engram.pipeline.extract.llm import (
+    ExtractionFailed, ExtractionOut, ExtractionWithArtifactsOut, LLMExtractor, load_prompt, strict_schema,
+)
 from engram.pipeline.reconcile import reconcile
 from tests.openai_server import (
     Recorded, ScriptedOpenAI, chat, echo_extractor, fact, label_of, memories_of, turns_of,
@@ -99,7 +101,7 @@ def test_turns_become_facts_with_sources_dates_keys_and_decisions(server: Script
     assert request.body["response_format"]["json_schema"]["strict"] is True
     assert request.body["temperature"] == 0.0 and request.body["model"] == "scripted"
     assert request.system == load_prompt("extract")
-    assert "Extract artifacts: no" in request.user
+    assert "artifact" not in request.system.lower() and "artifacts" not in json.dumps(request.body["response_format"])
     assert "[C1] 2023-05-08 13:56 UTC — Caroline (user): Hi Melanie!" in request.user
     assert [(n, s) for n, s, _ in turns_of(request.body)] == [(1, "Caroline (user)"), (2, "Melanie (user)"),
                                                               (3, "Caroline (user)")]
@@ -123,7 +125,9 @@ def test_artifacts_with_revisions(server: ScriptedOpenAI) -> None:
     assert (art.title, art.content, art.revises, art.source_event_ids) == ("Shopping list", "- eggs\n- milk", "a-1",
                                                                            ("e1",))
     request = server.chat_requests()[0]
-    assert "Extract artifacts: yes" in request.user and "artifact, version 2 — Shopping list" in request.user
+    assert request.system == load_prompt("extract") + "\n" + load_prompt("artifacts")
+    assert "artifacts" in request.body["response_format"]["json_schema"]["schema"]["properties"]
+    assert "artifact, version 2 — Shopping list" in request.user
 
 
 def test_stored_artifacts_are_not_shown_when_artifacts_are_not_extracted(server: ScriptedOpenAI) -> None:
@@ -152,8 +156,6 @@ def test_plain_mode_sends_no_response_format_and_accepts_a_fenced_answer(server:
 
 
 def test_the_strict_schema_requires_every_property_and_forbids_others() -> None:
-    schema = strict_schema(ExtractionOut)
-
     def objects(node: object) -> Iterator[dict]:
         if isinstance(node, dict):
             if node.get("type") == "object":
@@ -164,45 +166,173 @@ def test_the_strict_schema_requires_every_property_and_forbids_others() -> None:
             for value in node:
                 yield from objects(value)
 
-    found = list(objects(schema))
-    assert len(found) == 3
-    for node in found:
-        assert node["additionalProperties"] is False and set(node["required"]) == set(node["properties"])
-    assert "default" not in json.dumps(schema) and "minLength" not in json.dumps(schema)
-    assert set(schema["$defs"]["FactOut"]["properties"]) == {"text", "fact_type", "key", "turns", "valid_at",
-                                                             "action", "memory"}
+    for model, count in ((ExtractionOut, 2), (ExtractionWithArtifactsOut, 3)):
+        schema = strict_schema(model)
+        found = list(objects(schema))
+        assert len(found) == count
+        for node in found:
+            assert node["additionalProperties"] is False and set(node["required"]) == set(node["properties"])
+        assert "default" not in json.dumps(schema) and "minLength" not in json.dumps(schema)
+        assert set(schema["$defs"]["FactOut"]["properties"]) == {"text", "fact_type", "key", "turns", "valid_at",
+                                                                 "action", "memory"}
+    assert set(strict_schema(ExtractionOut)["properties"]) == {"facts"}
+    assert set(strict_schema(ExtractionWithArtifactsOut)["properties"]) == {"facts", "artifacts"}
+
+
+# ---------------------------------------------------------------------- tolerance: keep what is valid
+def test_references_to_memories_not_shown_degrade_to_new(server: ScriptedOpenAI) -> None:
+    tea = stored("m-tea", "Caroline likes green tea.")
+
+    def answer(request: dict) -> object:
+        return chat({"facts": [
+            fact("Caroline likes green tea a lot.", [1], action="repeats", memory=label_of(request, "green tea")),
+            fact("Caroline lives in Porto.", [1], key="lives_in", action="supersedes", memory="other"),
+            fact("Caroline drinks coffee.", [1], action="repeats", memory="M7"),
+            fact("Caroline owns a bike.", [1], action="supersedes", memory=None),
+        ]})(request)
+
+    server.script(answer)
+    with metering() as usage:
+        result = extractor(server).extract([turn(1, "I live in Porto, drink coffee, ride my bike, love green tea.")],
+                                           extract_artifacts=False, recall=lambda batch: [tea])
+    assert [(f.text, f.repeats, f.supersedes) for f in result.facts] == [
+        ("Caroline likes green tea a lot.", "m-tea", None), ("Caroline lives in Porto.", None, None),
+        ("Caroline drinks coffee.", None, None), ("Caroline owns a bike.", None, None)], "kept, as new"
+    assert result.facts[1].key == "lives_in", "the rest of a degraded fact is kept"
+    assert result.degraded == {"references_degraded": 3}
+    assert usage.snapshot()["llm_references_degraded"] == 3 and usage.snapshot()["llm_requests"] == 1, "no repair"
+
+
+def test_an_artifact_revising_one_not_shown_is_kept_as_a_new_artifact(server: ScriptedOpenAI) -> None:
+    old = stored("a-1", "Shopping list", type_="artifact")
+
+    def answer(request: dict) -> object:
+        return chat({"facts": [fact("Caroline buys eggs weekly.", [1])], "artifacts": [
+            {"title": "Packing list", "rationale": "For the trip.", "content": "- tent", "turns": [1],
+             "revises": "other"},
+            {"title": "Shopping list", "rationale": "Weekly.", "content": "- eggs", "turns": [1],
+             "revises": label_of(request, "Shopping list")}]})(request)
+
+    server.script(answer)
+    result = extractor(server).extract([turn(1, "Lists:\n- tent\n- eggs")], extract_artifacts=True,
+                                       recall=lambda batch: [old])
+    assert [(a.title, a.revises) for a in result.artifacts] == [("Packing list", None), ("Shopping list", "a-1")]
+    assert [f.text for f in result.facts] == ["Caroline buys eggs weekly."], "the turn's facts are not lost"
+    assert result.degraded == {"references_degraded": 1} and len(server.chat_requests()) == 1
+
+
+def test_missing_optional_fields_take_their_defaults(server: ScriptedOpenAI) -> None:
+    server.script(chat({"facts": [{"text": "Caroline likes tea.", "turns": [1]},
+                                  {**fact("Caroline has a cat.", [1]), "fact_type": "biographical"}],
+                        "artifacts": [{"title": "Tea list", "content": "- sencha", "turns": [1]}]}))
+    result = extractor(server).extract([turn(1, "I like tea. I have a cat.\n- sencha")], extract_artifacts=True)
+    bare, full = result.facts
+    assert (bare.fact_type, bare.key, bare.valid_at, bare.repeats, bare.supersedes) == \
+        ("statement", None, None, None, None)
+    assert full.fact_type == "biographical"
+    assert [(a.title, a.rationale, a.revises) for a in result.artifacts] == [("Tea list", "", None)]
+    # fact_type, key, valid_at, action, memory of the first fact; rationale, revises of the artifact
+    assert result.degraded == {"fields_defaulted": 7}
+
+
+def test_wrong_enum_values_and_bad_dates_fall_back(server: ScriptedOpenAI) -> None:
+    tea = stored("m-tea", "Caroline likes green tea.")
+
+    def answer(request: dict) -> object:
+        return chat({"facts": [
+            fact("Caroline feels calm.", [1], fact_type="mood"),
+            fact("Caroline likes green tea.", [1], fact_type=" Preference ", action="repeat", memory="1"),
+            fact("Caroline sold her car.", [1], action="update", memory=label_of(request, "green tea")),
+            fact("Caroline flew home.", [1], fact_type="event", valid_at="May 7"),
+            fact("Caroline was born.", [1], valid_at="2023-02-30T00:00:00Z"),
+            fact("Caroline started yoga.", [1], valid_at="2023-05-01T09:00:00Z"),
+        ]})(request)
+
+    server.script(answer)
+    result = extractor(server).extract([turn(1, "Lots of news.")], extract_artifacts=False,
+                                       recall=lambda batch: [tea])
+    assert [(f.fact_type, f.repeats, f.supersedes) for f in result.facts] == [
+        ("statement", None, None), ("preference", "m-tea", None), ("statement", None, None),
+        ("event", None, None), ("statement", None, None), ("statement", None, None)]
+    assert [f.valid_at for f in result.facts][3:] == [None, None, datetime(2023, 5, 1, tzinfo=timezone.utc)]
+    # mood, update, May 7, 30 February: four bends; " Preference ", "repeat" and "1" are read as meant
+    assert result.degraded == {"fields_defaulted": 4}
+
+
+def test_one_malformed_item_among_valid_ones_is_dropped_alone(server: ScriptedOpenAI) -> None:
+    server.script(chat({"facts": [
+        fact("Caroline likes tea.", [1]),
+        {"text": "Caroline has no turns."},
+        "Caroline is a string",
+        fact("   ", [1]),
+        fact("Caroline has a dog.", [2, 9]),
+        {**fact("Caroline rides a bike.", ["T2"]), "confidence": 0.9},
+    ], "artifacts": [{"title": "x", "rationale": "y", "content": "z", "turns": [1], "revises": None}]}))
+    result = extractor(server).extract([turn(1, "I like tea."), turn(2, "My dog and my bike.")],
+                                       extract_artifacts=False)
+    assert [(f.text, f.source_event_ids) for f in result.facts] == [
+        ("Caroline likes tea.", ("e1",)), ("Caroline has a dog.", ("e2",)), ("Caroline rides a bike.", ("e2",))]
+    assert result.artifacts == [], "artifacts not asked for are ignored"
+    assert result.degraded == {"items_dropped": 3, "fields_defaulted": 1}, "T9 left out of the dog's turns"
+    assert len(server.chat_requests()) == 1
+
+
+def test_a_bare_list_is_read_as_the_facts(server: ScriptedOpenAI) -> None:
+    server.script(chat([fact("Caroline likes tea.")]))
+    result = extractor(server).extract([turn(1, "I like tea.")], extract_artifacts=False)
+    assert [f.text for f in result.facts] == ["Caroline likes tea."] and result.degraded == {"fields_defaulted": 1}
+
+
+def test_a_clean_answer_is_not_counted_as_degraded(server: ScriptedOpenAI) -> None:
+    server.script(chat({"facts": [fact("Caroline likes tea.")]}))
+    with metering() as usage:
+        result = extractor(server).extract([turn(1, "I like tea.")], extract_artifacts=False)
+    assert result.degraded == {} and not any(k.startswith("llm_") and k != "llm_requests" for k in usage.snapshot())
+
+
+def test_artifacts_are_not_requested_without_extract_artifacts(server: ScriptedOpenAI) -> None:
+    for mode in ("json_schema", "json_object"):
+        server.reset()
+        server.script(chat({"facts": []}), chat({"facts": [], "artifacts": []}))
+        llm = extractor(server, mode=mode)
+        llm.extract([turn(1, "Here:\n```\nprint(1)\n```")], extract_artifacts=False)
+        llm.extract([turn(1, "Here:\n```\nprint(1)\n```")], extract_artifacts=True)
+        without, with_ = server.chat_requests()
+        assert "artifact" not in without.system.lower() and "artifact" in with_.system.lower()
+        assert "artifacts" not in json.dumps(without.body.get("response_format"))
+        assert prompt_tokens(with_) > prompt_tokens(without) + 150, (mode, prompt_tokens(with_),
+                                                                     prompt_tokens(without))
 
 
 # ---------------------------------------------------------------------- repair
-def test_a_schema_violating_answer_is_repaired_once(server: ScriptedOpenAI) -> None:
-    bad = {"facts": [{**fact("Caroline likes tea."), "fact_type": "mood"}], "artifacts": []}
-    server.script(chat(bad), chat({"facts": [fact("Caroline likes tea.")], "artifacts": []}))
+def test_an_unusable_answer_is_repaired_once(server: ScriptedOpenAI) -> None:
+    bad = {"facts": [{"text": "Caroline likes tea.", "fact_type": "preference"}]}  # no turns: nothing usable
+    server.script(chat(bad), chat({"facts": [fact("Caroline likes tea.")]}))
     with metering() as usage:
         result = extractor(server).extract([turn(1, "I like tea.")], extract_artifacts=False)
-    assert [f.fact_type for f in result.facts] == ["statement"]
+    assert [f.text for f in result.facts] == ["Caroline likes tea."]
     first, repair = server.chat_requests()
-    assert usage.snapshot()["llm_requests"] == 2
+    assert usage.snapshot()["llm_requests"] == 2 and usage.snapshot()["llm_repairs"] == 1
     assert repair.messages[:2] == first.messages, "the repair repeats the request …"
     assert repair.messages[2] == {"role": "assistant", "content": json.dumps(bad)}, "… shows the rejected answer …"
-    assert "facts.0.fact_type" in repair.messages[3]["content"], "… and says what is wrong"
+    assert "facts.0: turns: field required" in repair.messages[3]["content"].lower(), "… and says what is wrong"
+    assert result.degraded == {}, "what the first answer lacked is not counted: the repaired answer is used"
 
 
 @pytest.mark.parametrize("bad, complaint", [
     ("Sure! Here are the facts: Caroline likes tea.", "not JSON"),
     ("", "empty"),
-    ({"facts": [fact("Caroline likes tea.", [9])], "artifacts": []}, "there is no turn T9"),
-    ({"facts": [fact("Caroline likes tea.", action="repeats", memory="M7")], "artifacts": []}, "'M7' is not one"),
-    ({"facts": [fact("Caroline likes tea.", action="supersedes")], "artifacts": []}, "needs the M number"),
-    ({"facts": [fact("Caroline likes tea.", valid_at="May 7")], "artifacts": []}, "YYYY-MM-DD"),
-    ({"facts": [fact("Caroline likes tea.", valid_at="2023-02-30")], "artifacts": []}, "valid_at"),
-    ({"facts": [{**fact("x"), "extra": 1}], "artifacts": []}, "extra"),
-    ({"facts": [fact("   ")], "artifacts": []}, "facts.0.text"),
-    ({"facts": []}, "artifacts"),
-    ([], "ExtractionOut"),
+    ('"Caroline likes tea."', "a JSON object with the lists `facts`"),
+    ({}, "a JSON object with the lists `facts`"),
+    ({"facts": "Caroline likes tea."}, "a JSON object with the lists `facts`"),
+    ({"facts": [fact("Caroline likes tea.", [9])]}, "there is no turn T9"),
+    ({"facts": [fact("   ")]}, "facts.0: text"),
+    ({"facts": [{"fact": "Caroline likes tea.", "turn": 1}] * 2}, "no item of the answer is usable"),
+    ([{"text": "Caroline likes tea."}], "facts.0: turns"),
 ])
 def test_answers_that_stay_unusable_fail_after_one_repair(server: ScriptedOpenAI, bad: object,
                                                           complaint: str) -> None:
-    server.script(chat(bad), chat(bad), chat({"facts": [], "artifacts": []}))
+    server.script(chat(bad), chat(bad), chat({"facts": []}))
     with pytest.raises(ExtractionFailed) as caught:
         extractor(server).extract([turn(1, "I like tea.")], extract_artifacts=False)
     assert caught.value.job_code == "ingest_failed" and caught.value.retryable is False
@@ -246,13 +376,13 @@ def test_long_conversations_are_chunked_under_the_token_budget(server: ScriptedO
 def test_the_repair_request_stays_within_the_budget_too(server: ScriptedOpenAI) -> None:
     budget = 2500
     turns = [turn(i, f"Statement {i}: I grow tomatoes, basil and far too many courgettes. " * 3) for i in range(1, 9)]
-    bad = {"facts": [fact("x" * 3000, [99], fact_type="mood") for _ in range(8)], "artifacts": []}
+    bad = {"facts": [fact("x" * 3000, [99], fact_type="mood") for _ in range(8)]}
     server.script(chat(bad), chat({"facts": [], "artifacts": []}))
-    extractor(server, max_prompt_tokens=budget).extract(turns[:4], extract_artifacts=False)
+    extractor(server, max_prompt_tokens=budget).extract(turns[:7], extract_artifacts=False)
     first, repair = server.chat_requests()
     assert prompt_tokens(first) > budget - 300, "the chunk filled the budget"
     assert prompt_tokens(repair) <= budget and len(repair.messages) == 4
-    assert "fact_type" in repair.messages[-1]["content"]
+    assert "there is no turn T99" in repair.messages[-1]["content"]
 
 
 def test_chunks_run_concurrently_and_every_request_is_metered(server: ScriptedOpenAI) -> None:
@@ -305,7 +435,7 @@ def candidate(text: str, **kwargs: object) -> FactCandidate:
 
 def plan_of(candidates: list[FactCandidate], existing: list[Memory]) -> list[tuple[str | None, str | None]]:
     vectors = np.zeros((len(candidates), 4), np.float32)
-    plan = reconcile(candidates, vectors, existing, lambda v: None)
+    plan = reconcile(candidates, vectors, existing, lambda v, k: [])
     return [(d.repeats, d.supersedes) for d in plan.decisions]
 
 
@@ -336,6 +466,6 @@ def test_reconcile_gives_a_superseding_fact_the_key_of_the_fact_it_replaces() ->
     lisbon = stored("m1", "Caroline lives in Lisbon.", key="caroline:lives_in")
     plan = reconcile([candidate("Caroline relocated to Porto.", supersedes="m1"),
                       candidate("Caroline lives in Faro.", key="caroline:lives_in")],
-                     np.zeros((2, 4), np.float32), [lisbon], lambda v: None)
+                     np.zeros((2, 4), np.float32), [lisbon], lambda v, k: [])
     assert plan.decisions[0].candidate.key == "caroline:lives_in"
     assert plan.decisions[1].supersedes == "#0", "a later value of the same key in the batch replaces it"

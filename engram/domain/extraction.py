@@ -35,6 +35,10 @@ class FactCandidate:
     # to one of them (a memory id); reconciliation checks the id and falls back to its rules.
     repeats: str | None = None  # says the same as this stored fact
     supersedes: str | None = None  # replaces this stored fact (a changed attribute, a moved plan)
+    # What the sentence itself says about earlier facts (rules extractor, rules/changes.py):
+    # "change" (an earlier state ended: "I quit…", "no longer…"), "shift" (a present value
+    # that implies an earlier one: "…now", "these days"), "addition" ("also", "too"), or None.
+    cue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +64,6 @@ class Extraction:
     facts: list[FactCandidate] = field(default_factory=list)
     artifacts: list[ArtifactCandidate] = field(default_factory=list)
     episodes: list[EpisodeCandidate] = field(default_factory=list)
+    # What an extractor had to bend to use the answer it got (the llm extractor: references that
+    # did not resolve and became new, items dropped, fields defaulted), by kind; empty when none.
+    degraded: dict[str, int] = field(default_factory=dict)

@@ -12,10 +12,15 @@ chunk is one request carrying:
   into parts that cite the same event).
 
 The answer is asked for as strict JSON schema output (or JSON mode, or plain text, by
-``ENGRAM_LLM_STRUCTURED_OUTPUT``) and validated with pydantic, references included (a
-``T`` or ``M`` label that was not shown is an error). An invalid answer is repaired once:
-the request is sent again with the rejected answer and the validation error. A second
-invalid answer fails the job (``ingest_failed``); nothing of it is written.
+``ENGRAM_LLM_STRUCTURED_OUTPUT``); artifacts are in the prompt and the schema only with
+``extract_artifacts``. It is read with pydantic, leniently and item by item: a ``memory``
+or ``revises`` label that was not shown degrades to "new", an unknown ``fact_type`` or
+``action`` to ``statement`` / ``new``, a missing optional field to its default, and an item
+that cannot be used (no text, no turn shown) is dropped alone. Each such bend is counted
+(``Extraction.degraded``, and ``llm_<kind>`` on the job's meter, so in ``result.usage`` and
+the org's counters) and logged. Only an answer with nothing usable in it (not JSON, no list,
+every item broken) is repaired: the request is sent again with the rejected answer and the
+problems. A second such answer fails the job (``ingest_failed``); nothing of it is written.
 
 Chunks are independent of each other (they see stored memories, not each other's new
 facts), so up to ``ENGRAM_LLM_CONCURRENCY`` of them are in flight at once; facts that
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,10 +47,11 @@ from engram.domain.details import ArtifactDetails
 from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Turn
 from engram.domain.records import Memory
 from engram.llm.provider import Provider, StructuredOutput
-from engram.llm.usage import estimate_tokens
+from engram.llm.usage import estimate_tokens, record
 
 __all__ = ["LLMExtractor", "ExtractionFailed", "load_prompt"]
 
+log = logging.getLogger("engram.llm")
 Recall = Callable[[Sequence[Turn]], list[Memory]]
 M = TypeVar("M", bound=BaseModel)
 
@@ -76,30 +83,77 @@ def load_prompt(name: str) -> str:
 
 
 # ====================================================================== answer schemas
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# The schemas are sent strict (every property required, no others: `strict_schema`), but an
+# answer is read leniently, one item at a time: what does not resolve or is missing falls
+# back to a default, an item that cannot be used is dropped, and each such bend is noted
+# (`_note`) so that the job's result can count it. Only an answer with nothing usable in it
+# is rejected (and repaired once).
+DEGRADATIONS = ("references_degraded", "items_dropped", "fields_defaulted")
+ACTIONS = ("new", "repeats", "supersedes")
 
 
 def _labels(info: ValidationInfo, kind: str) -> dict[str, Any]:
     return (info.context or {}).get(kind, {})
 
 
-def _check_turns(value: list[int], info: ValidationInfo) -> list[int]:
-    shown = _labels(info, "turns")
-    for n in value:
-        if f"T{n}" not in shown:
-            raise ValueError(f"there is no turn T{n}; the turns to extract from are T1 to T{len(shown)}")
-    return value
+def _note(info: ValidationInfo, kind: str, what: str) -> None:
+    notes = (info.context or {}).get("notes")
+    if notes is not None:
+        notes.append((kind, what))
 
 
-class FactOut(_Strict):
+def _shown(value: Any, info: ValidationInfo, kind: str, prefix: str) -> str | None:
+    """The label `value` names (``"M2"``, ``"2"`` and ``2`` all name M2), if it was shown."""
+    label = str(value).strip().upper() if value is not None else ""
+    label = prefix + label if label.isdigit() else label
+    return label if label in _labels(info, kind) else None
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _missing(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            for name, spec in cls.model_fields.items():
+                if name not in data and not spec.is_required():
+                    _note(info, "fields_defaulted", f"{cls.__name__}.{name} missing")
+        return data
+
+
+def _check_turns(value: Any, info: ValidationInfo) -> list[int]:
+    """The shown turns a list names (``3``, ``"3"`` and ``"T3"`` all name T3); the others are
+    dropped. None left is an error: the item cannot be traced to a turn."""
+    numbers, unknown = [], []
+    for item in value if isinstance(value, list) else [value]:
+        label = _shown(item, info, "turns", "T")
+        if label is None:
+            unknown.append(f"T{item}" if isinstance(item, int) else _brief(item))
+        else:
+            numbers.append(int(label[1:]))
+    if not numbers:
+        raise ValueError(f"there is no turn {', '.join(unknown) or 'named'}; "
+                         f"the turns to extract from are T1 to T{len(_labels(info, 'turns'))}")
+    for label in unknown:
+        _note(info, "fields_defaulted", f"turn {label} was not shown, left out")
+    return list(dict.fromkeys(numbers))
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+class FactOut(_Lenient):
     text: str = Field(min_length=1)
-    fact_type: Literal["preference", "biographical", "event", "plan", "relationship", "opinion", "statement"]
-    key: str | None
+    fact_type: Literal["preference", "biographical", "event", "plan", "relationship", "opinion",
+                       "statement"] = "statement"
+    key: str | None = None
     turns: list[int] = Field(min_length=1)
-    valid_at: str | None
-    action: Literal["new", "repeats", "supersedes"]
-    memory: str | None
+    valid_at: str | None = None
+    action: Literal["new", "repeats", "supersedes"] = "new"
+    memory: str | None = None
 
     @field_validator("text")
     @classmethod
@@ -108,20 +162,45 @@ class FactOut(_Strict):
             raise ValueError("must not be blank")
         return value.strip()
 
-    @field_validator("valid_at")
+    @field_validator("fact_type", "action", mode="before")
     @classmethod
-    def _a_date(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()[:10]
-        if not _DATE.match(value):
-            raise ValueError("must be a date written YYYY-MM-DD, or null")
-        date.fromisoformat(value)  # a ValueError names the impossible date
-        return value
+    def _known(cls, value: Any, info: ValidationInfo) -> str:
+        known, fallback = (FACT_TYPES, "statement") if info.field_name == "fact_type" else (ACTIONS, "new")
+        name = str(value).strip().lower() if value is not None else ""
+        for candidate in (name, name + "s"):  # "repeat" → "repeats"
+            if candidate in known:
+                return candidate
+        _note(info, "fields_defaulted", f"{info.field_name} {_brief(value)} → {fallback}")
+        return fallback
 
-    @field_validator("turns")
+    @field_validator("key", "memory", mode="before")
     @classmethod
-    def _shown_turns(cls, value: list[int], info: ValidationInfo) -> list[int]:
+    def _a_string(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None or isinstance(value, str):
+            return value.strip() or None if value else None
+        if isinstance(value, int) and info.field_name == "memory":
+            return f"M{value}"
+        _note(info, "fields_defaulted", f"{info.field_name} {_brief(value)} → null")
+        return None
+
+    @field_validator("valid_at", mode="before")
+    @classmethod
+    def _a_date(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        day = str(value).strip()[:10]
+        try:
+            if _DATE.match(day):
+                date.fromisoformat(day)
+                return day
+        except ValueError:
+            pass
+        _note(info, "fields_defaulted", f"valid_at {_brief(value)} is not a date → null")
+        return None
+
+    @field_validator("turns", mode="before")
+    @classmethod
+    def _shown_turns(cls, value: Any, info: ValidationInfo) -> list[int]:
         return _check_turns(value, info)
 
     @model_validator(mode="after")
@@ -129,44 +208,99 @@ class FactOut(_Strict):
         if self.action == "new":
             self.memory = None
             return self
-        facts = _labels(info, "facts")
-        if self.memory is None:
-            raise ValueError(f"action {self.action!r} needs the M number of a stored memory in `memory`")
-        if self.memory not in facts:
-            raise ValueError(f"memory {self.memory!r} is not one of the stored facts shown "
-                             f"({', '.join(facts) or 'none were shown'}); use action \"new\" instead")
+        label = _shown(self.memory, info, "facts", "M")
+        if label is None:
+            _note(info, "references_degraded", f"{self.action} {_brief(self.memory)}: not a stored fact shown → new")
+            self.action = "new"
+        self.memory = label
         return self
 
 
-class ArtifactOut(_Strict):
+class ArtifactOut(_Lenient):
     title: str = Field(min_length=1)
-    rationale: str
+    rationale: str = ""
     content: str = Field(min_length=1)
     turns: list[int] = Field(min_length=1)
-    revises: str | None
+    revises: str | None = None
 
-    @field_validator("turns")
+    @field_validator("turns", mode="before")
     @classmethod
-    def _shown_turns(cls, value: list[int], info: ValidationInfo) -> list[int]:
+    def _shown_turns(cls, value: Any, info: ValidationInfo) -> list[int]:
         return _check_turns(value, info)
 
-    @field_validator("revises")
+    @field_validator("revises", mode="before")
     @classmethod
-    def _shown_artifact(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or not value.strip():
+    def _shown_artifact(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        artifacts = _labels(info, "artifacts")
-        if value not in artifacts:
-            raise ValueError(f"{value!r} is not one of the stored artifacts shown; use null")
-        return value
+        label = _shown(value, info, "artifacts", "M")
+        if label is None:
+            _note(info, "references_degraded", f"revises {_brief(value)}: not a stored artifact shown → new")
+        return label
 
 
-class ExtractionOut(_Strict):
-    facts: list[FactOut]
-    artifacts: list[ArtifactOut]
+def _each(value: Any, model: type[BaseModel], info: ValidationInfo) -> list[Any]:
+    """The usable items of a list; each broken one is dropped and noted. An item's own notes
+    count only if it is kept."""
+    if not isinstance(value, list):
+        raise ValueError("must be a list")
+    notes = (info.context or {}).get("notes")
+    kept = []
+    for i, item in enumerate(value):
+        mine: list[tuple[str, str]] = []
+        try:
+            kept.append(model.model_validate(item, context={**(info.context or {}), "notes": mine}))
+        except ValidationError as exc:
+            _note(info, "items_dropped", f"{info.field_name}.{i}: {_summarise(exc)}")
+        else:
+            if notes is not None:
+                notes.extend(mine)
+    return kept
 
 
-class EpisodeOut(_Strict):
+class ExtractionOut(_Lenient):
+    """The answer without artifacts (the request did not ask for them)."""
+
+    facts: list[FactOut] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_of_lists(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, list):  # a bare list of facts
+            _note(info, "fields_defaulted", "the answer is a bare list, read as `facts`")
+            data = {"facts": data}
+        lists = ", ".join(f"`{name}`" for name in cls.model_fields)
+        if not isinstance(data, dict) or not any(isinstance(data.get(n), list) for n in cls.model_fields):
+            raise ValueError(f"the answer must be a JSON object with the lists {lists}")
+        return data
+
+    @field_validator("facts", mode="before")
+    @classmethod
+    def _each_fact(cls, value: Any, info: ValidationInfo) -> list[Any]:
+        return _each(value, FactOut, info)
+
+    @model_validator(mode="after")
+    def _something_usable(self, info: ValidationInfo) -> "ExtractionOut":
+        dropped = [what for kind, what in (info.context or {}).get("notes", []) if kind == "items_dropped"]
+        if dropped and not any(getattr(self, name) for name in type(self).model_fields):
+            raise ValueError("no item of the answer is usable: " + "; ".join(dropped[:4]))
+        return self
+
+
+class ExtractionWithArtifactsOut(ExtractionOut):
+    """The answer when the request asks for artifacts too (`extract_artifacts`)."""
+
+    artifacts: list[ArtifactOut] = []
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _each_artifact(cls, value: Any, info: ValidationInfo) -> list[Any]:
+        return _each(value, ArtifactOut, info)
+
+
+class EpisodeOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     title: str = Field(min_length=1)
     summary: str = Field(min_length=1)
 
@@ -297,6 +431,16 @@ def _normal_key(key: str | None) -> str | None:
 
 
 # ====================================================================== the extractor
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One kind of request: its system prompt, answer model, and the tokens it always costs."""
+
+    system: str
+    model: type[BaseModel]
+    fixed: int
+    name: str
+
+
 class LLMExtractor:
     name = "llm"
     sees_memories = True  # the pipeline passes `recall` (the user's related stored memories)
@@ -312,50 +456,55 @@ class LLMExtractor:
         self.temperature = temperature
         self.concurrency = concurrency
         self.recall_limit = recall_limit
-        self._extract_system = self._system("extract", ExtractionOut)
-        self._episode_system = self._system("episode", EpisodeOut)
-        self._extract_fixed = self._fixed_cost(self._extract_system, ExtractionOut)
-        self._episode_fixed = self._fixed_cost(self._episode_system, EpisodeOut)
-        self._room = max_prompt_tokens - self._extract_fixed
-        episode_room = max_prompt_tokens - self._episode_fixed
-        if min(self._room, episode_room) < 300:
-            need = max_prompt_tokens - min(self._room, episode_room) + 300
+        # Artifacts cost prompt and schema tokens: they are asked for only with `extract_artifacts`.
+        self._extract = {False: self._request(("extract",), ExtractionOut, "memories"),
+                         True: self._request(("extract", "artifacts"), ExtractionWithArtifactsOut, "memories")}
+        self._episode = self._request(("episode",), EpisodeOut, "episode")
+        least = max_prompt_tokens - max(self._extract[True].fixed, self._episode.fixed)
+        if least < 300:
             raise ConfigError(f"ENGRAM_LLM_MAX_PROMPT_TOKENS: {max_prompt_tokens} leaves no room for turns next to "
-                              f"the extraction prompt; use at least {need}")
+                              f"the extraction prompt; use at least {max_prompt_tokens - least + 300}")
 
-    def _system(self, prompt: str, model: type[BaseModel]) -> str:
-        text = load_prompt(prompt)
+    def _request(self, prompts: tuple[str, ...], model: type[BaseModel], name: str) -> _Request:
+        system = "\n".join(load_prompt(p) for p in prompts)  # each ends with a newline: a blank line between
         if self.mode != "json_schema":  # the schema is not sent as response_format: show it
-            text += "\n\nThe JSON schema of the answer:\n\n" + json.dumps(strict_schema(model), separators=(",", ":"))
-        return text
-
-    def _fixed_cost(self, system: str, model: type[BaseModel]) -> int:
+            system += "\n\nThe JSON schema of the answer:\n\n" + json.dumps(strict_schema(model), separators=(",", ":"))
         schema = estimate_tokens(json.dumps(strict_schema(model))) if self.mode == "json_schema" else 0
         # + the framing of the user message, and room for a repair request's extra message
-        return estimate_tokens(system) + schema + 40 + REPAIR_RESERVE
+        return _Request(system, model, estimate_tokens(system) + schema + 40 + REPAIR_RESERVE, name)
 
     # ------------------------------------------------------------------ facts and artifacts
     def extract(self, turns: Sequence[Turn], *, extract_artifacts: bool, context: Sequence[Turn] = (),
                 recall: Recall | None = None) -> Extraction:
         if not turns:
             return Extraction()
-        context_block = self._context_block(context)
-        memory_reserve = min(int(self._room * MEMORY_SHARE), self.recall_limit * (MEMORY_CHARS // 3 + 15)) \
+        request = self._extract[bool(extract_artifacts)]
+        room = self.max_prompt_tokens - request.fixed
+        context_block = self._context_block(context, room)
+        memory_reserve = min(int(room * MEMORY_SHARE), self.recall_limit * (MEMORY_CHARS // 3 + 15)) \
             if recall is not None and self.recall_limit else 0
-        turn_room = self._room - estimate_tokens(context_block) - memory_reserve
+        turn_room = room - estimate_tokens(context_block) - memory_reserve
         chunks = [_Chunk(pieces) for pieces in self._pack(turns, turn_room)]
         for chunk in chunks:
             if recall is not None and self.recall_limit:
                 found = recall([p.turn for p in chunk.pieces])[: self.recall_limit]
-                chunk.memories = self._fit_memories(found, chunk, context_block, extract_artifacts)
-        answers = self._map(lambda c: self._extract_chunk(c, context_block, extract_artifacts), chunks)
+                chunk.memories = self._fit_memories(found, chunk, context_block, request)
+        answers = self._map(lambda c: self._extract_chunk(c, context_block, request), chunks)
         result = Extraction()
-        for chunk, (out, labels) in zip(chunks, answers):
-            self._collect(result, out, labels, extract_artifacts)
+        notes: list[tuple[str, str]] = []
+        for out, labels, chunk_notes in answers:
+            self._collect(result, out, labels)
+            notes.extend(chunk_notes)
+        if notes:
+            counts = {kind: sum(1 for k, _ in notes if k == kind) for kind in DEGRADATIONS}
+            result.degraded = {kind: n for kind, n in counts.items() if n}
+            record(**{f"llm_{kind}": n for kind, n in result.degraded.items()})
+            log.warning("llm answer bent to fit (%s): %s", ", ".join(f"{k} {n}" for k, n in result.degraded.items()),
+                        "; ".join(what for _, what in notes[:8]) + (" …" if len(notes) > 8 else ""))
         return result
 
-    def _context_block(self, context: Sequence[Turn]) -> str:
-        budget = int(self._room * CONTEXT_SHARE)
+    def _context_block(self, context: Sequence[Turn], room: int) -> str:
+        budget = int(room * CONTEXT_SHARE)
         lines: list[str] = []
         for turn in reversed(list(context)):
             line = _render_piece("C", _Piece(turn, _short(turn.content, CONTEXT_TURN_CHARS)))
@@ -383,18 +532,18 @@ class LLMExtractor:
                 used = cost
         return chunks
 
-    def _fit_memories(self, found: list[Memory], chunk: _Chunk, context_block: str, artifacts: bool) -> list[Memory]:
+    def _fit_memories(self, found: list[Memory], chunk: _Chunk, context_block: str, request: _Request) -> list[Memory]:
         kept: list[Memory] = []
         for memory in found:
-            if memory.type == "artifact" and not artifacts:
+            if memory.type == "artifact" and request.model is not ExtractionWithArtifactsOut:
                 continue
-            message, _ = self._user_message(_Chunk(chunk.pieces, [*kept, memory]), context_block, artifacts)
-            if self._extract_fixed + estimate_tokens(message) > self.max_prompt_tokens:
+            message, _ = self._user_message(_Chunk(chunk.pieces, [*kept, memory]), context_block)
+            if request.fixed + estimate_tokens(message) > self.max_prompt_tokens:
                 break
             kept.append(memory)
         return kept
 
-    def _user_message(self, chunk: _Chunk, context_block: str, artifacts: bool) -> tuple[str, dict[str, Any]]:
+    def _user_message(self, chunk: _Chunk, context_block: str) -> tuple[str, dict[str, Any]]:
         """The request's user message, and what its labels stand for."""
         labels: dict[str, Any] = {"turns": {}, "facts": {}, "artifacts": {}}
         memory_lines = []
@@ -406,19 +555,19 @@ class LLMExtractor:
         for i, piece in enumerate(chunk.pieces, 1):
             labels["turns"][f"T{i}"] = piece.turn
             turn_lines.append(_render_piece(f"T{i}", piece))
-        parts = [f"Extract artifacts: {'yes' if artifacts else 'no'}"]
+        parts = []
         if context_block:
             parts.append("## Earlier turns (context only)\n" + context_block)
         parts.append("## Stored memories\n" + ("\n".join(memory_lines) if memory_lines else "(none)"))
         parts.append("## Turns to extract from\n" + "\n".join(turn_lines))
         return "\n\n".join(parts), labels
 
-    def _extract_chunk(self, chunk: _Chunk, context_block: str, artifacts: bool) -> tuple[ExtractionOut, dict]:
-        user, labels = self._user_message(chunk, context_block, artifacts)
-        out = self._ask(self._extract_system, user, ExtractionOut, labels, "memories")
-        return out, labels
+    def _extract_chunk(self, chunk: _Chunk, context_block: str, request: _Request) -> tuple[Any, dict, list]:
+        user, labels = self._user_message(chunk, context_block)
+        out, notes = self._ask(request, user, labels)
+        return out, labels, notes
 
-    def _collect(self, result: Extraction, out: ExtractionOut, labels: dict[str, Any], artifacts: bool) -> None:
+    def _collect(self, result: Extraction, out: ExtractionOut, labels: dict[str, Any]) -> None:
         turns: dict[str, Turn] = labels["turns"]
 
         def sources(numbers: list[int]) -> tuple[str, ...]:
@@ -437,9 +586,7 @@ class LLMExtractor:
                 repeats=target if fact.action == "repeats" else None,
                 supersedes=target if fact.action == "supersedes" else None,
             ))
-        if not artifacts:
-            return
-        for art in out.artifacts:
+        for art in getattr(out, "artifacts", ()):
             result.artifacts.append(ArtifactCandidate(
                 title=art.title.strip(), rationale=art.rationale.strip(), content=art.content,
                 source_event_ids=sources(art.turns),
@@ -452,12 +599,11 @@ class LLMExtractor:
         requests that combine the partial summaries until one is left."""
         if not turns:
             return None
-        room = self.max_prompt_tokens - self._episode_fixed
+        room = self.max_prompt_tokens - self._episode.fixed
         lines = [_render_piece("T", p) for chunk in self._pack(turns, room) for p in chunk]
         while True:
             groups = self._group_lines(lines, room)
-            outs = self._map(lambda g: self._ask(self._episode_system, "\n".join(g), EpisodeOut, {}, "episode"),
-                             groups)
+            outs = [out for out, _ in self._map(lambda g: self._ask(self._episode, "\n".join(g), {}), groups)]
             if len(outs) == 1:
                 out = outs[0]
                 break
@@ -487,9 +633,11 @@ class LLMExtractor:
         return groups
 
     # ------------------------------------------------------------------ one request, repaired once
-    def _ask(self, system: str, user: str, model: type[M], labels: dict[str, Any], name: str) -> M:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        schema = strict_schema(model) if self.mode == "json_schema" else None
+    def _ask(self, request: _Request, user: str, labels: dict[str, Any]) -> tuple[Any, list[tuple[str, str]]]:
+        """The validated answer to one request, and the notes of what in it was bent to fit."""
+        messages = [{"role": "system", "content": request.system}, {"role": "user", "content": user}]
+        schema = strict_schema(request.model) if self.mode == "json_schema" else None
+        name, model = request.name, request.model
         answer = self.provider.chat(self.model, messages, mode=self.mode, schema=schema, schema_name=name,
                                     max_tokens=self.max_output_tokens, temperature=self.temperature)
         try:
@@ -508,6 +656,7 @@ class LLMExtractor:
             if rejected:
                 messages.append({"role": "assistant", "content": rejected})
             messages.append({"role": "user", "content": repair})
+            record(llm_repairs=1)
             again = self.provider.chat(self.model, messages, mode=self.mode, schema=schema, schema_name=name,
                                        max_tokens=self.max_output_tokens, temperature=self.temperature)
             try:
@@ -516,7 +665,8 @@ class LLMExtractor:
                 raise ExtractionFailed(f"the model's answer was unusable twice (asked to repair it once): "
                                        f"{second}") from None
 
-    def _parse(self, content: str, finish_reason: str | None, model: type[M], labels: dict[str, Any]) -> M:
+    def _parse(self, content: str, finish_reason: str | None, model: type[M],
+               labels: dict[str, Any]) -> tuple[M, list[tuple[str, str]]]:
         cut = (f" (the answer was cut off at the output limit, ENGRAM_LLM_MAX_OUTPUT_TOKENS="
                f"{self.max_output_tokens}; be more concise)") if finish_reason == "length" else ""
         text = _strip_fence(content.strip())
@@ -527,8 +677,9 @@ class LLMExtractor:
         except json.JSONDecodeError as exc:
             raise _Invalid(f"the answer is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
                            + cut) from None
+        notes: list[tuple[str, str]] = []
         try:
-            return model.model_validate(data, context=labels)
+            return model.model_validate(data, context={**labels, "notes": notes}), notes
         except ValidationError as exc:
             raise _Invalid(f"the answer does not match the schema: {_summarise(exc)}" + cut) from None
 
