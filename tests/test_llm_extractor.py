@@ -5,6 +5,7 @@ reconciliation rules that take the model's word."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
@@ -469,3 +470,32 @@ def test_reconcile_gives_a_superseding_fact_the_key_of_the_fact_it_replaces() ->
                      np.zeros((2, 4), np.float32), [lisbon], lambda v, k: [])
     assert plan.decisions[0].candidate.key == "caroline:lives_in"
     assert plan.decisions[1].supersedes == "#0", "a later value of the same key in the batch replaces it"
+
+
+# ---------------------------------------------------------------------- a real model, when there is one
+REAL_MODEL_URL = os.environ.get("ENGRAM_TEST_LLM_BASE_URL")
+
+
+@pytest.mark.skipif(not REAL_MODEL_URL, reason="no real model server: set ENGRAM_TEST_LLM_BASE_URL (and "
+                    "ENGRAM_TEST_LLM_MODEL, ENGRAM_TEST_LLM_MODE) to an OpenAI-compatible server, e.g. llama.cpp's "
+                    "llama-server on the Gemma 3 270M GGUF as docs/benchmarks.md says; CI does not download a model")
+def test_a_real_model_on_the_quickstart_exchange() -> None:
+    """Whatever a real model answers, the extractor either uses it (every fact traced to a
+    turn shown, at most one repair) or fails the job honestly; it never raises anything else."""
+    provider = Provider(REAL_MODEL_URL or "", os.environ.get("ENGRAM_TEST_LLM_API_KEY"), timeout_s=300,
+                        retry=RetryPolicy(max_retries=0))
+    llm = LLMExtractor(provider, os.environ.get("ENGRAM_TEST_LLM_MODEL", "bench"),
+                       mode=os.environ.get("ENGRAM_TEST_LLM_MODE", "json_schema"),  # type: ignore[arg-type]
+                       max_output_tokens=384)
+    exchange = [turn(1, "My favorite food is pad see ew.", name=None),
+                turn(2, "Noted — Thai food.", role="assistant", name=None)]
+    with metering() as usage:
+        try:
+            result = llm.extract(exchange, extract_artifacts=False,
+                                 recall=lambda batch: [stored("m-1", "The user likes noodles.")])
+        except ExtractionFailed as failed:
+            assert failed.job_code == "ingest_failed" and usage.snapshot()["llm_requests"] == 2
+            pytest.xfail(f"the model's answer was unusable twice: {failed}")
+    assert usage.snapshot()["llm_requests"] <= 2
+    assert all(f.source_event_ids and set(f.source_event_ids) <= {"e1", "e2"} for f in result.facts)
+    assert all(f.repeats in (None, "m-1") and f.supersedes in (None, "m-1") for f in result.facts)
