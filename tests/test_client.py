@@ -37,7 +37,8 @@ def test_family_x_ingest_poll_get_list_search_delete(client: engram.Client) -> N
     user = uid()
     job = client.memories.ingest(
         messages=[{"role": "user", "content": "My favorite food is pad see ew."},
-                  engram.Message(role="assistant", content="Noted — Thai food.")],
+                  engram.Message(role="assistant", content="Noted — Thai food."),  # an acknowledgement: no memory
+                  {"role": "user", "content": "I cook Thai food at home on Sundays."}],
         user_id=user, conv_id="conv_2026_05_16", metadata={"project": "atlas", "channel": "support"})
     assert isinstance(job, engram.IngestJob) and job.status == "pending" and job.id.startswith("job_")
 
@@ -46,6 +47,7 @@ def test_family_x_ingest_poll_get_list_search_delete(client: engram.Client) -> N
     assert client.memories.jobs.get(job.id).status == "succeeded"
     created = done.result.memories_created
     assert any("pad see ew" in ref.text for ref in created)
+    assert not any("assistant" in ref.text.lower() for ref in created), "the acknowledgement is no memory"
 
     memory = client.memories.get(created[0].id)
     assert memory.id == created[0].id and memory.user_id == user and memory.metadata["project"] == "atlas"

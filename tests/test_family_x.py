@@ -228,3 +228,33 @@ def test_secret_is_rejected_by_the_content_filter(client: httpx.Client) -> None:
 def test_request_id_is_echoed_or_generated(client: httpx.Client) -> None:
     assert client.get("/v1/memories", headers={"X-Request-Id": "req-123"}).headers["x-request-id"] == "req-123"
     assert len(client.get("/v1/memories").headers["x-request-id"]) >= 16
+
+
+def test_the_quickstart_exchange_remembers_the_users_fact_not_the_acknowledgement(client: httpx.Client) -> None:
+    """README's quickstart, verbatim: the assistant's "Noted — Thai food." is an
+    acknowledgement, not a memory; the search the README shows finds the user's fact first."""
+    user = uid()
+    job = ingest(client, user, "conv_2026_05_16", [
+        {"role": "user", "content": "My favorite food is pad see ew."},
+        {"role": "assistant", "content": "Noted — Thai food."},
+    ])
+    done = wait_job(client, job["id"])
+    assert done["status"] == "succeeded", done
+    assert [ref["text"] for ref in done["result"]["memories_created"]] == ["The user's favorite food is pad see ew."]
+    hits = checked(client.post("/v1/memories/search", json={"query": "thai food", "filters": {"user_id": user}})).json()
+    assert hits["data"] and hits["data"][0]["text"] == "The user's favorite food is pad see ew."
+    assert hits["data"][0]["details"]["source_role"] == "user"
+
+
+def test_an_assistants_recommendation_is_remembered_as_the_assistants(client: httpx.Client) -> None:
+    user = uid()
+    job = ingest(client, user, "c1", [
+        {"role": "user", "content": "Any idea where I could eat good khao soi?"},
+        {"role": "assistant", "content": "Great question! I recommend the khao soi at Lotus on Pine Street."},
+        {"role": "user", "content": "Thanks, I'll go there on Friday."},
+        {"role": "assistant", "content": "Sounds good — enjoy!"},
+    ])
+    done = wait_job(client, job["id"])
+    texts = [ref["text"] for ref in done["result"]["memories_created"]]
+    assert "The assistant recommends the khao soi at Lotus on Pine Street." in texts
+    assert not any(t.startswith("The assistant said") for t in texts), texts  # no pleasantry kept

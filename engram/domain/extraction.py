@@ -39,6 +39,7 @@ class FactCandidate:
     # "change" (an earlier state ended: "I quit…", "no longer…"), "shift" (a present value
     # that implies an earlier one: "…now", "these days"), "addition" ("also", "too"), or None.
     cue: str | None = None
+    subject: str | None = None  # whom the fact is about, as its text names them ("Caroline", "the user")
 
 
 @dataclass(frozen=True, slots=True)

@@ -216,12 +216,12 @@ class Pipeline:
                          for f in facts]
         user_facts = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("type", "eq", "fact"), Cmp("status", "eq", "active"))
 
-        def nearest(vector: np.ndarray) -> tuple[str, str, float] | None:
-            found = self.store.dense_candidates(job.org_id, user_facts, vector, 1)
+        def nearest(vector: np.ndarray, k: int) -> list[tuple[Memory, float]]:
+            found = self.store.dense_candidates(job.org_id, user_facts, vector, k)
             if not found:
-                return None
-            memory = self.store.get_memory(job.org_id, found[0][0])
-            return (memory.id, memory.text, found[0][1]) if memory else None
+                return []
+            rows = self.store.get_memories(job.org_id, [memory_id for memory_id, _ in found])
+            return [(rows[memory_id], cosine) for memory_id, cosine in found if memory_id in rows]
 
         decisions = reconcile(facts, vectors, existing, nearest).decisions
         planned: dict[int, _NewFact] = {}  # decision index -> the new fact it makes

@@ -4,6 +4,13 @@
   adds its sources to the existing one instead of creating a duplicate row;
 - a fact with the same attribute `key` as an active fact of the same user but different
   text supersedes it (the old one stays, with status `superseded`);
+- a fact whose sentence says an earlier state ended or changed (`cue` "change" or "shift",
+  see pipeline/extract/rules/changes.py) supersedes the user's active fact it is about: one
+  of the few nearest by vector that shares a topic word with it (a stem other than the
+  speaker's name and function words: "quit *teach*ing" / "*teach*es math") and is close
+  enough, or, without a shared word, is closer still. A "shift" ("… now", "these days")
+  needs more of both than an explicit "change" ("quit", "switched", "no longer"). A fact
+  that says it adds ("also", "too", "another") never supersedes, not even by key;
 - anything else is new.
 
 An extractor that was shown the user's stored memories (the `llm` one) may have said which
@@ -21,12 +28,94 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engram.domain.details import FactDetails
 from engram.domain.extraction import FactCandidate
 from engram.domain.records import Memory
 from engram.domain.text import text_hash
+from engram.pipeline.extract.rules.changes import ADDITION, CHANGE, SHIFT
+from engram.pipeline.extract.rules.vocabulary import IRREGULAR_PAST, STOPWORDS
 
 NEAR_DUPLICATE_COSINE = 0.95
 _SPECIFIC = re.compile(r"\d+(?:[.,]\d+)?|\b[A-Z][\w'-]+")
+
+# How close a stored fact must be to the one that says it changed, by cue: (cosine with a
+# shared topic word, cosine without one). Chosen on the kind of pair (a changed attribute
+# named in other words: "commutes by train" / "started driving to work" ~0.5, unrelated
+# facts of one person 0.2-0.4 once names are discounted by requiring the margin below).
+CHANGE_MATCH = {CHANGE: (0.35, 0.5), SHIFT: (0.5, None)}  # a shift needs a shared word
+CHANGE_NEIGHBOURS = 3  # stored facts considered for a change: the nearest few by vector
+CHANGE_MARGIN = 0.04  # without a shared word, the match must beat the next fact by this much
+_TOPIC_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+|\d+")
+_SAID = re.compile(r"^[^:]{1,80}?\bsaid(?:\s+to\s+[^:]{1,60})?:\s*")
+_NOT_TOPICS = STOPWORDS | frozenset(
+    "user users assistant others speaker now new these days nowadays currently instead anymore longer "
+    "old previous since ago last next week month year today".split())
+
+
+def _topic_words(text: str, subject: str | None) -> set[str]:
+    """The words that say what a fact is about: not the name of whom it is about (which
+    the extractor writes into every fact of theirs), not function words."""
+    skip = _NOT_TOPICS | set((subject or "").lower().split())
+    out = set()
+    for t in _TOPIC_WORD.findall(_SAID.sub("", text)):
+        w = t.lower().removesuffix("'s").strip("'-")
+        if len(w) >= 3 and w not in skip:
+            out.add(w)
+    return out
+
+
+def _stem(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _same_topic(a: set[str], b: set[str]) -> bool:
+    """Some word of one is a form of a word of the other ("runs" / "run", "teaches" /
+    "teaching", "supports" / "supporter", "phone" / "iPhone")."""
+    for x in map(_stem, a):
+        for y in map(_stem, b):
+            short, long_ = (x, y) if len(x) <= len(y) else (y, x)
+            if short == long_ or (len(short) >= 4 and long_.startswith(short[:max(4, len(short) - 2)])) \
+                    or (len(short) >= 5 and short in long_):
+                return True
+    return False
+
+
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+
+
+_EVERLASTING = frozenset({"event", "opinion", "plan"})
+_PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+(?:[a-z]+ed|"
+                   + "|".join(sorted(IRREGULAR_PAST)) + r")\b")
+
+
+def _is_state(memory: Memory, subject: str | None) -> bool:
+    """A fact about the same person that can stop being true: it opens with their name
+    ("The user's cat…", "Caroline lives…"), is told in the present, and is no event (dated
+    or told as one), opinion or plan, which stay true of their time whatever comes later."""
+    if subject:
+        opening = re.match(re.escape(subject) + r"(?:'s|\b)", memory.text, re.I)
+        if opening is None or (not opening.group(0).endswith("'s") and _PAST.match(memory.text, opening.end())):
+            return False
+    return FactDetails.from_wire(memory.details).fact_type not in _EVERLASTING and not _YEAR.search(memory.text)
+
+
+def _changed_fact(candidate: FactCandidate, neighbours: Sequence[tuple[Memory, float]]) -> str | None:
+    """The stored fact a candidate that says something changed is about, if one is clear."""
+    with_word, without_word = CHANGE_MATCH[candidate.cue or CHANGE]
+    mine = _topic_words(candidate.text, candidate.subject)
+    for i, (memory, cosine) in enumerate(neighbours):
+        if not _is_state(memory, candidate.subject):
+            continue
+        if cosine >= with_word and _same_topic(mine, _topic_words(memory.text, candidate.subject)):
+            return memory.id
+        runner_up = neighbours[i + 1][1] if i + 1 < len(neighbours) else -1.0
+        if i == 0 and without_word is not None and cosine >= without_word and cosine - runner_up >= CHANGE_MARGIN:
+            return memory.id
+    return None
 
 
 def _specifics(text: str) -> set[str]:
@@ -53,14 +142,14 @@ def reconcile(
     candidates: Sequence[FactCandidate],
     vectors: np.ndarray,
     existing: Sequence[Memory],
-    nearest: Callable[[np.ndarray], tuple[str, str, float] | None],
+    nearest: Callable[[np.ndarray, int], Sequence[tuple[Memory, float]]],
 ) -> Plan:
     """Decide, for each candidate in order, whether it repeats, supersedes or is new.
 
     `existing` holds the user's active facts sharing a key or a text hash with a
-    candidate; `nearest` finds the user's most similar active fact by vector, as
-    (id, text, cosine). A near-identical vector counts as a repeat only when both texts
-    name the same numbers and names.
+    candidate; `nearest(vector, k)` finds the user's k most similar active facts by vector,
+    with their cosines, best first. A near-identical vector counts as a repeat only when
+    both texts name the same numbers and names.
     Candidates of one batch are reconciled against each other too.
     """
     by_hash = {text_hash(m.text): m.id for m in existing}
@@ -74,6 +163,7 @@ def reconcile(
     for index, (candidate, vector) in enumerate(zip(candidates, vectors)):
         decision = Decision(candidate, vector)
         digest = text_hash(candidate.text)
+        keyed = bool(candidate.key) and candidate.cue != ADDITION  # "I also live in Porto" adds a home
         if digest in fresh_by_hash:  # repeated inside this batch: merge into the first copy
             decision.repeats = f"#{fresh_by_hash[digest]}"
         elif digest in by_hash:
@@ -82,15 +172,17 @@ def reconcile(
             decision.repeats = candidate.repeats
         elif candidate.supersedes in texts_by_id:  # … or replaces it
             decision.supersedes = candidate.supersedes
-        elif candidate.key and candidate.key in fresh_by_key:
+        elif keyed and candidate.key in fresh_by_key:
             decision.supersedes = f"#{fresh_by_key[candidate.key]}"
-        elif candidate.key and candidate.key in by_key and texts_by_id[by_key[candidate.key]] != candidate.text:
+        elif keyed and candidate.key in by_key and texts_by_id[by_key[candidate.key]] != candidate.text:
             decision.supersedes = by_key[candidate.key]
         else:
-            near = nearest(vector)
-            if near is not None and near[2] >= NEAR_DUPLICATE_COSINE \
-                    and _specifics(near[1]) == _specifics(candidate.text):
-                decision.repeats = near[0]
+            changes = candidate.cue in CHANGE_MATCH
+            near = nearest(vector, CHANGE_NEIGHBOURS if changes else 1)
+            if near and near[0][1] >= NEAR_DUPLICATE_COSINE and _specifics(near[0][0].text) == _specifics(candidate.text):
+                decision.repeats = near[0][0].id
+            elif changes:
+                decision.supersedes = _changed_fact(candidate, near)
         old = decision.supersedes
         if old is not None and not old.startswith("#"):
             if old in claimed:  # already replaced in this batch: replace the replacement

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from engram.domain.extraction import EpisodeCandidate, Extraction, Turn
 from engram.pipeline.extract.rules import episodes
 from engram.pipeline.extract.rules.artifacts import code_artifact, document_artifact
+from engram.pipeline.extract.rules.assistant import contribution
 from engram.pipeline.extract.rules.facts import add_fact, caption_fact, sentence_fact
-from engram.pipeline.extract.rules.speakers import Lazy, Speaker, name_tokens, other_speaker
+from engram.pipeline.extract.rules.speakers import Lazy, Speaker, answered_turn, name_tokens, other_speaker
 from engram.pipeline.extract.rules.turns import parse_turn, prose_sentences
 from engram.pipeline.extract.rules.vocabulary import SILENT_ROLES
 
@@ -56,7 +57,11 @@ class RulesExtractor:
             if (turn.role or "").lower() in SILENT_ROLES:
                 continue
             other = Lazy(lambda i=index: other_speaker(timeline, i))  # only needed for "you"
-            facts = [sentence_fact(s, turn, speaker, other, names) for s in prose_sentences(parsed.prose)]
+            sentences = prose_sentences(parsed.prose)
+            if (turn.role or "").lower() == "assistant":  # its acknowledgements and echoes are no memory
+                answered = answered_turn(timeline, index)
+                sentences = [c for c in (contribution(s, answered, names) for s in sentences) if c]
+            facts = [sentence_fact(s, turn, speaker, other, names) for s in sentences]
             facts += [caption_fact(c, turn, speaker) for c in parsed.captions]
             for fact in facts:
                 if fact is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from engram.domain.extraction import FactCandidate, Turn
+from engram.pipeline.extract.rules.changes import cue
 from engram.pipeline.extract.rules.dates import resolve_dates
 from engram.pipeline.extract.rules.keys import detect_key, fact_type
 from engram.pipeline.extract.rules.person import rewrite_first_person
@@ -22,6 +23,7 @@ def sentence_fact(raw: str, turn: Turn, speaker: Speaker, other: Lazy, names: fr
     dated = resolve_dates(s, turn.date)
     key: str | None = None
     text: str | None = None
+    change = None if sentence.second_person else cue(s)  # "…, you should try it now" is no change of the speaker's
     if sentence.first_person and not sentence.second_person:
         rewritten = rewrite_first_person(dated.text, speaker)
         if speaker.label.lower() in rewritten.lower():
@@ -41,6 +43,8 @@ def sentence_fact(raw: str, turn: Turn, speaker: Speaker, other: Lazy, names: fr
         source_role=turn.role,
         valid_at=_at(dated.valid_at, turn.date),
         key=key,
+        cue=change,
+        subject=speaker.label,
     )
 
 
@@ -64,7 +68,7 @@ def add_fact(facts: list[FactCandidate], seen: dict[str, int], fact: FactCandida
     ids = tuple(dict.fromkeys(old.source_event_ids + fact.source_event_ids))
     facts[seen[k]] = FactCandidate(
         text=old.text, fact_type=old.fact_type, source_event_ids=ids, source_role=old.source_role,
-        valid_at=old.valid_at, key=old.key,
+        valid_at=old.valid_at, key=old.key, cue=old.cue, subject=old.subject,
     )
 
 

@@ -35,10 +35,16 @@ _KEY_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("name", re.compile(r"(?i:\bmy\s+name(?:'s|\s+is)\s+)" + _CAP)),
     ("age", re.compile(_I_AM + r"\s+(?P<n>\d{1,3})(?:\s+(?:years?|yrs?)\s+old|\s*y/?o\b|(?=\s*(?:[.!,;]|$)))")),
     ("age", re.compile(r"\bI\s+(?:just\s+)?turned\s+\d{1,3}\b")),
+    ("age", re.compile(r"(?i:\b(?:I\s+(?:just\s+)?(?:had|celebrated)|it(?:'s| is| was))\s+my\s+)\d{1,3}(?:st|nd|rd|th)\s+birthday\b")),
     ("lives_in", re.compile(
         r"\b(?:I|[Ww]e)(?:'ve|\s+have)?(?:\s+(?:just|recently|finally|now|currently|also|still|actually))*"
         r"\s+(?:live|moved|relocated)\s+(?:to|in)\s+(?:the\s+)?" + _CAP)),
     ("lives_in", re.compile(_I_AM + r"\s+(?:living|based|settled)\s+in\s+(?:the\s+)?" + _CAP)),
+    # "we live in a small flat in Lyon", "I moved into my own place in Portland"
+    ("lives_in", re.compile(
+        r"\b(?:I|[Ww]e)(?:'ve|\s+have)?(?:\s+(?:just|recently|finally|now|currently|still|actually))*"
+        r"\s+(?:live|moved|relocated)\s+(?:in|into|to)\s+(?:a|an|the|my|our)\s+(?:[\w-]+\s+){0,3}?"
+        r"(?:place|apartment|flat|house|home|condo|studio|room|cottage|bungalow)\s+in\s+(?:the\s+)?" + _CAP)),
     ("works_at", re.compile(
         r"\b(?:I|[Ww]e)(?:\s+(?:now|currently|still|just|recently))*\s+work\s+(?:at|for)\s+(?:the\s+)?" + _CAP)),
     ("works_at", re.compile(_I_AM + r"\s+(?:working|employed)\s+(?:at|for|by)\s+(?:the\s+)?" + _CAP)),
@@ -53,6 +59,8 @@ _KEY_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("partner_name", re.compile(r"(?i:\bmy\s+" + _PARTNERS + r"(?:'s\s+name\s+is\s+|,\s+|\s+(?:is\s+)?(?:called|named)\s+|\s+))[A-Z][a-z]+")),
     ("partner_name", re.compile(r"(?i:" + _I_AM + r"\s+(?:married\s+to|dating|engaged\s+to)\s+)[A-Z][a-z]+")),
     ("partner_name", re.compile(r"\bI\s+(?:just\s+)?married\s+[A-Z][a-z]+")),
+    # being single is this attribute's other value: "I'm single" is replaced by "I'm engaged to Leo"
+    ("partner_name", re.compile(r"(?i:" + _I_AM + r"\s+(?:(?:still|happily|completely)\s+)?single)\b")),
     ("diet", re.compile(r"(?i:" + _I_AM + r"\s+(?:a\s+|now\s+|fully\s+|strictly\s+|mostly\s+)*" + _DIETS + r")\b")),
     ("diet", re.compile(r"(?i:\bI(?:'ve|\s+have)?\s+(?:just\s+|recently\s+)?(?:went|gone|became|become|turned|go)\s+" + _DIETS + r")\b")),
     ("diet", re.compile(r"(?i:\bI\s+(?:eat|follow|keep)\s+(?:a\s+)?(?:strictly\s+|mostly\s+)?" + _DIETS + r")\b")),
@@ -63,7 +71,7 @@ _FAVORITE_RULES = [
     re.compile(
         r"(?i:\bmy\s+(?:all[- ]time\s+|absolute\s+|new\s+)?favou?rite\s+)"
         r"(?P<thing>[A-Za-z][A-Za-z-]*(?:\s+(?!(?:of|to|in|and|for|at|on|is|are|was|were|has|would)\b)[A-Za-z][A-Za-z-]*)?)"
-        r"(?i:\s+(?:is|are|has\s+to\s+be|would\s+be|must\s+be)\b)"
+        r"(?i:(?:\s+(?:these days|nowadays|right now|now|at the moment))?\s+(?:is|are|has\s+to\s+be|would\s+be|must\s+be)\b)"
     ),
     # "Dune is my favorite book"
     re.compile(
@@ -102,7 +110,7 @@ _KEY_TYPES = {"name": "biographical", "age": "biographical", "lives_in": "biogra
               "diet": "preference"}
 
 _PLAN_CUES = re.compile(
-    r"\b(?:will|shall|going to|gonna|plan(?:s|ning)?(?:\s+to|\s+on)?|intend(?:s|ing)? to|want(?:s)? to|"
+    r"\b(?:will|shall|going to|gonna|plan(?:s|ned)?\s+(?:to|on)|planning|intend(?:s|ing)? to|want(?:s)? to|"
     r"wanna|hope(?:s)? to|hoping to|about to|looking forward to|can't wait|"
     r"thinking (?:about|of)|considering|scheduled|upcoming|would love to|'d love to|"
     r"next (?:week|month|year|weekend|time|summer|winter|spring|fall|" + "|".join(WEEKDAYS) + r"))\b|'ll\b",

@@ -8,7 +8,7 @@ from engram.pipeline.extract.rules.speakers import Speaker
 from engram.pipeline.extract.rules.vocabulary import ADVERBS, IRREGULAR_PAST, MODALS, NOT_A_VERB, word_set
 
 
-ADVERB_ALT = "|".join(sorted(ADVERBS, key=len, reverse=True))
+ADVERB_ALT = "|".join(["no longer", *sorted(ADVERBS, key=len, reverse=True)])
 _FIRST_PERSON_RE = re.compile(
     r"\b(?P<im>[Ii]'m|I am)\b"
     r"|\b(?P<ive>[Ii]'ve)\b"
@@ -35,6 +35,11 @@ _NO_CONJUGATION = MODALS | IRREGULAR_PAST | word_set(
 )
 
 
+# Verbs that merely look like a present participle.
+_ING_VERBS = word_set("sing bring ring swing cling sting fling spring wring string")
+# Addresses are kept as written ("jo@proton.me" keeps its "me").
+_ADDRESS = re.compile(r"\S+@\S+\.\w+|https?://\S+|www\.\S+")
+
 # Present-tense verbs that merely look like past participles.
 _ED_PRESENT = word_set("need feed bleed breed speed succeed proceed exceed heed plead embed shred seed weed shed")
 
@@ -45,7 +50,7 @@ def _conjugate(verb: str) -> str:
     if low in _THIRD_PERSON:
         return _THIRD_PERSON[low]
     looks_past = low.endswith("ed") and low not in _ED_PRESENT
-    if low in _NO_CONJUGATION or low in NOT_A_VERB or looks_past or low.endswith("ing") or not low.isalpha() or verb[0].isupper():
+    if low in _NO_CONJUGATION or low in NOT_A_VERB or looks_past or (low.endswith("ing") and low not in _ING_VERBS) or not low.isalpha() or verb[0].isupper():
         return verb
     if low.endswith(("s", "sh", "ch", "x", "z", "o")):
         return verb + "es"
@@ -87,4 +92,9 @@ def rewrite_first_person(sentence: str, speaker: Speaker) -> str:
             return s if m.group("me") else f"{s} and others"
         return m.group(0)  # pragma: no cover - every alternative is handled above
 
-    return _FIRST_PERSON_RE.sub(sub, sentence)
+    pieces, pos = [], 0
+    for address in _ADDRESS.finditer(sentence):
+        pieces += [_FIRST_PERSON_RE.sub(sub, sentence[pos:address.start()]), address.group(0)]
+        pos = address.end()
+    pieces.append(_FIRST_PERSON_RE.sub(sub, sentence[pos:]))
+    return "".join(pieces)

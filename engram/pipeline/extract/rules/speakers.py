@@ -52,6 +52,16 @@ def other_speaker(timeline: Sequence[Turn], index: int) -> Speaker | None:
     return None
 
 
+def answered_turn(timeline: Sequence[Turn], index: int) -> str:
+    """The text of the turn a turn answers: the nearest earlier one by someone else."""
+    me = _identity(timeline[index])
+    for j in range(index - 1, -1, -1):
+        t = timeline[j]
+        if t.role not in SILENT_ROLES and _identity(t) != me:
+            return t.content
+    return ""
+
+
 class Lazy:
     """Computes a value on first use (the other speaker is only needed for "you")."""
 
