@@ -515,6 +515,54 @@ def test_a_search_scope_answers_as_its_filter_does(store: Any) -> None:
     assert store.search_scope(OTHER, where).dense(q, 10) == [] and scope.admits([]) == set()
 
 
+def test_turn_context_names_the_memories_citing_adjacent_turns_of_one_conversation(store: Any) -> None:
+    """Store.turn_context: which of the given memories cite the turn just before or after one of
+    a memory's own turns, in its conversation's (occurred_at, received_at, id) order — never a
+    turn of another conversation, user or org, however close in time."""
+
+    def job(org: str, user: str, conv: str, texts: list[str], at: datetime = T0,
+            rejected: tuple[int, ...] = ()) -> tuple[list[str], list[Memory]]:
+        _, events = accept(store, org, user, conv, texts=texts, at=at)
+        lease = store.lease("w", utcnow(), 30, 5)
+        made = [memory(org, user, f"{user} {conv}: {t}", conv=conv, sources=[events[i]],
+                       details={"fact_type": "fact", "source_role": "assistant" if t.startswith("bot") else "user"})
+                for i, t in enumerate(texts) if i not in rejected]
+        assert store.complete(lease, JobOutcome(created=[NewMemory(m, unit(m.text)) for m in made],
+                                                event_failures={events[i]: "content_rejected" for i in rejected},
+                                                result={"object": "ingest_result"}))
+        return events, made
+
+    _, (q1, a1, x1) = job(ORG, "u1", "c1", ["question", "bot answer", "aside"])
+    _, (other_conv,) = job(ORG, "u1", "c2", ["meanwhile"])  # between c1's two jobs in time
+    _, (other_user,) = job(ORG, "u2", "c1", ["same conversation id"])
+    _, (theirs,) = job(OTHER, "u1", "c1", ["other org"])
+    _, (late,) = job(ORG, "u1", "c1", ["next job"])
+    _, (early,) = job(ORG, "u1", "c1", ["told of an earlier day"], at=T0 - timedelta(days=30))
+    _, (p, r) = job(ORG, "u1", "c3", ["before a secret", "secret", "after it"], rejected=(1,))
+    episode = memory(ORG, "u1", "a stretch", type_="episode", sources=[*q1.source_event_ids, *a1.source_event_ids])
+    run_job(store, ORG, "u1", "c9", [(episode, unit(99))])  # its own job's turn is in another conversation
+
+    asked = [q1, a1, x1, other_conv, other_user, theirs, late, early, p, r, episode]
+    got = store.turn_context(ORG, [m.id for m in asked])
+    assert theirs.id not in got and set(got) == {m.id for m in asked} - {theirs.id}, "another org's id is unknown"
+    near = {m.id: got[m.id].neighbours for m in asked if m.id in got}
+    # (the episode cites q1's and a1's turns, so it is a neighbour of whoever cites a turn beside either)
+    assert near[q1.id] == {a1.id, early.id, episode.id}, "the earlier day's turn comes first in c1's order"
+    assert near[a1.id] == {q1.id, x1.id, episode.id}
+    assert near[x1.id] == {a1.id, late.id, episode.id}, "c1's next turn, whatever was said elsewhere meanwhile"
+    assert near[late.id] == {x1.id} and near[early.id] == {q1.id, episode.id}
+    assert near[other_conv.id] == near[other_user.id] == frozenset()
+    assert near[p.id] == near[r.id] == frozenset(), "a withheld turn still stands between its neighbours"
+    assert near[episode.id] == {q1.id, a1.id, x1.id, early.id}
+    assert got[a1.id].before == {q1.id, episode.id} and got[a1.id].after == {x1.id}
+    assert got[q1.id].before == {early.id} and got[late.id].after == frozenset()
+    assert got[a1.id].source_role == "assistant" and got[q1.id].source_role == "user"
+    assert got[q1.id].type == "fact" and got[episode.id].type == "episode" and got[episode.id].source_role is None
+    # only the memories asked about are neighbours
+    assert store.turn_context(ORG, [q1.id, x1.id])[q1.id].neighbours == frozenset()
+    assert store.turn_context(ORG, []) == {}
+
+
 # ---------------------------------------------------------------------- the filter DSL
 def _filter_data(store: Any) -> dict[str, Memory]:
     rows = {

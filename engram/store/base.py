@@ -25,6 +25,20 @@ WORK_READY = "work_ready"
 JOB_ENDED = "job_ended"
 
 
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What search's context step reads about a candidate memory (Store.turn_context)."""
+
+    type: str
+    source_role: str | None  # details.source_role: the role of the turn a fact came from
+    before: frozenset[str]  # the other asked-about memories citing the turn just before one of its turns
+    after: frozenset[str]  # ... citing the turn just after one of its turns
+
+    @property
+    def neighbours(self) -> frozenset[str]:
+        return self.before | self.after
+
+
 @dataclass(slots=True)
 class NewJob:
     """A job to create with its events, if at least one of them is new."""
@@ -274,6 +288,13 @@ class Store(Protocol):
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]: ...
     def search_scope(self, org_id: str, where: Node) -> SearchScope:
         """The memories `where` admits, resolved once for a search's every step."""
+        ...
+    def turn_context(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, "TurnContext"]:
+        """For each of these memories of the org (unknown ids are left out): its type, the role of
+        its source turn, and which of the *other* given memories cite the turn just before, and
+        just after, one of its own — the events next to it in its conversation (same user and
+        conversation; events in (occurred_at, received_at, id) order, whatever their status).
+        One statement."""
         ...
 
     # memory management (PATCH, revisions)

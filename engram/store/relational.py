@@ -27,7 +27,7 @@ from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, utc
 from engram.store import codec
 from engram.store.base import (
     JOB_ENDED, WITHHELD_CONTENT, WORK_READY, AcceptResult, CommitResult, Idempotency, JobOutcome, Lease, NewJob,
-    NewMemory, Page, SearchScope, changes_active_memories, job_error_dict, replayed_job, resolve_batch,
+    NewMemory, Page, SearchScope, TurnContext, changes_active_memories, job_error_dict, replayed_job, resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
 
@@ -512,6 +512,21 @@ class RelationalStore:
     # ------------------------------------------------------------------ search (the dialect's index)
     def search_scope(self, org_id: str, where: Node) -> SearchScope:
         return self.dialect.index.scope(org_id, where)
+
+    def turn_context(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, TurnContext]:
+        """See Store.turn_context: one statement, whatever the number of ids."""
+        if not memory_ids:
+            return {}
+        asked = list(dict.fromkeys(memory_ids))
+        rows = self._all("turn_context", org_id=org_id, ids=self.dialect.array(asked))
+        wanted = set(asked)  # narrowed here: a list probe per joined row would cost more than the rows
+        found: dict[str, tuple[str, str | None, set[str], set[str]]] = {}
+        for r in rows:
+            entry = found.setdefault(r["id"], (r["type"], r["source_role"], set(), set()))
+            if r["neighbour_id"] in wanted:
+                entry[2 if r["side"] == "before" else 3].add(r["neighbour_id"])
+        return {i: TurnContext(t, role, frozenset(before), frozenset(after))
+                for i, (t, role, before, after) in found.items()}
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.dialect.index.dense_candidates(org_id, where, query, k)

@@ -1,0 +1,3 @@
+-- A conversation's turns in order (occurred_at, received_at, id): search reads the turn just
+-- before and just after each candidate's source turns (Store.turn_context) with one seek each.
+CREATE INDEX IF NOT EXISTS events_turn_order ON events(org_id, user_id, conv_id, occurred_at, received_at, id);
