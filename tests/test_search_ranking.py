@@ -16,8 +16,11 @@ from engram.domain.filters import Cmp, conjoin
 from engram.domain.records import Event, Job, Memory
 from engram.ids import new_event_id, new_job_id, new_memory_id
 from engram.search import query as q
+from engram.search import engine
 from engram.search.engine import UBIQUITY_MIN_DOCS, HybridRanker
-from engram.search.fusion import TIME_BOOST, lexical_strength, relevance
+from engram.search.fusion import (
+    ASSISTANT_WEIGHT, CONTEXT_SHARE, TIME_BOOST, by_role, in_context, lexical_strength, relevance,
+)
 from engram.store.base import DocumentFrequencies, JobOutcome, NewJob, NewMemory
 from engram.store.sqlite import SQLiteStore
 
@@ -65,6 +68,20 @@ def test_relevance_stays_in_the_unit_interval_and_the_time_boost_only_raises(cos
 def test_lexical_strength_saturates() -> None:
     assert lexical_strength(0) == 0 and lexical_strength(-3) == 0
     assert 0 < lexical_strength(1) < lexical_strength(10) < lexical_strength(1000) < 1
+
+
+@pytest.mark.parametrize("score", [0.0, 0.2, 0.7, 1.0])
+@pytest.mark.parametrize("neighbour", [0.0, 0.5, 1.0, 1.3])
+def test_turn_context_and_the_role_weight_keep_scores_in_the_unit_interval(score: float, neighbour: float) -> None:
+    lifted = in_context(score, neighbour)
+    assert score <= lifted <= 1.0 and in_context(score, 0.0) == score
+    if neighbour > score:  # part of the way toward the better score, never past it
+        assert lifted == pytest.approx(score + CONTEXT_SHARE * (min(neighbour, 1.0) - score)) and lifted <= neighbour
+    else:
+        assert lifted == score, "a previous turn that scored no better changes nothing"
+    assert in_context(score, neighbour / 2) <= lifted, "a better neighbour lifts more"
+    assert by_role(score, "assistant") == pytest.approx(ASSISTANT_WEIGHT * score) and 0 < ASSISTANT_WEIGHT < 1
+    assert by_role(score, "user") == by_role(score, None) == score
 
 
 # ---------------------------------------------------------------------- the ranker on a store
@@ -238,3 +255,125 @@ def test_the_vector_cache_follows_writes_from_other_processes(tmp_path: Any) -> 
     finally:
         first.close()
         other.close()
+
+
+# ---------------------------------------------------------------------- turn context
+def converse(store: SQLiteStore, turns: list[str], *, user: str = "u1", conv: str = "c",
+             roles: list[str] | None = None) -> list[str]:
+    """One job of `turns`, each turn an event and one fact of the same text (in turn order)."""
+    now = datetime.now(UTC)
+    job = Job(id=new_job_id(), org_id=ORG, user_id=user, conv_id=conv, status="pending", created_at=now,
+              updated_at=now, params={})
+    roles = roles or ["user"] * len(turns)
+    events = [Event(id=new_event_id(), org_id=ORG, user_id=user, conv_id=conv, role=role, kind=f"{role}_message",
+                    content=t, occurred_at=now, received_at=now) for t, role in zip(turns, roles)]
+    store.accept(ORG, [NewJob(job, events)], dedup_since=None)
+    lease = store.lease("t", now, 30, 5)
+    assert lease is not None and lease.job.id == job.id
+    made = [Memory(id=new_memory_id(), org_id=ORG, type="fact", text=t, user_id=user, conv_id=conv, created_at=now,
+                   updated_at=now, source_event_ids=[e.id], details={"fact_type": "fact", "source_role": e.role})
+            for t, e in zip(turns, events)]
+    assert store.complete(lease, JobOutcome(created=[NewMemory(m, BagOfWords.one(m.text)) for m in made],
+                                            result={"stage_timings": {}}))
+    return [m.id for m in made]
+
+
+def without_context(monkeypatch: pytest.MonkeyPatch, store: SQLiteStore, where: Any, query: str) -> dict[str, float]:
+    with monkeypatch.context() as m:
+        m.setattr(engine, "CONTEXT_WINDOW", 0)
+        return dict(HybridRanker(store, BagOfWords()).rank(ORG, where, query, depth=20).scored)
+
+
+def test_an_answer_is_lifted_by_the_question_in_the_turn_before(store: SQLiteStore,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The question's words match the query; the answer ("Rex, for music") only half does.
+    question, answer, aside = converse(store, ["Ann violin teacher?", "Bob music rex dog.", "Paris."])
+    (distractor,) = converse(store, ["Bob music garden."], conv="other")
+    query = "Ann violin music"
+    base = without_context(monkeypatch, store, user_scope(), query)
+    assert base[distractor] > base[answer], "on its own words the answer loses"
+    ranking = HybridRanker(store, BagOfWords()).rank(ORG, user_scope(), query, depth=20)
+    scores = dict(ranking.scored)
+    assert [i for i, _ in ranking.scored[:2]] == [question, answer], "its question lifts it"
+    assert scores[answer] == pytest.approx(in_context(base[answer], base[question]))
+    assert scores[distractor] == pytest.approx(base[distractor]), "no neighbour: its score as it was"
+    assert scores[question] == pytest.approx(base[question]), "the turn after it lifts nothing"
+    assert aside not in scores or scores[aside] == pytest.approx(in_context(base[aside], base[answer]))
+    assert "context" in ranking.timings and all(0 <= s <= 1 for s in scores.values())
+
+
+def test_memories_of_other_conversations_and_users_are_never_neighbours(store: SQLiteStore,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (answer,) = converse(store, ["Bob music rex dog."])
+    # right after it in time, with the query's words: another conversation, another user
+    (elsewhere,) = converse(store, ["Ann violin teacher?"], conv="other")
+    (someone,) = converse(store, ["Ann violin teacher?"], user="u2")
+    everyone = Cmp("status", "eq", "active")  # org-wide: all three are candidates
+    query = "Ann violin music"
+    base = without_context(monkeypatch, store, everyone, query)
+    scores = dict(HybridRanker(store, BagOfWords()).rank(ORG, everyone, query, depth=20).scored)
+    assert set(scores) == {answer, elsewhere, someone}
+    assert scores == pytest.approx(base)
+
+
+def test_a_fact_from_an_assistant_turn_ranks_below_the_users_own_words(store: SQLiteStore,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    user, echo = converse(store, ["Ann garden tomatoes dog.", "Ann garden tomatoes."], roles=["user", "assistant"])
+    base = without_context(monkeypatch, store, user_scope(), "garden tomatoes")
+    assert base[echo] > base[user], "the shorter echo matches better on its words"
+    ranking = HybridRanker(store, BagOfWords()).rank(ORG, user_scope(), "garden tomatoes", depth=20)
+    scores = dict(ranking.scored)
+    assert [i for i, _ in ranking.scored] == [user, echo]
+    assert scores[echo] == pytest.approx(ASSISTANT_WEIGHT * base[echo]) and scores[user] == pytest.approx(base[user])
+
+
+# ---------------------------------------------------------------------- over the API
+def test_over_the_api_the_users_statement_ranks_above_an_assistants_echo_of_it(tmp_path: Any) -> None:
+    """The role weight is a safety net behind the extractor (which should not keep echoes at
+    all), so the facts are written here as a worker would commit them — a separate process on
+    the server's database, with the real embedder — whatever today's extractor keeps; the
+    search goes over HTTP. On its own words the echo matches the query better."""
+    from engram.auth import DEFAULT_ORG
+    from engram.embed import make_embedder
+    from tests.conftest import ServerProcess
+
+    server = ServerProcess(tmp_path / "data", env={"ENGRAM_WORKERS": "0"}).start()
+    worker = SQLiteStore(tmp_path / "data" / "engram.db")
+    try:
+        embedder = make_embedder("local")
+        turns = [("user", "I moved to Denver last spring, for a new job at the children's hospital there."),
+                 ("assistant", "You moved to Denver.")]
+        texts = ["Dana moved to Denver last spring, for a new job at the children's hospital there.",
+                 "The assistant said: Dana moved to Denver."]
+        now = datetime.now(UTC)
+        job = Job(id=new_job_id(), org_id=DEFAULT_ORG, user_id="dana", conv_id="c", status="pending",
+                  created_at=now, updated_at=now, params={})
+        events = [Event(id=new_event_id(), org_id=DEFAULT_ORG, user_id="dana", conv_id="c", role=role,
+                        kind=f"{role}_message", content=content, occurred_at=now, received_at=now)
+                  for role, content in turns]
+        worker.accept(DEFAULT_ORG, [NewJob(job, events)], dedup_since=None)
+        lease = worker.lease("test", now, 30, 5)
+        assert lease is not None and lease.job.id == job.id
+        made = [Memory(id=new_memory_id(), org_id=DEFAULT_ORG, type="fact", text=text, user_id="dana", conv_id="c",
+                       created_at=now, updated_at=now, source_event_ids=[e.id],
+                       details={"fact_type": "fact", "source_role": e.role})
+                for text, e in zip(texts, events)]
+        vectors = embedder.embed(texts)
+        assert worker.complete(lease, JobOutcome(created=[NewMemory(m, v) for m, v in zip(made, vectors)],
+                                                 result={"stage_timings": {}}))
+        query = "Dana moved to Denver"
+        with pytest.MonkeyPatch.context() as m:  # the same ranking without this step, in process
+            m.setattr(engine, "CONTEXT_WINDOW", 0)
+            base = dict(HybridRanker(worker, lambda t: embedder.embed(t)).rank(
+                DEFAULT_ORG, conjoin(Cmp("status", "eq", "active"), Cmp("user_id", "eq", "dana")), query, 20).scored)
+        assert base[made[1].id] > base[made[0].id], "the echo is the better match on its words"
+        with server.client() as client:
+            response = client.post("/v1/memories/search", json={"query": query, "filters": {"user_id": "dana"}})
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert [(d["details"]["source_role"], d["text"]) for d in data] == [("user", texts[0]), ("assistant", texts[1])]
+        assert data[1]["score"] == pytest.approx(ASSISTANT_WEIGHT * base[made[1].id], abs=1e-5)
+        assert "context" in response.json()["extras"]["stage_timings"]
+    finally:
+        worker.close()
+        server.stop()

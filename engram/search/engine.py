@@ -15,6 +15,11 @@ For a query and a filter (already narrowed to active memories by the service):
 3. **Time.** When the query names dates ("in May 2023"), memories whose event time
    (`valid_at`) falls inside one are fetched as candidates too, and get the time boost.
 4. **Fusion** into one score (search/fusion.py).
+5. **Context.** The best CONTEXT_WINDOW candidates by that score are read once more
+   (`Store.turn_context`, one statement): a memory whose turn follows the turn of a better
+   candidate moves part of the way toward that score (a question and its answer are two
+   turns), and a fact taken from an assistant's turn is weighted below the user's own words.
+   Both are in search/fusion.py, with their reasons.
 
 The filter is resolved once, into the store's search scope (`Store.search_scope`), and every
 step asks that scope: on SQLite it is the admitted row ids, read once, with their term counts
@@ -31,8 +36,8 @@ import numpy as np
 
 from engram.domain.filters import Node
 from engram.search import query as q
-from engram.search.fusion import relevance
-from engram.store.base import Store
+from engram.search.fusion import CONTEXT_WINDOW, by_role, in_context, relevance
+from engram.store.base import Store, TurnContext
 from engram.stages import timed
 
 UBIQUITY = 0.2  # a word in at least this share of the scope's memories is ubiquitous ...
@@ -98,4 +103,27 @@ class HybridRanker:
 
         scored = [(i, relevance(cosine.get(i, 0.0), bm25.get(i, 0.0), i in in_range)) for i in {*cosine, *bm25}]
         scored.sort(key=lambda item: (-item[1], item[0]))
+        if scored:
+            with timed(timings, "context"):
+                window = scored[:CONTEXT_WINDOW]
+                adjusted = in_turn_context(window, self.store.turn_context(org_id, [i for i, _ in window]))
+                scored = sorted(adjusted + scored[CONTEXT_WINDOW:], key=lambda item: (-item[1], item[0]))
         return Ranking(scored, timings, dropped, len(ranges))
+
+
+def in_turn_context(window: list[tuple[str, float]], context: dict[str, TurnContext]) -> list[tuple[str, float]]:
+    """The window's scores with turn context and the role weight (search/fusion.py). Every
+    neighbour's evidence is its score before this step, so the order the window came in
+    does not matter. Episodes neither give nor take context: they cite a whole stretch."""
+    base = dict(window)
+    turn_level = {i for i, c in context.items() if c.type != "episode"}
+    out = []
+    for i, score in window:
+        c = context.get(i)
+        if c is not None:
+            if i in turn_level:
+                before = max((base[n] for n in c.before if n in turn_level and n in base), default=0.0)
+                score = in_context(score, before)
+            score = by_role(score, c.source_role)
+        out.append((i, score))
+    return out

@@ -11,6 +11,30 @@ The saturating transform maps any positive BM25 into [0, 1); the time boost clos
 share of the gap to 1, so scores stay in [0, 1] and keep their order within each group.
 The constants were chosen on the LoCoMo dev split (docs/benchmarks.md); the score is flat
 around them (±0.1 in the weight or ×2 in the half point moves recall@10 by < 1 point).
+
+Two adjustments follow, over the best CONTEXT_WINDOW candidates by that score (they need the
+candidates' rows: Store.turn_context, one statement):
+
+    score = max(score, score + CONTEXT_SHARE · (before − score))
+    score = ASSISTANT_WEIGHT · score        for a fact taken from an assistant's turn
+
+*Turn context.* A conversation answers in one turn what the turn before asked (“What did you
+paint?” / “A sunset by the lake.”): the answer's own words often miss the query that the
+question's words match. So a memory moves CONTEXT_SHARE of the way toward `before`, the best
+score among the other candidates citing the turn just before one of its turns (same user and
+conversation), when that is higher than its own — never above it, and never down. A convex
+blend of two scores in [0, 1] stays in [0, 1], and a memory whose previous turn scored no
+better keeps its score: a threshold still means what it did. Only the turn before lifts:
+lifting a turn by the one after it, or by a fixed share of a neighbour's score whatever its
+own, pushed the best hit's neighbours into the budget and cost multi-hop questions 1-5 points
+of recall@10 (docs/benchmarks.md). Episodes neither give nor take context (they cite a stretch).
+
+*Assistant facts.* What an assistant says back (an acknowledgement, an echo of the user's
+words) restates the user's statement more briefly and often matches a query better; it must
+not outrank what the user said. A modest weight below 1 on facts whose source_role is
+"assistant" is the safety net (the extractor is meant not to keep echoes at all); what an
+assistant contributes (a recommendation, an answer) still ranks, just behind an equally
+good match of the user's own words. LoCoMo's speakers are all users: it is unaffected.
 """
 
 from __future__ import annotations
@@ -18,6 +42,9 @@ from __future__ import annotations
 DENSE_WEIGHT = 0.6
 BM25_HALF_POINT = 12.0  # the BM25 score that counts as half a lexical match
 TIME_BOOST = 0.2
+CONTEXT_SHARE = 0.4  # how far a memory moves toward its previous turn's better score (flat 0.25-0.5)
+CONTEXT_WINDOW = 100  # candidates (best by score) that get turn context and the role weight
+ASSISTANT_WEIGHT = 0.85  # weight of a fact taken from an assistant's turn
 
 
 def lexical_strength(bm25: float) -> float:
@@ -27,3 +54,12 @@ def lexical_strength(bm25: float) -> float:
 def relevance(cosine: float, bm25: float, in_time_range: bool = False) -> float:
     base = DENSE_WEIGHT * max(cosine, 0.0) + (1 - DENSE_WEIGHT) * lexical_strength(bm25)
     return base + TIME_BOOST * (1 - base) if in_time_range else base
+
+
+def in_context(score: float, before: float) -> float:
+    """The score moved toward the previous turn's best score, when that is higher."""
+    return score + CONTEXT_SHARE * (min(before, 1.0) - score) if before > score else score
+
+
+def by_role(score: float, source_role: str | None) -> float:
+    return ASSISTANT_WEIGHT * score if source_role == "assistant" else score
