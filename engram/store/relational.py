@@ -520,13 +520,17 @@ class RelationalStore:
         asked = list(dict.fromkeys(memory_ids))
         rows = self._all("turn_context", org_id=org_id, ids=self.dialect.array(asked))
         wanted = set(asked)  # narrowed here: a list probe per joined row would cost more than the rows
-        found: dict[str, tuple[str, str | None, set[str], set[str]]] = {}
+        found: dict[str, tuple[str, str | None, set[str]]] = {}
         for r in rows:
-            entry = found.setdefault(r["id"], (r["type"], r["source_role"], set(), set()))
+            entry = found.setdefault(r["id"], (r["type"], r["source_role"], set()))
             if r["neighbour_id"] in wanted:
-                entry[2 if r["side"] == "before" else 3].add(r["neighbour_id"])
-        return {i: TurnContext(t, role, frozenset(before), frozenset(after))
-                for i, (t, role, before, after) in found.items()}
+                entry[2].add(r["neighbour_id"])
+        after: dict[str, set[str]] = {i: set() for i in found}
+        for i, (_, _, before) in found.items():
+            for b in before:
+                after[b].add(i)  # "just after" is "just before" read the other way
+        return {i: TurnContext(t, role, frozenset(before), frozenset(after[i]))
+                for i, (t, role, before) in found.items()}
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.dialect.index.dense_candidates(org_id, where, query, k)

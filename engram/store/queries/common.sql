@@ -241,39 +241,32 @@ ORDER BY created_at, id
 -- ================================================================== search
 -- name: turn_context
 -- For each memory of `ids`: its type, the role of the turn it came from, and every memory that
--- cites the turn just before (side 'before') or just after ('after') one of its turns: one row
--- per such neighbour, which the store narrows to `ids`; one row with a NULL neighbour when there
--- is none. A turn's neighbours are the events next to it among the events of its org, user and
--- conversation in (occurred_at, received_at, id) order, whatever their status: the
--- conversation as it was sent. Each lookup is one seek on events_turn_order; `adjacent` is a
--- compound select, so it is computed once, not again for every row of the join after it.
+-- cites the turn just before one of its turns (one row per such neighbour, which the store
+-- narrows to `ids`; one row with a NULL neighbour when there is none). "Just after" is the same
+-- relation read the other way, so it is not looked up twice. A turn's predecessor is the event
+-- before it among the events of its org, user and conversation in (occurred_at, received_at, id)
+-- order, whatever their status: the conversation as it was sent. One seek on
+-- events_turn_order per source turn.
 WITH sources AS (
     SELECT s.memory_id, e.org_id, e.user_id, e.conv_id, e.occurred_at, e.received_at, e.id
     FROM memory_sources s JOIN events e ON e.id = s.event_id
     WHERE s.memory_id {{in:ids}} AND {{org}} = :org_id),
-adjacent AS (
-    SELECT t.memory_id, 'before' AS side,
+previous AS (
+    SELECT t.memory_id,
            (SELECT p.id FROM events p
             WHERE p.org_id = t.org_id AND p.user_id = t.user_id AND p.conv_id = t.conv_id
               AND (p.occurred_at, p.received_at, p.id) < (t.occurred_at, t.received_at, t.id)
             ORDER BY p.occurred_at DESC, p.received_at DESC, p.id DESC LIMIT 1) AS event_id
-    FROM sources t
-    UNION ALL
-    SELECT t.memory_id, 'after' AS side,
-           (SELECT n.id FROM events n
-            WHERE n.org_id = t.org_id AND n.user_id = t.user_id AND n.conv_id = t.conv_id
-              AND (n.occurred_at, n.received_at, n.id) > (t.occurred_at, t.received_at, t.id)
-            ORDER BY n.occurred_at, n.received_at, n.id LIMIT 1) AS event_id
     FROM sources t),
 neighbours AS (
-    SELECT DISTINCT a.memory_id, a.side, s.memory_id AS neighbour_id
-    FROM adjacent a JOIN memory_sources s ON s.event_id = a.event_id
-    WHERE s.memory_id <> a.memory_id)
-SELECT m.id, m.type, m.source_role, neighbours.side, neighbours.neighbour_id
+    SELECT DISTINCT v.memory_id, s.memory_id AS neighbour_id
+    FROM previous v JOIN memory_sources s ON s.event_id = v.event_id
+    WHERE s.memory_id <> v.memory_id)
+SELECT m.id, m.type, m.source_role, neighbours.neighbour_id
 FROM (SELECT id, type, {{json_text:source_role}} AS source_role FROM memories
       WHERE {{org}} = :org_id AND id {{in:ids}}) m
 LEFT JOIN neighbours ON neighbours.memory_id = m.id
-ORDER BY m.id, neighbours.side, neighbours.neighbour_id
+ORDER BY m.id, neighbours.neighbour_id
 
 -- ================================================================== memories
 -- name: memory_by_id
