@@ -42,7 +42,7 @@ from __future__ import annotations
 DENSE_WEIGHT = 0.6
 BM25_HALF_POINT = 12.0  # the BM25 score that counts as half a lexical match
 TIME_BOOST = 0.2
-CONTEXT_SHARE = 0.4  # how far a memory moves toward its previous turn's better score (flat 0.25-0.5)
+CONTEXT_SHARE = 0.4  # how far a memory moves toward its previous turn's better score (flat 0.3-0.5)
 CONTEXT_WINDOW = 100  # candidates (best by score) that get turn context and the role weight
 ASSISTANT_WEIGHT = 0.85  # weight of a fact taken from an assistant's turn
 
