@@ -44,6 +44,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     ("We adopted a rabbit too.", ADDITION),
     ("My other cousin lives in Cork.", ADDITION),
     ("I'm learning Welsh as well.", ADDITION),
+    ("I've been playing one more game with friends these days.", ADDITION),
     ("I now also teach piano.", ADDITION),  # an addition word wins
     ("I never give up on my goals.", None),  # a negated verb of ending
     ("I started pottery last month.", None),  # beginning is no cue on its own
@@ -104,6 +105,12 @@ def test_events_opinions_plans_and_other_people_are_not_superseded_by_a_change()
                 fact("m4", "The user will run in the city race.", "plan"),
                 fact("m5", "Maya runs every morning.")):  # not about the user
         assert decide(new, [(old, 0.8)]) is None, old.text
+
+
+def test_a_shift_does_not_end_one_of_several_values() -> None:
+    piano = fact("m1", "The user has also started learning the piano.")
+    assert decide(candidate("The user is learning the violin now.", SHIFT), [(piano, 0.7)]) is None
+    assert decide(candidate("The user gave up the piano for the violin.", CHANGE), [(piano, 0.7)]) == "m1"
 
 
 def test_an_addition_never_supersedes_not_even_by_key() -> None:

@@ -32,7 +32,7 @@ from engram.domain.details import FactDetails
 from engram.domain.extraction import FactCandidate
 from engram.domain.records import Memory
 from engram.domain.text import text_hash
-from engram.pipeline.extract.rules.changes import ADDITION, CHANGE, SHIFT
+from engram.pipeline.extract.rules.changes import ADDITION, CHANGE, SHIFT, says_addition
 from engram.pipeline.extract.rules.vocabulary import IRREGULAR_PAST, STOPWORDS
 
 NEAR_DUPLICATE_COSINE = 0.95
@@ -88,8 +88,10 @@ _YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
 
 
 _EVERLASTING = frozenset({"event", "opinion", "plan"})
-_PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+(?:[a-z]+ed|"
-                   + "|".join(sorted(IRREGULAR_PAST)) + r")\b")
+_PAST_VERB = r"(?:[a-z]+ed|" + "|".join(sorted(IRREGULAR_PAST)) + r")\b"
+_PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+" + _PAST_VERB)
+# "Evan's old car broke down", not "the user's cat is called Pepper" or "the user's preferred airline"
+_OWNED_PAST = re.compile(r"(?:\s+(?!(?:is|are|was|were|has|have|had)\b)[\w-]+){1,3}?\s+" + _PAST_VERB)
 
 
 def _is_state(memory: Memory, subject: str | None) -> bool:
@@ -98,7 +100,8 @@ def _is_state(memory: Memory, subject: str | None) -> bool:
     or told as one), opinion or plan, which stay true of their time whatever comes later."""
     if subject:
         opening = re.match(re.escape(subject) + r"(?:'s|\b)", memory.text, re.I)
-        if opening is None or (not opening.group(0).endswith("'s") and _PAST.match(memory.text, opening.end())):
+        told_in_past = _OWNED_PAST if opening is not None and opening.group(0).endswith("'s") else _PAST
+        if opening is None or told_in_past.match(memory.text, opening.end()):
             return False
     return FactDetails.from_wire(memory.details).fact_type not in _EVERLASTING and not _YEAR.search(memory.text)
 
@@ -108,8 +111,8 @@ def _changed_fact(candidate: FactCandidate, neighbours: Sequence[tuple[Memory, f
     with_word, without_word = CHANGE_MATCH[candidate.cue or CHANGE]
     mine = _topic_words(candidate.text, candidate.subject)
     for i, (memory, cosine) in enumerate(neighbours):
-        if not _is_state(memory, candidate.subject):
-            continue
+        if not _is_state(memory, candidate.subject) or (candidate.cue == SHIFT and says_addition(memory.text)):
+            continue  # a shift does not end one of several values ("also learning piano" / "violin now")
         if cosine >= with_word and _same_topic(mine, _topic_words(memory.text, candidate.subject)):
             return memory.id
         runner_up = neighbours[i + 1][1] if i + 1 < len(neighbours) else -1.0

@@ -8,12 +8,15 @@ fact, if any, the change is about (pipeline/reconcile.py). Three cues:
   verb of ending or replacing with the speaker as its subject ("I quit…", "we sold…",
   "I switched to…", "Marco and I divorced", "I moved to…", "I left the choir"), a negated
   state ("I'm not vegan anymore", "I no longer…"), "instead", "from X to Y", "the old one",
-  or the old thing as the subject of its own end ("the Dell broke", "Pepper ran away").
+  or the old thing as the subject of its own end ("the Dell broke", "Pepper ran away");
+  not in a clause that dates another ("since I moved here…").
 * ``shift`` — the speaker states a present value in words that imply an earlier one was
   different, but does not say so ("I … now", "these days", "nowadays", "I've become…",
-  "my new…", "X is my Y now"). Weaker: reconciliation asks for more evidence.
+  "I got a new…", "X is my Y now"; not "my new…", which mentions more often than replaces). Weaker: reconciliation asks for more evidence.
 * ``addition`` — the sentence adds to what holds ("also", "too", "as well", "another",
-  "my other …", "in addition", "a second …"). It never supersedes, not even by key.
+  "my other …", "in addition", "a second …", "one more"). It never supersedes, not even by
+  key; and a fact that was itself said as an addition ("I've also started piano") names one
+  of several values, so only an explicit change supersedes it, not a shift.
 
 Only what the speaker says of their own life carries a cue (the extractor asks no cue of a
 sentence addressed to someone); a shift needs the first person. Verbs that begin
@@ -32,7 +35,7 @@ CHANGE, SHIFT, ADDITION = "change", "shift", "addition"
 _ADDITION = re.compile(
     r"\balso\b|\btoo\b(?!\s+(?:much|many|late|early|long|far|old|young|big|small|hard|busy|tired|expensive))"
     r"|\bas well\b|\banother\b|\b(?:my|our|his|her|their) other\b|\bin addition\b"
-    r"|\badditionally\b|\bbesides\b|\bon top of\b|\ba second\b|\bsecond (?:one|job|home|house|car|dog|cat|kid|child)\b",
+    r"|\badditionally\b|\bone more\b|\bbesides\b|\bon top of\b|\ba second\b|\bsecond (?:one|job|home|house|car|dog|cat|kid|child)\b",
     re.I,
 )
 
@@ -50,7 +53,7 @@ _ENDING_VERBS = (
     r"(?:finished|completed)\b[^.;!?]{1,60}\band\s+(?:started|began|moved on to)"
 )
 _CHANGE = re.compile(
-    _SUBJECT + _BETWEEN + r"\s+(?:" + _ENDING_VERBS + r")\b"
+    r"(?<!since )(?<!when )(?<!after )(?<!before )" + _SUBJECT + _BETWEEN + r"\s+(?:" + _ENDING_VERBS + r")\b"
     r"|\bno longer\b|\bnot\b[^.;!?]{0,40}\b(?:any\s?more|any longer)\b|n't\b[^.;!?]{0,40}\b(?:any\s?more|any longer)\b"
     r"|\binstead\b(?!\s+of\s+\w+ing\b)|\bthe old one\b|\bthe previous one\b"
     r"|\bnot\b[^.;!?]{1,40},\s*(?:it's|it is|it was|they're|they are)\b"  # a correction: "not X, it's Y"
@@ -62,10 +65,10 @@ _CHANGE = re.compile(
 _SHIFT = re.compile(
     # "now" closing the speaker's clause ("I'm fully remote now", "I mostly code in Go now"),
     # not a duration ("for a month now"), a moment ("right now") or a reason ("especially now")
-    _SUBJECT + r"\b(?![^.;!?]{0,60}\bfor\b[^.;!?]{0,30}\bnow\b)[^.;!?,]{0,60}?(?<!right)(?<!just)(?<!especially)(?<!even)(?<!by)(?<!until)(?<!for)\s+now\s*(?=[.;!?,]|$)"
+    _SUBJECT + r"\b(?![^.;!?]{0,60}\bfor\b[^.;!?]{0,30}\bnow\b)[^.;!?,\-–—]{0,60}?(?<!right)(?<!just)(?<!especially)(?<!even)(?<!by)(?<!until)(?<!for)\s+now\s*(?=[.;!?,]|$)"
     r"|^(?:and\s+|but\s+)?now\s+(?:I|we|my|our)\b|\b(?:I|we)\s+now\s+(?!that\b)\w+|\bthese days\b|\bnowadays\b"
     r"|" + _SUBJECT + r"\s+(?:just\s+)?(?:become|became)\b"
-    r"|\b(?:my|our)\s+new\b|^new\b|\bgot\s+(?:a|an|my|our)\s+new\b|\bis\s+(?:my|our)\s+[\w -]{1,30}?\s+now\b"
+    r"|^new\b|\bgot\s+(?:a|an|my|our)\s+new\b|\bis\s+(?:my|our)\s+[\w -]{1,30}?\s+now\b"
     r"|\bgot\s+(?:married|engaged)\b",
     re.I,
 )
@@ -76,6 +79,10 @@ _FIRST_PERSON = re.compile(r"\b(?:I|me|my|mine|we|us|our|ours)\b|\bI'", re.I)
 # A thing of the speaker's named without a pronoun: "The weekly meeting moved to Wednesdays."
 _DEFINITE_CHANGE = re.compile(
     r"^The\s+[\w-]+(?:\s+[\w-]+)?\s+(?:now\s+\w+|(?:was\s+|got\s+)?(?:moved|changed|switched)\s+(?:to|from)\b)")
+
+
+def says_addition(text: str) -> bool:
+    return bool(_ADDITION.search(text))
 
 
 def cue(sentence: str) -> str | None:
