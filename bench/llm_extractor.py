@@ -35,6 +35,8 @@ import json
 import os
 import platform
 import re
+import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -94,7 +96,7 @@ def words(text: str) -> set[str]:
 # ---------------------------------------------------------------------- the model server
 @contextlib.contextmanager
 def llama_server(python: str, binary: str | None, model: str, ctx: int, threads: int,
-                 template: str) -> Iterator[str]:
+                 template: str, extra: list[str] = []) -> Iterator[str]:
     """llama.cpp's own `llama-server` when `binary` is given, else llama-cpp-python's server."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +108,7 @@ def llama_server(python: str, binary: str | None, model: str, ctx: int, threads:
     else:
         command = [python, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(port),
                    "--n_ctx", str(ctx), "--n_threads", str(threads), "--model_alias", "bench"]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command + extra, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 180
@@ -156,7 +158,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--timeout", type=float, default=300, help="seconds per request")
     parser.add_argument("--json", help="write the per-batch records here")
+    parser.add_argument("--server-args", default="",
+                        help="more arguments for the model server it starts, e.g. '--repeat-penalty 1.3'")
     args = parser.parse_args()
+    # `kill` of this process also stops the model server it started (the `finally` below runs)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with contextlib.ExitStack() as stack:
         url = args.base_url
@@ -164,7 +170,7 @@ def main() -> None:
         if url is None:
             model = model or default_model(args.server_python)
             url = stack.enter_context(llama_server(args.server_python, args.llama_server, model, args.ctx,
-                                                   args.threads, args.chat_template))
+                                                   args.threads, args.chat_template, shlex.split(args.server_args)))
         provider = Provider(url, None, timeout_s=args.timeout, retry=RetryPolicy(max_retries=0))
         answers: list[str] = []
         chat = provider.chat
@@ -234,7 +240,8 @@ def report(records: list[dict], wall: float, args: argparse.Namespace, model: st
     degraded = {k: sum(r["degraded"].get(k, 0) for r in records) for k in DEGRADATIONS}
     facts = sum(r["facts"] for r in records)
     pct = lambda n: f"{100 * n / total:.1f}%" if total else "-"  # noqa: E731
-    print(f"model {model or args.model_name} at {url}, mode {args.mode}, max output {args.max_output} tokens, "
+    print(f"model {model or args.model_name} at {url} {args.server_args}, mode {args.mode}, "
+          f"max output {args.max_output} tokens, threads {args.threads}, "
           f"{platform.machine()} {os.cpu_count()} cores, {datetime.now(timezone.utc):%Y-%m-%d}")
     print(f"batches {total} of {args.batch} LoCoMo dev turns ({turns} turns), {calls} model calls, "
           f"wall {wall:.0f} s")
