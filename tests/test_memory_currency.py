@@ -178,3 +178,40 @@ def test_an_addition_in_another_conversation_keeps_both(client: httpx.Client) ->
     assert second["result"]["memories_superseded_by"] == {}
     texts = " ".join(m["text"] for m in active_facts(client, user))
     assert "trumpet" in texts and "trombone" in texts
+
+
+# ---------------------------------------------------------------------- ranking prefers the newer rival
+def context(text: str, at: int, fact_type: str = "statement", user: str = "u") -> "TurnContext":
+    from engram.store.base import TurnContext
+    return TurnContext("fact", "user", frozenset(), frozenset(), fact_type=fact_type, user_id=user, text=text,
+                       said_at=datetime(2026, at, 1, tzinfo=timezone.utc))
+
+
+def test_of_two_rival_states_the_later_ranks_first() -> None:
+    from engram.search.engine import newer_first
+    ctx = {"old": context("The user lives in a flat near the river.", 1),
+           "new": context("The user lives in a house on the hill.", 6)}
+    ranked = sorted(newer_first([("old", 0.62), ("new", 0.58)], ctx), key=lambda item: -item[1])
+    assert [i for i, _ in ranked] == ["new", "old"]
+    assert dict(ranked)["new"] == 0.58 and dict(ranked)["old"] < 0.58, "scores only go down"
+
+
+def test_recency_leaves_alone_what_is_no_rivalry() -> None:
+    from engram.search.engine import newer_first
+    window = [("old", 0.62), ("new", 0.58)]
+    cases = {
+        "another person": {"old": context("The user lives in a flat.", 1), "new": context("Maya lives in a house.", 6)},
+        "another user": {"old": context("The user lives in a flat.", 1), "new": context("The user lives in a house.", 6, user="v")},
+        "no shared topic": {"old": context("The user lives in a flat.", 1), "new": context("The user plays chess.", 6)},
+        "an event": {"old": context("The user lives in a flat.", 1), "new": context("The user moved house.", 6, "event")},
+        "an addition": {"old": context("The user lives in a flat.", 1), "new": context("The user also lives in a cabin.", 6)},
+    }
+    for name, ctx in cases.items():
+        assert newer_first(window, ctx) == window, name
+    far = {"old": context("The user lives in a flat.", 1), "new": context("The user lives in a house.", 6)}
+    assert newer_first([("old", 0.80), ("new", 0.50)], far) == [("old", 0.80), ("new", 0.50)], \
+        "a state that answers clearly better stays first"
+    family = {k: context(f"The user reads {book}.", m) for k, book, m in
+              (("a", "Dune", 1), ("b", "Emma", 3), ("c", "Ulysses", 6))}
+    books = [("a", 0.6), ("b", 0.59), ("c", 0.58)]
+    assert newer_first(books, family) == books, "three states on one topic: a many-valued one"

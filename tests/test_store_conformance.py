@@ -558,6 +558,10 @@ def test_turn_context_names_the_memories_citing_adjacent_turns_of_one_conversati
     assert got[q1.id].before == {early.id} and got[late.id].after == frozenset()
     assert got[a1.id].source_role == "assistant" and got[q1.id].source_role == "user"
     assert got[q1.id].type == "fact" and got[episode.id].type == "episode" and got[episode.id].source_role is None
+    # what the recency step reads: the fact's type, user, text and when it was said
+    assert (got[q1.id].fact_type, got[q1.id].user_id, got[q1.id].text) == ("fact", "u1", q1.text)
+    assert got[q1.id].said_at == (q1.valid_at or q1.created_at) and got[q1.id].said_at.tzinfo is not None
+    assert got[other_user.id].user_id == "u2"
     # only the memories asked about are neighbours
     assert store.turn_context(ORG, [q1.id, x1.id])[q1.id].neighbours == frozenset()
     assert store.turn_context(ORG, []) == {}

@@ -33,7 +33,7 @@ from engram.domain.extraction import FactCandidate
 from engram.domain.records import Memory
 from engram.domain.text import text_hash
 from engram.pipeline.extract.rules.changes import ADDITION, CHANGE, SHIFT, says_addition
-from engram.pipeline.extract.rules.vocabulary import IRREGULAR_PAST, STOPWORDS
+from engram.pipeline.topics import is_state, same_topic, topic_words
 
 NEAR_DUPLICATE_COSINE = 0.95
 _SPECIFIC = re.compile(r"\d+(?:[.,]\d+)?|\b[A-Z][\w'-]+")
@@ -45,75 +45,15 @@ _SPECIFIC = re.compile(r"\d+(?:[.,]\d+)?|\b[A-Z][\w'-]+")
 CHANGE_MATCH = {CHANGE: (0.3, 0.5), SHIFT: (0.3, None)}
 CHANGE_NEIGHBOURS = 3  # stored facts considered for a change: the nearest few by vector
 CHANGE_MARGIN = 0.04  # without a shared word, the match must beat the next fact by this much
-_TOPIC_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+|\d+")
-_SAID = re.compile(r"^[^:]{1,80}?\bsaid(?:\s+to\s+[^:]{1,60})?:\s*")
-_NOT_TOPICS = STOPWORDS | frozenset(
-    "user users assistant others speaker now new these days nowadays currently instead anymore longer "
-    "old previous since ago last next week month year today".split())
-
-
-def _topic_words(text: str, subject: str | None) -> set[str]:
-    """The words that say what a fact is about: not the name of whom it is about (which
-    the extractor writes into every fact of theirs), not function words."""
-    skip = _NOT_TOPICS | set((subject or "").lower().split())
-    out = set()
-    for t in _TOPIC_WORD.findall(_SAID.sub("", text)):
-        w = t.lower().removesuffix("'s").strip("'-")
-        if len(w) >= 3 and w not in skip:
-            out.add(w)
-    return out
-
-
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def _same_topic(a: set[str], b: set[str]) -> bool:
-    """Some word of one is a form of a word of the other ("runs" / "run", "teaches" /
-    "teaching", "supports" / "supporter", "phone" / "iPhone")."""
-    for x in map(_stem, a):
-        for y in map(_stem, b):
-            short, long_ = (x, y) if len(x) <= len(y) else (y, x)
-            if short == long_ or (len(short) >= 4 and long_.startswith(short[:max(4, len(short) - 2)])) \
-                    or (len(short) >= 5 and short in long_):
-                return True
-    return False
-
-
-_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
-
-
-_EVERLASTING = frozenset({"event", "opinion", "plan"})
-_PAST_VERB = r"(?:[a-z]+ed|" + "|".join(sorted(IRREGULAR_PAST)) + r")\b"
-_PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+" + _PAST_VERB)
-# "Evan's old car broke down", not "the user's cat is called Pepper" or "the user's preferred airline"
-_OWNED_PAST = re.compile(r"(?:\s+(?!(?:is|are|was|were|has|have|had)\b)[\w-]+){1,3}?\s+" + _PAST_VERB)
-
-
-def _is_state(memory: Memory, subject: str | None) -> bool:
-    """A fact about the same person that can stop being true: it opens with their name
-    ("The user's cat…", "Caroline lives…"), is told in the present, and is no event (dated
-    or told as one), opinion or plan, which stay true of their time whatever comes later."""
-    if subject:
-        opening = re.match(re.escape(subject) + r"(?:'s|\b)", memory.text, re.I)
-        told_in_past = _OWNED_PAST if opening is not None and opening.group(0).endswith("'s") else _PAST
-        if opening is None or told_in_past.match(memory.text, opening.end()):
-            return False
-    return FactDetails.from_wire(memory.details).fact_type not in _EVERLASTING and not _YEAR.search(memory.text)
-
-
 def _changed_fact(candidate: FactCandidate, neighbours: Sequence[tuple[Memory, float]]) -> str | None:
     """The stored fact a candidate that says something changed is about, if one is clear."""
     with_word, without_word = CHANGE_MATCH[candidate.cue or CHANGE]
-    mine = _topic_words(candidate.text, candidate.subject)
+    mine = topic_words(candidate.text, candidate.subject)
     for i, (memory, cosine) in enumerate(neighbours):
-        if not _is_state(memory, candidate.subject) or (candidate.cue == SHIFT and says_addition(memory.text)):
+        if not is_state(memory.text, FactDetails.from_wire(memory.details).fact_type, candidate.subject) \
+                or (candidate.cue == SHIFT and says_addition(memory.text)):
             continue  # a shift does not end one of several values ("also learning piano" / "violin now")
-        if cosine >= with_word and _same_topic(mine, _topic_words(memory.text, candidate.subject)):
+        if cosine >= with_word and same_topic(mine, topic_words(memory.text, candidate.subject)):
             return memory.id
         runner_up = neighbours[i + 1][1] if i + 1 < len(neighbours) else -1.0
         if i == 0 and without_word is not None and cosine >= without_word and cosine - runner_up >= CHANGE_MARGIN:

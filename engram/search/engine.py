@@ -20,6 +20,10 @@ For a query and a filter (already narrowed to active memories by the service):
    candidate moves part of the way toward that score (a question and its answer are two
    turns), and a fact taken from an assistant's turn is weighted below the user's own words.
    Both are in search/fusion.py, with their reasons.
+6. **Recency.** Of two active states of one person on one topic that both answer the query
+   about as well (pipeline/topics.py says what a fact is about), the earlier ranks just below
+   the later: a change told without the words that let reconciliation supersede still puts
+   the current value first.
 
 The filter is resolved once, into the store's search scope (`Store.search_scope`), and every
 step asks that scope: on SQLite it is the admitted row ids, read once, with their term counts
@@ -36,7 +40,8 @@ import numpy as np
 
 from engram.domain.filters import Node
 from engram.search import query as q
-from engram.search.fusion import CONTEXT_WINDOW, by_role, in_context, relevance
+from engram.pipeline.topics import state_aspect
+from engram.search.fusion import CONTEXT_WINDOW, RECENCY_MARGIN, RECENCY_WINDOW, by_role, in_context, relevance, yield_to
 from engram.store.base import Store, TurnContext
 from engram.stages import timed
 
@@ -106,7 +111,10 @@ class HybridRanker:
         if scored:
             with timed(timings, "context"):
                 window = scored[:CONTEXT_WINDOW]
-                adjusted = in_turn_context(window, self.store.turn_context(org_id, [i for i, _ in window]))
+                context = self.store.turn_context(org_id, [i for i, _ in window])
+                adjusted = sorted(in_turn_context(window, context), key=lambda item: (-item[1], item[0]))
+            with timed(timings, "recency"):
+                adjusted = newer_first(adjusted, context)
                 scored = sorted(adjusted + scored[CONTEXT_WINDOW:], key=lambda item: (-item[1], item[0]))
         return Ranking(scored, timings, dropped, len(ranges))
 
@@ -127,3 +135,36 @@ def in_turn_context(window: list[tuple[str, float]], context: dict[str, TurnCont
             score = by_role(score, c.source_role)
         out.append((i, score))
     return out
+
+
+def newer_first(window: list[tuple[str, float]], context: dict[str, TurnContext]) -> list[tuple[str, float]]:
+    """Of two active states of one person on one topic that both answer the query (within
+    RECENCY_MARGIN), the one said earlier ranks just below the later one: where a change was
+    told without words that let reconciliation supersede ("we bought a cottage" after "we
+    rent a flat"), the current value still comes first. Only the best RECENCY_WINDOW are
+    compared; a score only ever goes down (search/fusion.py)."""
+    top = window[:RECENCY_WINDOW]
+    aspects = {}
+    for i, _ in top:
+        c = context.get(i)
+        if c is not None and c.type == "fact" and c.said_at is not None:
+            aspect = state_aspect(c.text, c.fact_type)
+            if aspect is not None:
+                aspects[i] = (c.user_id, c.said_at, aspect)
+    if len(aspects) < 2:
+        return window
+    rivals: dict[str, list[str]] = {i: [] for i in aspects}
+    for i, (user, _, aspect) in aspects.items():
+        for j, (other_user, _, other) in aspects.items():
+            if i != j and user == other_user and aspect.conflicts_with(other):
+                rivals[i].append(j)
+    base = dict(top)
+    score = dict(top)
+    for older, found in rivals.items():
+        # A pair: one value replaced another. A family of three or more states on one topic
+        # is a many-valued one ("reads Dune", "reads Emma", "reads Ulysses"): age says nothing.
+        if len(found) == 1 and len(rivals[found[0]]) == 1:
+            newer = found[0]
+            if aspects[newer][1] > aspects[older][1] and base[newer] >= base[older] - RECENCY_MARGIN:
+                score[older] = min(score[older], yield_to(base[newer]))
+    return [(i, score[i]) for i, _ in top] + window[RECENCY_WINDOW:]

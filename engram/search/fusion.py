@@ -63,3 +63,16 @@ def in_context(score: float, before: float) -> float:
 
 def by_role(score: float, source_role: str | None) -> float:
     return ASSISTANT_WEIGHT * score if source_role == "assistant" else score
+
+
+# Recency among rival states (search/engine.py newer_first): of two active states of one
+# person on one topic ("rents a flat" / "bought a cottage") that both answer a query about
+# as well, the earlier one ranks just below the later. The margin keeps a state that answers
+# the query clearly better in front whatever its age; only the best few are compared.
+RECENCY_MARGIN = 0.1
+RECENCY_WINDOW = 20
+RECENCY_YIELD = 0.99  # the earlier state's score becomes at most this share of the later's
+
+
+def yield_to(newer: float) -> float:
+    return RECENCY_YIELD * newer

@@ -33,6 +33,10 @@ class TurnContext:
     source_role: str | None  # details.source_role: the role of the turn a fact came from
     before: frozenset[str]  # the other asked-about memories citing the turn just before one of its turns
     after: frozenset[str]  # ... citing the turn just after one of its turns
+    fact_type: str | None = None  # details.fact_type of a fact
+    user_id: str | None = None
+    text: str = ""
+    said_at: datetime | None = None  # valid_at, else created_at: when it was true / said
 
     @property
     def neighbours(self) -> frozenset[str]:

@@ -520,17 +520,19 @@ class RelationalStore:
         asked = list(dict.fromkeys(memory_ids))
         rows = self._all("turn_context", org_id=org_id, ids=self.dialect.array(asked))
         wanted = set(asked)  # narrowed here: a list probe per joined row would cost more than the rows
-        found: dict[str, tuple[str, str | None, set[str]]] = {}
+        found: dict[str, tuple[Any, set[str]]] = {}
         for r in rows:
-            entry = found.setdefault(r["id"], (r["type"], r["source_role"], set()))
+            entry = found.setdefault(r["id"], (r, set()))
             if r["neighbour_id"] in wanted:
-                entry[2].add(r["neighbour_id"])
+                entry[1].add(r["neighbour_id"])
         after: dict[str, set[str]] = {i: set() for i in found}
-        for i, (_, _, before) in found.items():
+        for i, (_, before) in found.items():
             for b in before:
                 after[b].add(i)  # "just after" is "just before" read the other way
-        return {i: TurnContext(t, role, frozenset(before), frozenset(after[i]))
-                for i, (t, role, before) in found.items()}
+        return {i: TurnContext(r["type"], r["source_role"], frozenset(before), frozenset(after[i]),
+                               fact_type=r["fact_type"], user_id=r["user_id"], text=r["text"],
+                               said_at=codec.time_value(r["said_at"]))
+                for i, (r, before) in found.items()}
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.dialect.index.dense_candidates(org_id, where, query, k)

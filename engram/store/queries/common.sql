@@ -240,7 +240,8 @@ ORDER BY created_at, id
 
 -- ================================================================== search
 -- name: turn_context
--- For each memory of `ids`: its type, the role of the turn it came from, and every memory that
+-- For each memory of `ids`: its type, the role of the turn it came from, its fact type, user,
+-- text and when it was said (valid_at, else created_at), and every memory that
 -- cites the turn just before one of its turns (one row per such neighbour, which the store
 -- narrows to `ids`; one row with a NULL neighbour when there is none). "Just after" is the same
 -- relation read the other way, so it is not looked up twice. A turn's predecessor is the event
@@ -262,9 +263,10 @@ neighbours AS (
     SELECT DISTINCT v.memory_id, s.memory_id AS neighbour_id
     FROM previous v JOIN memory_sources s ON s.event_id = v.event_id
     WHERE s.memory_id <> v.memory_id)
-SELECT m.id, m.type, m.source_role, neighbours.neighbour_id
-FROM (SELECT id, type, {{json_text:source_role}} AS source_role FROM memories
-      WHERE {{org}} = :org_id AND id {{in:ids}}) m
+SELECT m.id, m.type, m.source_role, m.fact_type, m.user_id, m.text, m.said_at, neighbours.neighbour_id
+FROM (SELECT id, type, {{json_text:source_role}} AS source_role, {{json_text:fact_type}} AS fact_type, user_id, text,
+             COALESCE(valid_at, created_at) AS said_at
+      FROM memories WHERE {{org}} = :org_id AND id {{in:ids}}) m
 LEFT JOIN neighbours ON neighbours.memory_id = m.id
 ORDER BY m.id, neighbours.neighbour_id
 
