@@ -266,6 +266,7 @@ def test_one_malformed_item_among_valid_ones_is_dropped_alone(server: ScriptedOp
         {"text": "Caroline has no turns."},
         "Caroline is a string",
         fact("   ", [1]),
+        fact("[C1]", [1]),  # a label copied from the prompt (a real small model did this)
         fact("Caroline has a dog.", [2, 9]),
         {**fact("Caroline rides a bike.", ["T2"]), "confidence": 0.9},
     ], "artifacts": [{"title": "x", "rationale": "y", "content": "z", "turns": [1], "revises": None}]}))
@@ -274,7 +275,7 @@ def test_one_malformed_item_among_valid_ones_is_dropped_alone(server: ScriptedOp
     assert [(f.text, f.source_event_ids) for f in result.facts] == [
         ("Caroline likes tea.", ("e1",)), ("Caroline has a dog.", ("e2",)), ("Caroline rides a bike.", ("e2",))]
     assert result.artifacts == [], "artifacts not asked for are ignored"
-    assert result.degraded == {"items_dropped": 3, "fields_defaulted": 1}, "T9 left out of the dog's turns"
+    assert result.degraded == {"items_dropped": 4, "fields_defaulted": 1}, "T9 left out of the dog's turns"
     assert len(server.chat_requests()) == 1
 
 

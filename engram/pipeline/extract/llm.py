@@ -158,8 +158,9 @@ class FactOut(_Lenient):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
+        # a label copied from the prompt ("[C1]", "[T3] —") is no statement
+        if not re.search(r"[^\W\d_]{2,}", re.sub(r"\[[^\]]*\]", " ", value)):
+            raise ValueError("must state something, not be blank or a label")
         return value.strip()
 
     @field_validator("fact_type", "action", mode="before")
