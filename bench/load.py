@@ -5,6 +5,7 @@ counted from the request's *scheduled* time, so a server that falls behind is ch
 for the queueing it causes (no coordinated omission).
 
     .venv/bin/python bench/load.py --family m --batch 50 --rate 100 --duration 60 [--url …]
+    .venv/bin/python bench/load.py --family m --batch 50 --conversations-per-batch 50 --rate 100 --duration 20
 
 Without --url it starts a throwaway embedded server (its worker processes run the
 pipeline on what is accepted, so the pipeline is busy while we measure).
@@ -35,22 +36,32 @@ def sentence(i: int) -> str:
             f"on day {i} and it was about the {WORDS[(i * 13) % len(WORDS)]}.")
 
 
-def request_for(family: str, batch: int, n: int, run: str) -> tuple[str, dict]:
+CONVERSATION_POOL = 1000  # distinct (actor, session) pairs a many-conversation run cycles through
+
+
+def request_for(family: str, batch: int, n: int, run: str, conversations: int = 1) -> tuple[str, dict]:
     actor = f"load-{run}-{n % 100}"
     if family == "m":
-        events = [{"actor_id": actor, "session_id": f"s-{n % 7}", "kind": "user_message",
-                   "content": sentence(n * batch + i)} for i in range(batch)]
+        if conversations <= 1:  # one conversation per request: a client sending one thread's turns
+            pairs = [(actor, f"s-{n % 7}")] * batch
+        else:  # a backend batching many users' events: event i belongs to conversation i % c
+            pairs = []
+            for i in range(batch):
+                k = (n * conversations + i % conversations) % CONVERSATION_POOL
+                pairs.append((f"load-{run}-u{k // 2}", f"s-{k % 2}"))
+        events = [{"actor_id": a, "session_id": s, "kind": "user_message",
+                   "content": sentence(n * batch + i)} for i, (a, s) in enumerate(pairs)]
         return "/v1/ingest", {"events": events}
     messages = [{"role": "user", "content": sentence(n * batch + i)} for i in range(batch)]
     return "/v1/memories", {"messages": messages, "user_id": actor, "conv_id": f"c-{n % 7}"}
 
 
 async def run_load(base: str, family: str, batch: int, rate: float, duration: float,
-                   verify: bool = True) -> dict:
+                   verify: bool = True, conversations: int = 1) -> dict:
     run = uuid.uuid4().hex[:6]
     total = int(rate * duration)
     client = LoadClient(base)
-    requests = [client.encode("POST", *request_for(family, batch, n, run)) for n in range(total)]
+    requests = [client.encode("POST", *request_for(family, batch, n, run, conversations)) for n in range(total)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
     accepted: list[str] = []  # family M event ids / family X job ids, to check durability after
@@ -85,7 +96,8 @@ async def run_load(base: str, family: str, batch: int, rate: float, duration: fl
     usage = window.stop(elapsed) if window else None
     await client.close()
     ms = [x * 1000 for x in latencies]
-    result = {"family": family, "batch": batch, "rate_rps": rate, "duration_s": duration, "requests": total,
+    result = {"family": family, "batch": batch, "conversations_per_batch": conversations, "rate_rps": rate,
+              "duration_s": duration, "requests": total,
               "events_per_s": round(len(ms) * batch / elapsed, 1), "errors": errors,
               "p50_ms": round(percentile(ms, 0.50), 2), "p99_ms": round(percentile(ms, 0.99), 2),
               "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
@@ -119,10 +131,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="events (m) or messages (x) per request")
     parser.add_argument("--rate", type=float, default=100, help="requests per second")
     parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--conversations-per-batch", type=int, default=1,
+                        help="family m: spread each batch over this many (actor, session) pairs")
     parser.add_argument("--url")
     args = parser.parse_args()
+    if args.family == "x" and args.conversations_per_batch != 1:
+        parser.error("--conversations-per-batch is for family m (a family-X request is one conversation)")
     with engram_server(args.url) as base:
-        print(json.dumps(asyncio.run(run_load(base, args.family, args.batch, args.rate, args.duration))))
+        print(json.dumps(asyncio.run(run_load(base, args.family, args.batch, args.rate, args.duration,
+                                              conversations=args.conversations_per_batch))))
 
 
 if __name__ == "__main__":
