@@ -100,7 +100,9 @@ SELECT * FROM events WHERE {{org}} = :org_id AND id {{in:ids}}
 -- ================================================================== the queue
 -- name: next_ready_job
 -- The oldest ready job whose conversation has no earlier unfinished job; `status IN (…)`
--- keeps it on the jobs_ready index, not a scan of every job ever run.
+-- keeps it on the jobs_ready index (partial, in `seq` order on both stores), so the lease
+-- walks the queue in arrival order and stops at the first ready job rather than reading
+-- every unfinished one (it runs under the write lock the accept path shares on SQLite).
 SELECT j.* FROM jobs j
 WHERE j.status IN ('pending', 'running')
   AND ((j.status = 'pending' AND j.available_at <= :now)
