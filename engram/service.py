@@ -137,7 +137,8 @@ class Service:
                     org_id, plan.jobs, dedup_since=plan.dedup_since, idempotency=plan.idempotency))
         except IdempotencyConflict:
             raise ServiceError("idempotency_key_reused",
-                               "this Idempotency-Key was used with a different body within 24 hours",
+                               "this Idempotency-Key was used with a different body within "
+                               f"{_span(self.settings.idempotency_ttl_s)}",
                                extra={"loc": ["idempotency_key"]}) from None
         if result.replay_of is not None:
             return AcceptOutcome([], [], await anyio.to_thread.run_sync(self.get_job, org_id, result.replay_of))
@@ -586,3 +587,11 @@ def _parses(text: str) -> bool:
     except (ValueError, OverflowError):
         return False
     return True
+
+
+def _span(seconds: float) -> str:
+    """A configured time span as people say it: "24 hours", "90 minutes", "45 seconds"."""
+    for unit, size in (("hours", 3600), ("minutes", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} seconds"

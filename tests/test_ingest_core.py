@@ -27,7 +27,7 @@ from engram.config import Limits, Settings
 from engram.domain.inputs import AcceptOptions, Grouping, Turn, dedup_hash
 from engram.domain.validation import relocate
 from engram.errors import ServiceError, ValidationFailed
-from engram.service import AcceptPlan, Service, plan_accept
+from engram.service import AcceptPlan, Service, _span, plan_accept
 from engram.store.base import AcceptResult, IdempotencyConflict
 from tests.conftest import ServerProcess, server_on_postgres
 
@@ -252,6 +252,10 @@ class _ReplayingStore:
         return self.jobs.get(job_id)
 
 
+def test_the_reuse_message_names_the_configured_window() -> None:
+    assert (_span(86400), _span(5400), _span(45), _span(1.5)) == ("24 hours", "90 minutes", "45 seconds", "1.5 seconds")
+
+
 def test_accept_replays_a_known_key_and_refuses_another_body() -> None:
     store = _ReplayingStore(AcceptResult([], [], replay_of="job_old"))
     store.jobs["job_old"] = original = object()
@@ -264,6 +268,7 @@ def test_accept_replays_a_known_key_and_refuses_another_body() -> None:
     with pytest.raises(ServiceError) as caught:
         asyncio.run(service.accept(ORG, x_turns(1), X, idempotency_key="key"))
     assert caught.value.code == "idempotency_key_reused" and caught.value.extra["loc"] == ["idempotency_key"]
+    assert caught.value.message.endswith(f"within {_span(SETTINGS.idempotency_ttl_s)}")
     wire = family_x.wire_error(caught.value)
     assert (wire.code, wire.extra["loc"]) == ("idempotency_key_reused", ["header", "Idempotency-Key"])
 
