@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 
 from engram.pipeline.extract.rules.changes import says_addition
-from engram.pipeline.extract.rules.vocabulary import IRREGULAR_PAST, STOPWORDS
+from engram.pipeline.extract.rules.text import singular
+from engram.pipeline.extract.rules.vocabulary import PAST_TENSE, STOPWORDS
 
 _TOPIC_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+|\d+")
 _SAID = re.compile(r"^[^:]{1,80}?\bsaid(?:\s+to\s+[^:]{1,60})?:\s*")
@@ -32,19 +33,11 @@ def topic_words(text: str, subject: str | None) -> set[str]:
     return out
 
 
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
 def same_topic(a: set[str], b: set[str]) -> bool:
     """Some word of one is a form of a word of the other ("runs" / "run", "teaches" /
     "teaching", "supports" / "supporter", "phone" / "iPhone")."""
-    for x in map(_stem, a):
-        for y in map(_stem, b):
+    for x in map(singular, a):
+        for y in map(singular, b):
             short, long_ = (x, y) if len(x) <= len(y) else (y, x)
             if short == long_ or (len(short) >= 4 and long_.startswith(short[:max(4, len(short) - 2)])) \
                     or (len(short) >= 5 and short in long_):
@@ -56,10 +49,9 @@ _YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
 
 
 _EVERLASTING = frozenset({"event", "opinion", "plan"})
-_PAST_VERB = r"(?:[a-z]+ed|" + "|".join(sorted(IRREGULAR_PAST)) + r")\b"
-_PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+" + _PAST_VERB)
+_PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+" + PAST_TENSE)
 # "Evan's old car broke down", not "the user's cat is called Pepper" or "the user's preferred airline"
-_OWNED_PAST = re.compile(r"(?:\s+(?!(?:is|are|was|were|has|have|had)\b)[\w-]+){1,3}?\s+" + _PAST_VERB)
+_OWNED_PAST = re.compile(r"(?:\s+(?!(?:is|are|was|were|has|have|had)\b)[\w-]+){1,3}?\s+" + PAST_TENSE)
 
 
 def subject_of(text: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from engram.pipeline.extract.rules.text import content_words
+from engram.pipeline.extract.rules.text import content_words, singular
 
 _ACK = re.compile(
     r"^(?:noted|got it|gotcha|understood|sure(?: thing)?|okay|ok|alright|all right|great|perfect|of course|absolutely|"
@@ -35,10 +35,6 @@ LABEL_WORDS = 4  # an acknowledged remainder this short is a label, not a statem
 ECHO_SHARE = 0.6
 
 
-def _stems(words: list[str]) -> set[str]:
-    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words}
-
-
 def contribution(sentence: str, answered: str, names: frozenset[str]) -> str | None:
     """What a sentence of an assistant turn says of its own, without its acknowledgement
     opener ("Sounds good, I'll book…" -> "I'll book…"); None when nothing. `answered` is
@@ -55,9 +51,9 @@ def contribution(sentence: str, answered: str, names: frozenset[str]) -> str | N
         return None
     if _MEMORY_TALK.search(rest):
         return None
-    mine = _stems(content_words(rest, names))
+    mine = set(map(singular, content_words(rest, names)))
     if mine and answered:
-        heard = _stems(content_words(answered, names))
+        heard = set(map(singular, content_words(answered, names)))
         if len(mine & heard) >= ECHO_SHARE * len(mine):
             return None
     return rest[:1].upper() + rest[1:]

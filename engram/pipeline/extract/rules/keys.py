@@ -7,7 +7,7 @@ import re
 from engram.domain.dates import WEEKDAYS
 from engram.pipeline.extract.rules.dates import Dated
 from engram.pipeline.extract.rules.person import ADVERB_ALT
-from engram.pipeline.extract.rules.vocabulary import IRREGULAR_PAST, word_set
+from engram.pipeline.extract.rules.vocabulary import PAST_TENSE, word_set
 
 
 _NEGATED = re.compile(r"n't\b|\bnot\b|\bnever\b|\bno longer\b|\banymore\b|\bused to\b|\bwish\b|\bif\b", re.I)
@@ -148,7 +148,7 @@ _OPINION_CUES = re.compile(
     re.I,
 )
 _FIRST_PERSON_PAST = re.compile(
-    r"\b(?:I|we)\s+(?:(?:" + ADVERB_ALT + r")\s+)*(?:[a-z]{2,}ed|" + "|".join(sorted(IRREGULAR_PAST)) + r")\b", re.I
+    r"\b(?:I|we)\s+(?:(?:" + ADVERB_ALT + r")\s+)*" + PAST_TENSE, re.I
 )
 
 

@@ -43,6 +43,16 @@ def _is_name(w: str, names: frozenset[str]) -> bool:
     return w in names or (len(w) >= 3 and any(n.startswith(w) for n in names))
 
 
+def singular(word: str) -> str:
+    """A plural or third-person form cut back for comparing words ("stories" -> "story",
+    "runs" -> "run"); crude on purpose: both sides of a comparison go through it."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
 def content_words(text: str, names: frozenset[str]) -> list[str]:
     return [
         w for w in words(text)

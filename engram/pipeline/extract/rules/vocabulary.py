@@ -92,6 +92,9 @@ IRREGULAR_PAST = word_set(
     """
 )
 
+# A verb in the past tense: a regular "-ed" form or one of the irregular ones.
+PAST_TENSE = r"(?:[a-z]{2,}ed|" + "|".join(sorted(IRREGULAR_PAST)) + r")\b"
+
 # Words that may sit between "I" and its verb.
 ADVERBS = word_set(
     """
