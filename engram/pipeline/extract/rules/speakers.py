@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from engram.domain.extraction import Turn
@@ -42,24 +42,23 @@ def _identity(turn: Turn) -> tuple[str, str]:
     return ((turn.name or "").strip().lower(), (turn.role or "").strip().lower())
 
 
+def _by_others(timeline: Sequence[Turn], index: int, positions: Iterable[int]) -> Iterator[Turn]:
+    """The turns at `positions` said by someone other than the speaker of turn `index`."""
+    me = _identity(timeline[index])
+    return (timeline[j] for j in positions if timeline[j].role not in SILENT_ROLES and _identity(timeline[j]) != me)
+
+
 def other_speaker(timeline: Sequence[Turn], index: int) -> Speaker | None:
     """Who "you" most likely is: the nearest turn, earlier first, by someone else."""
-    me = _identity(timeline[index])
-    for j in list(range(index - 1, -1, -1)) + list(range(index + 1, len(timeline))):
-        t = timeline[j]
-        if t.role not in SILENT_ROLES and _identity(t) != me:
-            return Speaker.of(t)
-    return None
+    nearest = [*range(index - 1, -1, -1), *range(index + 1, len(timeline))]
+    turn = next(_by_others(timeline, index, nearest), None)
+    return Speaker.of(turn) if turn is not None else None
 
 
 def answered_turn(timeline: Sequence[Turn], index: int) -> str:
     """The text of the turn a turn answers: the nearest earlier one by someone else."""
-    me = _identity(timeline[index])
-    for j in range(index - 1, -1, -1):
-        t = timeline[j]
-        if t.role not in SILENT_ROLES and _identity(t) != me:
-            return t.content
-    return ""
+    turn = next(_by_others(timeline, index, range(index - 1, -1, -1)), None)
+    return turn.content if turn is not None else ""
 
 
 class Lazy:
