@@ -107,16 +107,20 @@ class HybridRanker:
                 cosine.update(scope.cosines(vector, missing))
 
         scored = [(i, relevance(cosine.get(i, 0.0), bm25.get(i, 0.0), i in in_range)) for i in {*cosine, *bm25}]
-        scored.sort(key=lambda item: (-item[1], item[0]))
+        scored.sort(key=_best_first)
         if scored:
             with timed(timings, "context"):
                 window = scored[:CONTEXT_WINDOW]
                 context = self.store.turn_context(org_id, [i for i, _ in window])
-                adjusted = sorted(in_turn_context(window, context), key=lambda item: (-item[1], item[0]))
+                adjusted = sorted(in_turn_context(window, context), key=_best_first)
             with timed(timings, "recency"):
                 adjusted = newer_first(adjusted, context)
-                scored = sorted(adjusted + scored[CONTEXT_WINDOW:], key=lambda item: (-item[1], item[0]))
+                scored = sorted(adjusted + scored[CONTEXT_WINDOW:], key=_best_first)
         return Ranking(scored, timings, dropped, len(ranges))
+
+
+def _best_first(item: tuple[str, float]) -> tuple[float, str]:
+    return -item[1], item[0]  # ties by id, so pages of one query agree
 
 
 def in_turn_context(window: list[tuple[str, float]], context: dict[str, TurnContext]) -> list[tuple[str, float]]:
