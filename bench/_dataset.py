@@ -612,9 +612,13 @@ def _ref(m: Memory) -> dict[str, Any]:
 # ====================================================================== writing
 def open_fixture(db: Path) -> None:
     """The schema, exactly as the server creates it, and the default org."""
+    from engram.embed.local import NAME
+    from engram.domain.records import utcnow
+
     store = SQLiteStore(db)
     store.migrate()
     store.ensure_org(ORG)
+    store.record_vector_space(NAME, utcnow())  # the pool's vectors are the local embedder's
     store.close()
 
 

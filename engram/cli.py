@@ -58,8 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engram.api.connections import GuardedHttpProtocol
     from engram.auth import DEFAULT_ORG, Authenticator
     from engram.runtime import (
-        DataDirLock, WorkerSupervisor, build_content_filter, build_extractor, lazy_embedder, open_store, redact_url,
+        DataDirLock, WorkerSupervisor, build_content_filter, build_extractor, embedder_name, lazy_embedder, open_store,
+        redact_url,
     )
+    from engram.pipeline import vector_space
     from engram.service import Service
 
     # The event loop shares the GIL with the group-commit thread; by default a thread that
@@ -80,6 +82,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if recovered:
             log.warning("handed back %d job(s) left running by a previous server", recovered)
     store.ensure_org(DEFAULT_ORG)
+    # Before anything reads a vector: the embedded server holds its directory's lock, so it
+    # may make them again here; PostgreSQL's are made again by `engram migrate`.
+    if embedded or settings.migrate_on_start:
+        _align_vectors(settings, store)
+    else:
+        vector_space.check(store, embedder_name(settings))
 
     env = dict(os.environ)
     env["ENGRAM_DATA_DIR"] = str(settings.data_dir)
@@ -115,11 +123,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
+    from engram.pipeline import vector_space
     from engram.pipeline.worker import Worker
-    from engram.runtime import build_pipeline, open_store
+    from engram.runtime import build_pipeline, embedder_name, open_store
     from engram.store.base import WORK_READY
 
     store = open_store(settings)
+    vector_space.check(store, embedder_name(settings))  # its server (or `engram migrate`) aligned them
     worker = Worker(store, build_pipeline(settings, store), settings)
     stop = threading.Event()
     # Where the store can say so (PostgreSQL's NOTIFY), work accepted by any API process on
@@ -152,12 +162,35 @@ def _follow_parent(worker: Any, stop: threading.Event) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
-    from engram.runtime import open_store, redact_url
+    from engram.runtime import DataDirLock, open_store, redact_url
 
-    store = open_store(settings, migrate=True)
-    store.close()
-    print(f"migrated {redact_url(settings.resolved_database_url)}: the schema is up to date")
+    url = settings.resolved_database_url
+    # Vectors are made again only while no server uses the file (see vector_space.align).
+    lock = DataDirLock(Path(url[len("sqlite:///"):]).parent, storage_setting(settings)) \
+        if url.startswith("sqlite:///") else None
+    if lock is not None:
+        lock.acquire(timeout_s=0)
+    try:
+        store = open_store(settings, migrate=True)
+        try:
+            again = _align_vectors(settings, store)
+        finally:
+            store.close()
+    finally:
+        if lock is not None:
+            lock.release()
+    print(f"migrated {redact_url(url)}: the schema is up to date"
+          + (f"; {again} memories embedded again with {settings.embedder}" if again else ""))
     return 0
+
+
+def _align_vectors(settings: Settings, store: Any) -> int:
+    """Make the stored vectors the configured embedder's (engram/pipeline/vector_space.py),
+    embedding with every core: nothing else runs yet."""
+    from engram.pipeline import vector_space
+    from engram.runtime import build_embedder, embedder_name
+
+    return vector_space.align(store, embedder_name(settings), lambda: build_embedder(settings, for_queries=True))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -88,12 +88,24 @@ def build_embedder(settings: Settings, *, for_queries: bool = False) -> Embedder
         if for_queries:
             threads = settings.query_embed_threads or min(os.cpu_count() or 1, 4)
         return make_embedder("local", threads=threads)
+    if settings.embedder == "static":
+        # Threads only for deriving its table, once per machine (later starts read the cache file).
+        return make_embedder("static", threads=min(os.cpu_count() or 1, 4))
     if settings.embedder == "openai":
         return make_embedder(
             "openai", base_url=settings.embedding_base_url, model=settings.embedding_model,
             api_key=settings.embedding_api_key or settings.llm_api_key, dimensions=settings.embedding_dimensions,
             batch_size=settings.embedding_batch_size, timeout_s=settings.llm_timeout_s, retry=_retry_policy(settings))
     return make_embedder(settings.embedder)
+
+
+def embedder_name(settings: Settings) -> str:
+    """The name of the embedder `build_embedder` would build, without loading a model."""
+    if settings.embedder == "local":
+        from engram.embed.local import NAME
+
+        return NAME
+    return build_embedder(settings).name
 
 
 def _retry_policy(settings: Settings) -> Any:

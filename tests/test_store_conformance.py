@@ -1090,3 +1090,33 @@ def test_commit_refuses_to_supersede_or_cite_a_fact_that_is_no_longer_active(sto
         again = store.get_memory(ORG, fact.id)
         assert again.status == "retracted" and again.source_event_ids == fact.source_event_ids
         assert store.fail(lease, JobError("ingest_failed", "test"))
+
+
+# ---------------------------------------------------------------------- the vector space
+def test_vector_space_is_recorded_and_vectors_are_replaced_in_place(store: Any) -> None:
+    assert store.vector_space() is None and store.count_all_memories() == 0
+    store.record_vector_space("local:one", T0)
+    store.record_vector_space("local:two", T0 + timedelta(seconds=1))
+    assert store.vector_space() == "local:two"  # one record, the latest
+
+    a, b = unit(1), unit(2)
+    first = [memory(ORG, "u1", f"fact {i}") for i in range(3)]
+    other = memory(OTHER, "u9", "another org's fact")
+    run_job(store, ORG, "u1", "c1", [(m, a) for m in first])
+    run_job(store, OTHER, "u9", "c1", [(other, a)])
+    where = Cmp("user_id", "eq", "u1")
+    assert set(ids(store.dense_candidates(ORG, where, a, 10))) == {m.id for m in first}  # warms the caches
+
+    # Every org's memories, in id order, a page at a time.
+    pages, after = [], ""
+    while page := store.memory_texts_after(after, 2):
+        pages.append(page)
+        after = page[-1][0]
+    listed = [pair for page in pages for pair in page]
+    assert [len(p) for p in pages] == [2, 2] and store.count_all_memories() == 4
+    assert listed == sorted((m.id, m.text) for m in [*first, other])
+
+    store.replace_vectors([(first[0].id, b)])
+    scored = dict(store.dense_candidates(ORG, where, b, 10))
+    assert scored[first[0].id] == pytest.approx(1.0, abs=1e-5)  # read again, not the cached vector
+    assert scored[first[1].id] == pytest.approx(float(a @ b), abs=1e-5)

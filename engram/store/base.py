@@ -238,6 +238,22 @@ class Store(Protocol):
         are signed with it)."""
         ...
 
+    # the vector space (engram/pipeline/vector_space.py)
+    def vector_space(self) -> str | None:
+        """The name of the embedder recorded as the maker of every stored vector; None
+        before one is."""
+        ...
+    def record_vector_space(self, embedder: str, at: datetime) -> None: ...
+    def count_all_memories(self) -> int: ...
+    def memory_texts_after(self, after_id: str, limit: int) -> list[tuple[str, str]]:
+        """(id, text) of memories of every org with ids after `after_id`, in id order."""
+        ...
+    def replace_vectors(self, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
+        """New vectors for existing memories. Only while no other process serves the store:
+        an API process's caches take a vector as written once (re-embedding runs before one
+        starts, under the data directory's lock or by `engram migrate`)."""
+        ...
+
     # accept path
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
                idempotency: Idempotency | None = None) -> AcceptResult:

@@ -132,6 +132,10 @@ class Dialect(Protocol):
         """Memory rows with their vectors and lexical entries (not their sources)."""
         ...
 
+    def replace_vectors(self, tx: Tx, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
+        """New vectors for existing memories, by id (re-embedding)."""
+        ...
+
     def delete_memories(self, tx: Tx, org_id: str, ids: Sequence[str]) -> None:
         """Memory rows with their vectors and lexical entries (not their sources)."""
         ...

@@ -160,6 +160,11 @@ class PostgresDialect:
         if encoded:
             tx.target.executemany(_ONLY.get("insert_memory"), encoded)
 
+    def replace_vectors(self, tx: Statements, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
+        rows = [{"id": memory_id, "vec": vector_text(v)} for memory_id, v in vectors]
+        if rows:
+            tx.target.executemany(_ONLY.get("replace_vector"), rows)
+
     def delete_memories(self, tx: Statements, org_id: str, ids: Sequence[str]) -> None:
         tx.target.execute(_ONLY.get("delete_memories"), {"org_id": org_id, "ids": list(ids)})
 

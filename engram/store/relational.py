@@ -27,7 +27,8 @@ from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, utc
 from engram.store import codec
 from engram.store.base import (
     JOB_ENDED, WITHHELD_CONTENT, WORK_READY, AcceptResult, CommitResult, Idempotency, JobOutcome, Lease, NewJob,
-    NewMemory, Page, SearchScope, TurnContext, changes_active_memories, job_error_dict, replayed_job, resolve_batch,
+    NewMemory, Page, SearchScope, TurnContext, changes_active_memories, job_error_dict, replayed_job,
+    resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
 
@@ -128,6 +129,25 @@ class RelationalStore:
             tx.run("insert_secret", {"name": "server_secret", "value": d.blob(secrets.token_bytes(32)),
                                      "now": d.time(utcnow())})
             return bytes(tx.one("secret", {"name": "server_secret"})["value"])
+
+    # ------------------------------------------------------------------ the vector space
+    def vector_space(self) -> str | None:
+        row = self._one("vector_space")
+        return row["embedder"] if row else None
+
+    def record_vector_space(self, embedder: str, at: datetime) -> None:
+        with self.dialect.transaction() as tx:
+            tx.run("record_vector_space", {"embedder": embedder, "at": self.dialect.time(at)})
+
+    def count_all_memories(self) -> int:
+        return int(self._one("count_all_memories")["n"])
+
+    def memory_texts_after(self, after_id: str, limit: int) -> list[tuple[str, str]]:
+        return [(r["id"], r["text"]) for r in self._all("memory_texts_after", after=after_id, limit=limit)]
+
+    def replace_vectors(self, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
+        with self.dialect.transaction() as tx:
+            self.dialect.replace_vectors(tx, vectors)
 
     # ------------------------------------------------------------------ accept
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,

@@ -168,6 +168,13 @@ class SQLiteDialect:
             conn.execute(_ONLY.get("insert_vector"), {"rid": rid, "vec": vector})
             conn.execute(_ONLY.get("insert_lexical_entry"), {"rid": rid, "text": row["text"]})
 
+    def replace_vectors(self, tx: Statements, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
+        tx.target.executemany(_ONLY.get("replace_vector"), [
+            {"id": memory_id, "vec": np.asarray(v, dtype=np.float32).tobytes()} for memory_id, v in vectors])
+        # The cache holds vectors as written once; this process's copies are now wrong (no other
+        # process may serve this file meanwhile: see Store.replace_vectors).
+        self.index.vectors.clear()
+
     def delete_memories(self, tx: Statements, org_id: str, ids: Sequence[str]) -> None:
         conn = tx.target
         for row in conn.execute(_ONLY.get("rows_of_memories"), {"org_id": org_id, "ids": json.dumps(list(ids))}).fetchall():

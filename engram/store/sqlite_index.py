@@ -190,6 +190,11 @@ class _VectorCache:
         self._lock = threading.Lock()
         self._clear(0)
 
+    def clear(self) -> None:
+        """Forget every cached vector (after vectors were replaced in place: re-embedding)."""
+        with self._lock:
+            self._clear(0)
+
     def _clear(self, dim: int) -> None:
         self._dim = dim
         self._slot = np.full(1024, self.UNKNOWN, dtype=np.int64)  # rid -> row of _matrix

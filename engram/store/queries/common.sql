@@ -60,6 +60,21 @@ INSERT INTO server_secrets(name, value, created_at) VALUES (:name, :value, :now)
 -- name: secret
 SELECT value FROM server_secrets WHERE name = :name
 
+-- ================================================================== the vector space
+-- name: vector_space
+SELECT embedder FROM vector_space WHERE only_row = 1
+
+-- name: record_vector_space
+INSERT INTO vector_space(only_row, embedder, recorded_at) VALUES (1, :embedder, :at)
+ON CONFLICT (only_row) DO UPDATE SET embedder = excluded.embedder, recorded_at = excluded.recorded_at
+
+-- name: count_all_memories
+SELECT count(*) AS n FROM memories
+
+-- name: memory_texts_after
+-- Every memory of every org (re-embedding), by id: a page starts after the last one seen.
+SELECT id, text FROM memories WHERE id > :after ORDER BY id LIMIT :limit
+
 -- ================================================================== accept
 -- name: idempotency_seen
 SELECT job_id, body_hash FROM idempotency_keys WHERE org_id = :org_id AND key = :key AND created_at >= :since

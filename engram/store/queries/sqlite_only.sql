@@ -11,6 +11,9 @@ VALUES (:id, :org_id, :type, :status, :text, :text_hash, :key, :user_id, :agent_
 -- name: insert_vector
 INSERT INTO memory_vectors(rid, vec) VALUES (:rid, :vec)
 
+-- name: replace_vector
+UPDATE memory_vectors SET vec = :vec WHERE rid = (SELECT rid FROM memories WHERE id = :id)
+
 -- name: insert_lexical_entry
 INSERT INTO memory_fts(rowid, text) VALUES (:rid, :text)
 
