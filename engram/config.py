@@ -91,7 +91,7 @@ class Settings(BaseModel):
     database_url: str | None = None  # default: sqlite under data_dir
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     extractor: Literal["rules", "llm"] = "rules"
-    embedder: Literal["local", "openai"] = "local"
+    embedder: Literal["local", "static", "openai"] = "local"
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str | None = None

@@ -21,6 +21,12 @@ def _local(**opts: Any) -> Embedder:
     return LocalEmbedder(**opts)
 
 
+def _static(**opts: Any) -> Embedder:
+    from engram.embed.static import StaticEmbedder
+
+    return StaticEmbedder(**opts)
+
+
 def _openai(**opts: Any) -> Embedder:
     from engram.embed.openai import OpenAIEmbedder
 
@@ -30,6 +36,7 @@ def _openai(**opts: Any) -> Embedder:
 # Config string -> factory taking the backend's keyword options.
 _FACTORIES: dict[str, Callable[..., Embedder]] = {
     "local": _local,
+    "static": _static,  # token vectors distilled from "local" (embed/static.py): a sum of rows per text
     "openai": _openai,  # any OpenAI-compatible /v1/embeddings (base_url, model, api_key, …)
 }
 
