@@ -39,6 +39,8 @@ server under test runs with its defaults (`synchronous=FULL`, one worker process
     .venv/bin/python bench/search_scale.py --scales 100000 --queries 500 --json out.json
     .venv/bin/python bench/search_scale.py --scales 1000000 --modes user-hot,user+filter --queries 2000 \
         --max-mode-seconds 30 --busy 100 --search-rate 10   # 10 searches/s while 5,000 events/s are ingested
+    .venv/bin/python bench/search_scale.py --scales 1000000 --modes user --queries 400 --busy 100 \
+        --burst 20 --search-rate 0.5   # 20 first searches at once every 2 s: what the accepts meanwhile pay
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
@@ -171,8 +174,10 @@ def requests_for(mode: str, pool: ds.Pool, plans: list[ds.UserPlan], questions: 
 
 
 def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_seconds: float,
-             rate: float = 0) -> dict[str, Any]:
-    """One query at a time; with `rate`, the n-th is not sent before n/rate s (else back to back)."""
+             rate: float = 0, burst: int = 1) -> dict[str, Any]:
+    """One query at a time; with `rate`, the n-th is not sent before n/rate s (else back to back).
+    With `burst` > 1, queries go `burst` at once (each on its own connection), a burst at a time:
+    with `rate`, the n-th burst is not sent before n/rate s."""
     server_ms: list[float] = []
     client_ms: list[float] = []
     stages: dict[str, float] = defaultdict(float)
@@ -180,12 +185,24 @@ def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_s
     wrong = 0
     window = CpuWindow(pid).start()
     started = time.perf_counter()
-    for n, body in enumerate(bodies):
-        if rate:
-            time.sleep(max(0.0, started + n / rate - time.perf_counter()))
+    clients = [client] + [httpx.Client(base_url=client.base_url, timeout=client.timeout) for _ in range(burst - 1)]
+    pool = ThreadPoolExecutor(burst) if burst > 1 else None
+
+    def send(i: int, body: dict[str, Any]) -> tuple[float, httpx.Response]:
         t0 = time.perf_counter()
-        response = client.post("/v1/memories/search", json=body)
-        elapsed = 1000 * (time.perf_counter() - t0)
+        response = clients[i].post("/v1/memories/search", json=body)
+        return 1000 * (time.perf_counter() - t0), response
+
+    def answered() -> Iterator[tuple[dict[str, Any], float, httpx.Response]]:
+        for n, start in enumerate(range(0, len(bodies), burst)):
+            group = bodies[start:start + burst]
+            if rate:
+                time.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            answers = pool.map(send, range(len(group)), group) if pool else [send(0, group[0])]
+            for body, (elapsed, response) in zip(group, answers):
+                yield body, elapsed, response
+
+    for body, elapsed, response in answered():
         response.raise_for_status()
         page = response.json()
         timings = page["extras"]["stage_timings"]
@@ -203,6 +220,10 @@ def run_mode(client: httpx.Client, pid: int, bodies: list[dict[str, Any]], max_s
             break
     seconds = time.perf_counter() - started
     cpu = window.stop(seconds)
+    if pool is not None:
+        pool.shutdown()
+        for extra in clients[1:]:
+            extra.close()
     n = len(server_ms)
     mean_stages = {k: round(v / n, 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1]) if k != "total"}
     mean_stages["other"] = round(stages["total"] / n - sum(mean_stages.values()), 2)  # hydration, fusion, ...
@@ -264,6 +285,9 @@ def measure(pool: ds.Pool, args: argparse.Namespace, memories: int, build: dict[
         scratch = Path(tempfile.mkdtemp(prefix="engram-busy-"))
         shutil.copytree(data_dir, scratch / "data")
         data_dir = scratch / "data"
+        # The copy's gigabytes of dirty pages would otherwise be written back while the server
+        # runs, and its first fsyncs (synchronous=FULL) would wait behind them.
+        os.sync()
     started = time.monotonic()
     # one worker process, as by default; a million-memory store takes a while to open
     with engram_server(None, {"ENGRAM_WORKERS": "1"}, data_dir=data_dir, start_timeout_s=300) as base, \
@@ -294,7 +318,7 @@ def measure(pool: ds.Pool, args: argparse.Namespace, memories: int, build: dict[
                 for plan in plans[:args.hot_users]:
                     client.post("/v1/memories/search", json={"query": ds.user_questions(pool, plan)[0],
                                                              "filters": {"user_id": plan.user_id}}).raise_for_status()
-            result = run_mode(client, pid, bodies, args.max_mode_seconds, args.search_rate)
+            result = run_mode(client, pid, bodies, args.max_mode_seconds, args.search_rate, args.burst)
             doc["modes"][mode] = result
             doc["rss_mb"][f"after_{mode}"] = rss(pid)
             if load is not None and load.poll() is not None:
@@ -344,6 +368,8 @@ def main() -> int:
                              "(on a copy of the fixture); use with --max-mode-seconds")
     parser.add_argument("--search-rate", type=float, default=0,
                         help="searches per second (default: one after another, as fast as they return)")
+    parser.add_argument("--burst", type=int, default=1,
+                        help="searches sent at once, a burst at a time (with --search-rate: bursts per second)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=ds.CACHE, help="pool vectors and built data directories")
     parser.add_argument("--rebuild", action="store_true", help="build every scale again")

@@ -140,11 +140,20 @@ class Settings(BaseModel):
     # The API's query embedder: a search waits for it, so it may use every core (the
     # workers run niced, ENGRAM_WORKER_NICE). 0: the machine's cores, at most 4.
     query_embed_threads: int = Field(0, ge=0, le=64)
+    # Where the local embedder keeps the graph it derives at first start (default
+    # $XDG_CACHE_HOME/engram, else ~/.cache/engram); shared by every process and data directory.
+    model_cache: Path | None = None
+    # Searches running at once in an API process; more wait their turn on the event loop. A
+    # search keeps a core busy (reading rows, ranking), so as many as there are cores leave the
+    # accept path none: on 2 cores, bursts of 20 first searches at 1M memories raised the
+    # accept p99 from 64 ms to 340-450 ms with 2 or 40 at once, and not at all with 1
+    # (docs/benchmarks.md). 0: one less than the machine's cores, at least 1.
+    search_concurrency: int = Field(0, ge=0, le=256)
     db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)
     migrate_on_start: bool = False  # PostgreSQL: apply pending migrations at start (else `engram migrate`)
     limits: Limits = Limits()
 
-    @field_validator("data_dir", mode="before")
+    @field_validator("data_dir", "model_cache", mode="before")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import anyio
 import anyio.to_thread
 
 from engram import __version__
@@ -102,6 +104,11 @@ class AcceptPlan:
         return [new.job for new in self.jobs if new.job.id in created]
 
 
+def search_slots_default() -> int:
+    """Searches at once when ENGRAM_SEARCH_CONCURRENCY is 0: a core is left to the accept path."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 class Service:
     def __init__(self, store: Store, settings: Settings, embedder: Callable[[], Embedder], *,
                  on_accept: Callable[[], None] | None = None,
@@ -114,6 +121,7 @@ class Service:
         self._on_accept = on_accept or (lambda: None)  # wakes the workers
         self._worker_health = worker_health or (lambda: {"status": "unknown"})
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
+        self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
 
     # ------------------------------------------------------------------ accept
     async def accept(self, org_id: str, turns: Sequence[Turn], options: AcceptOptions, *,
@@ -316,6 +324,13 @@ class Service:
         wanted = [e for m in memories for e in m.source_event_ids]
         by_id = {e.id: e for e in self.store.get_events(org_id, wanted)}
         return {m.id: [by_id[e] for e in m.source_event_ids if e in by_id] for m in memories}
+
+    async def run_search(self, org_id: str, query: SearchQuery) -> SearchResults:
+        """`search` on a worker thread, at most `search_concurrency` at once: the rest wait
+        on the event loop, which stays free for accepts (see Settings.search_concurrency)."""
+        if self._search_slots is None:
+            self._search_slots = anyio.CapacityLimiter(self.settings.search_concurrency or search_slots_default())
+        return await anyio.to_thread.run_sync(self.search, org_id, query, limiter=self._search_slots)
 
     def search(self, org_id: str, query: SearchQuery) -> SearchResults:
         check = FieldChecks(self.settings.limits)

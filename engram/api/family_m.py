@@ -172,7 +172,7 @@ async def search(body: EventSearchBody, principal: Principal = Depends(reader),
             clauses.append(Cmp(name, "in", tuple(values)))
     query = SearchQuery(text=body.query, where=conjoin(*clauses), limit=body.limit, threshold=body.threshold,
                         with_source_events=body.include_source_events)
-    results = await run_in_threadpool(svc.search, principal.org_id, query)
+    results = await svc.run_search(principal.org_id, query)
     return {"results": [_result_wire(h) for h in results.hits]}
 
 

@@ -221,7 +221,7 @@ async def search(body: MemorySearchBody, principal: Principal = Depends(reader),
         with_source_events="source_events" in body.include, with_full_content="full_content" in body.include,
         with_context_prompt="context_prompt" in body.include,
     )
-    results = await run_in_threadpool(svc.search, principal.org_id, query)
+    results = await svc.run_search(principal.org_id, query)
     return {
         "object": "list",
         "data": [_hit_wire(h, query.with_full_content) for h in results.hits],
