@@ -97,12 +97,27 @@ def test_centering_removes_the_common_component(tokenizer):
     raw = token_vectors(FakeSession(), tokenizer, pooling="token")
     cos = {}
     for center in (False, True):
-        recipe = Recipe(dims=None, center=center, common_components=int(center))
+        recipe = Recipe(dims=None, center=center, common_components=int(center), whiten=0.0)
         table, _ = derive_table(None, tokenizer, recipe, raw=raw)
         rows = table[2000:3000] / np.linalg.norm(table[2000:3000], axis=1, keepdims=True)
         cos[center] = float(np.mean(rows[:500] @ rows[500:].T))
     assert cos[False] > 0.8
     assert abs(cos[True]) < 0.2
+
+
+def test_whitening_evens_out_the_principal_axes(tokenizer):
+    raw = token_vectors(FakeSession(), tokenizer, pooling="token")
+    freq = np.zeros(tokenizer.get_vocab_size())
+    ranks = static.zipf_ranks(tokenizer)
+    freq[ranks > 0] = 1 / ranks[ranks > 0]
+    spread = {}
+    for whiten in (0.0, 0.5, 1.0):
+        table, _ = derive_table(None, tokenizer, Recipe(whiten=whiten, weighting="none", common_components=0), raw=raw)
+        second = (freq[:, None] * table.astype(np.float64) ** 2).sum(axis=0)  # per axis, as texts use them
+        spread[whiten] = second.max() / second.min()
+    assert spread[0.0] > 10  # the fake teacher's axes are far from even ...
+    assert spread[0.5] == pytest.approx(spread[0.0] ** 0.5, rel=1e-3)  # ... half-whitened: the square root
+    assert spread[1.0] == pytest.approx(1.0, rel=1e-3)  # ... fully whitened: even
 
 
 def test_pca_keeps_the_asked_dimensions(tokenizer):

@@ -13,7 +13,11 @@ transformer itself, and kept in a cache file:
    related ones are squeezed into the 0.4-1.0 band. The frequency-weighted mean of the rows
    (below) is subtracted, and with it the top COMMON_COMPONENTS principal directions, which
    are also shared by all texts rather than telling them apart.
-3. **PCA.** The centered rows are rotated onto their principal axes and cut to ``dims``.
+3. **PCA, half-whitened.** The centered rows are rotated onto their principal axes (cut to
+   ``dims``, if given) and each axis is scaled by its standard deviation to the power -1/2
+   (``whiten`` 0.5): the few dominant axes of the token space, which mostly say how
+   frequent or how "sentence-like" a token is, stop drowning the many that say what it is
+   about. Full whitening (1.0) amplifies noise axes as much as the useful ones.
 4. **Weights.** A sentence vector is the weighted mean of its tokens' rows, L2-normalised.
    The weight is SIF's a / (a + p(t)) (Arora et al. 2017), with p(t) estimated from the
    token's rank under Zipf's law, p(r) = 1 / (r · H_N): BERT's WordPiece vocabulary lists
@@ -23,8 +27,8 @@ transformer itself, and kept in a cache file:
    mostly the common component removed above. The weight is folded into the row, so a
    sentence is a plain sum of rows.
 
-Steps 1-4 (token position or mean, centering, dimensions, weights) were chosen by measurement
-on LoCoMo dev for issue 15; `Recipe` keeps the alternatives selectable for comparison.
+Steps 1-4 (token position or mean, centering, dimensions, whitening, weights) were chosen by
+measurement on LoCoMo dev for issue 15; `Recipe` keeps the alternatives selectable.
 
 The derivation is a function of a transformer session (anything with onnxruntime's
 ``run``/``get_inputs``, returning hidden states ``(batch, width, dim)``) and its tokenizer,
@@ -68,14 +72,15 @@ class Recipe:
     weighting: str = "sif"  # "sif" (a / (a + p)), "logrank" (log of the Zipf rank) or "none"
     sif_a: float = 1e-3
     pooling: str = "token"  # "mean" over [CLS] t [SEP] (as the teacher pools), or "token": t's position only
+    whiten: float = 0.5  # scale principal axis i by variance_i ** (-whiten / 2): 0 none, 1 full whitening
 
     def __post_init__(self) -> None:
         if self.dims is not None and self.dims < 1:
             raise ValueError("dims must be >= 1 or None")
         if self.weighting not in ("sif", "logrank", "none") or self.pooling not in ("mean", "token"):
             raise ValueError(f"unknown weighting {self.weighting!r} or pooling {self.pooling!r}")
-        if self.common_components < 0 or not self.sif_a > 0:
-            raise ValueError("common_components must be >= 0 and sif_a > 0")
+        if self.common_components < 0 or not self.sif_a > 0 or not 0 <= self.whiten <= 1:
+            raise ValueError("common_components must be >= 0, sif_a > 0 and whiten in [0, 1]")
 
 
 DEFAULT_RECIPE = Recipe()
@@ -206,11 +211,15 @@ def derive_table(session: Any, tokenizer: Any, recipe: Recipe = DEFAULT_RECIPE, 
     # Principal axes of the rows as texts use them (frequency-weighted second moment).
     moment = (x * freq[:, None]).T @ x + 1e-12 * np.eye(x.shape[1])
     values, axes = np.linalg.eigh(moment)
-    axes = axes[:, np.argsort(values)[::-1]]
+    order = np.argsort(values)[::-1]
+    values, axes = values[order], axes[:, order]
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
     axes = axes * np.where(signs == 0, 1.0, signs)
     k = recipe.common_components if recipe.center else 0
-    keep = axes[:, k:k + table_dim(x.shape[1], recipe)]
+    d = table_dim(x.shape[1], recipe)
+    keep = axes[:, k:k + d]
+    if recipe.whiten:
+        keep = keep * (np.maximum(values[k:k + d], 1e-12) / max(values[k], 1e-12)) ** (-recipe.whiten / 2)
     table = (x @ keep) * weights[:, None]
     return table.astype(np.float32), _unit((e @ keep)[None])[0].astype(np.float32)
 
