@@ -114,15 +114,9 @@ class Fp32:
         import onnxruntime as ort
 
         model = minilm_graph.build_fp32_model(local.upstream_dir())
-        self.emb = local.LocalEmbedder.__new__(local.LocalEmbedder)
-        self.emb.batch_size, self.emb.threads = BATCH, 1
-        from tokenizers import Tokenizer
-
-        self.emb._tokenizer = Tokenizer.from_file(str(local.default_tokenizer_path()))
-        self.emb._tokenizer.enable_truncation(max_length=local.MAX_LENGTH)
-        self.emb._tokenizer.no_padding()
-        self.emb._session = ort.InferenceSession(model.SerializeToString(), sess_options=local._session_options(1),
-                                                 providers=["CPUExecutionProvider"])
+        self.emb = local.LocalEmbedder.on_session(
+            ort.InferenceSession(model.SerializeToString(), sess_options=local._session_options(1),
+                                 providers=["CPUExecutionProvider"]), batch_size=BATCH)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.emb.embed(texts)

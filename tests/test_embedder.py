@@ -61,16 +61,10 @@ VARIED = SENTENCES[:7] + [
 def _fp32_embedder() -> LocalEmbedder:
     """The float32 graph of the same weights, with the embedder's tokenizer and pooling."""
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
-    fp32 = LocalEmbedder.__new__(LocalEmbedder)
-    fp32.batch_size, fp32.threads = 64, 1
-    fp32._tokenizer = Tokenizer.from_file(str(default_tokenizer_path()))
-    fp32._tokenizer.enable_truncation(max_length=256)
-    fp32._tokenizer.no_padding()
     model = minilm_graph.build_fp32_model(upstream_dir())
-    fp32._session = ort.InferenceSession(model.SerializeToString(), sess_options=_session_options(1),
-                                         providers=["CPUExecutionProvider"])
+    fp32 = LocalEmbedder.on_session(ort.InferenceSession(model.SerializeToString(), sess_options=_session_options(1),
+                                                         providers=["CPUExecutionProvider"]))
     return fp32
 
 

@@ -63,8 +63,9 @@ import hashlib
 import importlib.util
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -215,8 +216,11 @@ class LocalEmbedder:
     Args:
         model_path, tokenizer_path: use these files instead of the derived graph and the
             packaged tokenizer (tests); they are still checked against the pinned sha256s.
-        threads: onnxruntime intra-op threads. Default 1 so that embedding
-            does not starve the rest of the service on a small box.
+        threads: texts run at once, each run on one core (onnxruntime's own intra-op
+            threads split a run of ~15 tokens into pieces too small to pay: one query took
+            2.3 ms on two of them and 1.7 ms on one, and a search embeds two texts, which now
+            take one run's time side by side). Default 1 so that embedding does not starve
+            the rest of the service on a small box.
         batch_size: texts tokenized together; each text is still its own run (see above).
         cache_dir: where the derived graph is kept (ENGRAM_MODEL_CACHE; default
             default_cache_dir()).
@@ -235,7 +239,6 @@ class LocalEmbedder:
         cache_dir: str | Path | None = None,
     ) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         if batch_size < 1 or threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
@@ -247,6 +250,25 @@ class LocalEmbedder:
         else:
             model_path = derived_model_path(cache_dir)  # verified there
 
+        session = ort.InferenceSession(
+            str(model_path),
+            sess_options=_session_options(1),
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=DISABLED_OPTIMIZERS,
+        )
+        self._attach(session, tokenizer_path, threads, batch_size)
+
+    @classmethod
+    def on_session(cls, session: Any, *, threads: int = 1, batch_size: int = 64) -> "LocalEmbedder":
+        """This embedder's tokenizer and pooling over another onnxruntime session of the same
+        model: the float32 graph that the tests and bench/embedder.py compare against."""
+        embedder = cls.__new__(cls)
+        embedder._attach(session, default_tokenizer_path(), threads, batch_size)
+        return embedder
+
+    def _attach(self, session: Any, tokenizer_path: Path, threads: int, batch_size: int) -> None:
+        from tokenizers import Tokenizer
+
         self.batch_size = batch_size
         self.threads = threads
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -254,13 +276,8 @@ class LocalEmbedder:
         # 128 baked in; we truncate at the model's length and never pad.
         self._tokenizer.enable_truncation(max_length=MAX_LENGTH)
         self._tokenizer.no_padding()
-
-        self._session = ort.InferenceSession(
-            str(model_path),
-            sess_options=_session_options(threads),
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=DISABLED_OPTIMIZERS,
-        )
+        self._session = session
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embed") if threads > 1 else None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):  # would otherwise embed each character
@@ -268,9 +285,13 @@ class LocalEmbedder:
         texts = list(texts)
         out = np.empty((len(texts), DIM), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start : start + self.batch_size]
-            for row, encoding in enumerate(self._tokenizer.encode_batch(chunk), start):
-                out[row] = self._run(encoding.ids)
+            chunk = [e.ids for e in self._tokenizer.encode_batch(texts[start : start + self.batch_size])]
+            if self._pool is None or len(chunk) == 1:
+                rows = map(self._run, chunk)
+            else:  # a session runs concurrently from several threads; each run releases the GIL
+                rows = self._pool.map(self._run, chunk)
+            for row, vector in enumerate(rows, start):
+                out[row] = vector
         return out
 
     def _run(self, ids: list[int]) -> np.ndarray:
