@@ -539,20 +539,24 @@ class RelationalStore:
             return {}
         asked = list(dict.fromkeys(memory_ids))
         rows = self._all("turn_context", org_id=org_id, ids=self.dialect.array(asked))
-        wanted = set(asked)  # narrowed here: a list probe per joined row would cost more than the rows
-        found: dict[str, tuple[Any, set[str]]] = {}
+        found: dict[str, Any] = {}
+        previous: dict[str, set[str]] = {}  # memory -> the turns just before its turns
+        citing: dict[str, set[str]] = {}  # turn -> the asked memories citing it
         for r in rows:
-            entry = found.setdefault(r["id"], (r, set()))
-            if r["neighbour_id"] in wanted:
-                entry[1].add(r["neighbour_id"])
+            found.setdefault(r["id"], r)
+            if r["event_id"] is not None:
+                citing.setdefault(r["event_id"], set()).add(r["id"])
+                if r["previous_id"] is not None:
+                    previous.setdefault(r["id"], set()).add(r["previous_id"])
+        before = {i: frozenset(n for e in previous.get(i, ()) for n in citing.get(e, ()) if n != i) for i in found}
         after: dict[str, set[str]] = {i: set() for i in found}
-        for i, (_, before) in found.items():
-            for b in before:
+        for i, earlier in before.items():
+            for b in earlier:
                 after[b].add(i)  # "just after" is "just before" read the other way
-        return {i: TurnContext(r["type"], r["source_role"], frozenset(before), frozenset(after[i]),
+        return {i: TurnContext(r["type"], r["source_role"], before[i], frozenset(after[i]),
                                fact_type=r["fact_type"], user_id=r["user_id"], text=r["text"],
                                said_at=codec.time_value(r["said_at"]))
-                for i, (r, before) in found.items()}
+                for i, r in found.items()}
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.dialect.index.dense_candidates(org_id, where, query, k)
