@@ -10,11 +10,10 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Sequence
 
 from engram import __version__
-from engram.config import ConfigError, Settings, load_settings, log_level_from_env, storage_setting
+from engram.config import ConfigError, Settings, load_settings, log_level_from_env
 
 log = logging.getLogger("engram")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
@@ -71,9 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     build_content_filter(settings)  # a bad pattern stops start-up, not the first job
     if settings.extractor == "llm":
         build_extractor(settings)  # e.g. a prompt budget too small: here, not in every worker that restarts
-    embedded = settings.resolved_database_url.startswith("sqlite:///")
-    lock = (DataDirLock(Path(settings.resolved_database_url[len("sqlite:///"):]).parent, storage_setting(settings))
-            if embedded else None)
+    lock = DataDirLock.of(settings)
+    embedded = lock is not None
     if lock is not None:
         lock.acquire()
     store = open_store(settings)
@@ -166,8 +164,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     url = settings.resolved_database_url
     # Vectors are made again only while no server uses the file (see vector_space.align).
-    lock = DataDirLock(Path(url[len("sqlite:///"):]).parent, storage_setting(settings)) \
-        if url.startswith("sqlite:///") else None
+    lock = DataDirLock.of(settings)
     if lock is not None:
         lock.acquire(timeout_s=0)
     try:

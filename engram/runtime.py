@@ -169,6 +169,14 @@ class DataDirLock:
         self.path = data_dir / "engram.lock"
         self._file: IO[str] | None = None
 
+    @classmethod
+    def of(cls, settings: Settings) -> "DataDirLock | None":
+        """The lock of the embedded store's directory; None on PostgreSQL (no such directory)."""
+        url = settings.resolved_database_url
+        if not url.startswith("sqlite:///"):
+            return None
+        return cls(Path(url[len("sqlite:///"):]).parent, storage_setting(settings))
+
     def acquire(self, timeout_s: float = 10.0) -> None:
         try:
             handle = open(self.path, "a+")
