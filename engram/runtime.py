@@ -89,8 +89,7 @@ def build_embedder(settings: Settings, *, for_queries: bool = False) -> Embedder
             threads = settings.query_embed_threads or min(os.cpu_count() or 1, 4)
         return make_embedder("local", threads=threads, cache_dir=settings.model_cache)
     if settings.embedder == "static":
-        # Threads only for deriving its table, once per machine (later starts read the cache file).
-        return make_embedder("static", threads=min(os.cpu_count() or 1, 4))
+        return make_embedder("static", cache_dir=settings.model_cache)
     if settings.embedder == "openai":
         return make_embedder(
             "openai", base_url=settings.embedding_base_url, model=settings.embedding_model,

@@ -198,7 +198,7 @@ def real_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def emb(real_cache) -> StaticEmbedder:
-    return StaticEmbedder(cache_dir=real_cache, threads=2)  # derived from the transformer (~20 s)
+    return StaticEmbedder(cache_dir=real_cache)  # derived from the transformer (~20 s)
 
 
 SENTENCES = [
@@ -246,11 +246,9 @@ def test_cosines_are_not_compressed(emb):
     assert off.mean() < 0.2
 
 
-def test_registered_and_built_from_settings(real_cache, monkeypatch):
+def test_registered_and_built_from_settings(real_cache):
     assert "static" in available_embedders()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(real_cache.parent))
-    monkeypatch.setattr(static, "default_cache_dir", lambda: real_cache)
-    built = build_embedder(load_settings({"ENGRAM_EMBEDDER": "static"}))
+    built = build_embedder(load_settings({"ENGRAM_EMBEDDER": "static", "ENGRAM_MODEL_CACHE": str(real_cache)}))
     assert isinstance(built, StaticEmbedder)
     assert built.name.startswith("static:") and built.dim == static.table_dim(384, DEFAULT_RECIPE)
     assert make_embedder("static", cache_dir=real_cache).name == built.name  # the same table

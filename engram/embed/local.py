@@ -40,9 +40,10 @@ first start (derives the graph)        2.6-2.7 s      —
 later starts                           0.26-0.34 s    0.39 s
 =====================================  =============  =============
 
-Two threads: summaries 142-152/s (earlier 70-75), facts 415-539/s and query
-p50 1.9-2.6 ms, within this machine's noise of one thread (16 rows are few
-to split).
+onnxruntime's own intra-op threads did not pay on these short runs (two of
+them: facts 415-539/s, query p50 1.9-2.6 ms), so each run takes one core and
+``threads`` is how many texts run side by side: a search's two query texts
+in 1.7 ms instead of 3.0, 256 LoCoMo turns at ~500/s instead of ~280 with two.
 
 The gain is int8 arithmetic (DynamicQuantizeMatMul on VNNI, 62% of a run)
 where the earlier model's int8 was storage only (constant-folded back to
@@ -58,16 +59,15 @@ distance to float32: min 0.994, mean 0.9994).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from engram.embed.files import default_cache_dir, exclusive, sha256_file
 
 log = logging.getLogger("engram.embed")
 
@@ -119,24 +119,10 @@ def default_tokenizer_path() -> Path:
     return upstream_dir() / "tokenizer.json"
 
 
-def default_cache_dir() -> Path:
-    """ENGRAM_MODEL_CACHE's default: $XDG_CACHE_HOME/engram, else ~/.cache/engram."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "engram"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify(path: Path, expected: str) -> None:
     if not path.is_file():
         raise EmbedderFileError(f"embedder file not found: {path}")
-    got = _sha256(path)
+    got = sha256_file(path)
     if got != expected:
         raise EmbedderFileError(f"sha256 mismatch for {path}: expected {expected}, got {got}")
 
@@ -159,40 +145,41 @@ def derived_model_path(cache_dir: str | Path | None = None) -> Path:
     derives under an exclusive lock on a file beside it, the others wait and then find it."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / MODEL_FILE
-    if path.is_file() and _sha256(path) == MODEL_SHA256:
+    if path.is_file() and sha256_file(path) == MODEL_SHA256:
         return path
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        lock = open(cache / f".{MODEL_FILE}.lock", "a")
+        with exclusive(path):
+            _derive_under_lock(path)
     except OSError as exc:
         raise EmbedderFileError(
             f"cannot write the local embedder's model to {cache}: {exc.strerror or exc}; "
             "set ENGRAM_MODEL_CACHE to a writable directory") from exc
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        if path.is_file():
-            if _sha256(path) == MODEL_SHA256:
-                return path  # another process derived it while we waited
-            log.warning("%s is not the pinned graph (sha256 differs); deriving it again", path)
-        from engram.embed import minilm_graph
-
-        log.info("deriving the local embedder's graph from %s into %s (once per cache)", upstream_dir(), path)
-        try:
-            minilm_graph.derive(upstream_dir(), path)
-        except minilm_graph.GraphSourceError as exc:
-            raise EmbedderFileError(str(exc)) from exc
-        got = _sha256(path)
-        if got != MODEL_SHA256:
-            path.unlink(missing_ok=True)
-            installed = _installed_versions()
-            pins = " ".join(f"{k}=={v}" for k, v in DERIVED_WITH.items())
-            have = ", ".join(f"{k} {v}" for k, v in installed.items())
-            raise EmbedderFileError(
-                f"the local embedder's graph derived from {upstream_dir()} has sha256 {got}, "
-                f"expected {MODEL_SHA256}. The derivation is pinned to {pins} (installed: {have}); "
-                f"install engram's pinned dependencies again (pip install -e . in the checkout, or "
-                f"pip install '{pins.replace(' ', chr(39) + ' ' + chr(39))}') and restart")
     return path
+
+
+def _derive_under_lock(path: Path) -> None:
+    if path.is_file():
+        if sha256_file(path) == MODEL_SHA256:
+            return  # another process derived it while we waited
+        log.warning("%s is not the pinned graph (sha256 differs); deriving it again", path)
+    from engram.embed import minilm_graph
+
+    log.info("deriving the local embedder's graph from %s into %s (once per cache)", upstream_dir(), path)
+    try:
+        minilm_graph.derive(upstream_dir(), path)
+    except minilm_graph.GraphSourceError as exc:
+        raise EmbedderFileError(str(exc)) from exc
+    got = sha256_file(path)
+    if got != MODEL_SHA256:
+        path.unlink(missing_ok=True)
+        installed = _installed_versions()
+        pins = " ".join(f"{k}=={v}" for k, v in DERIVED_WITH.items())
+        have = ", ".join(f"{k} {v}" for k, v in installed.items())
+        raise EmbedderFileError(
+            f"the local embedder's graph derived from {upstream_dir()} has sha256 {got}, "
+            f"expected {MODEL_SHA256}. The derivation is pinned to {pins} (installed: {have}); "
+            f"install engram's pinned dependencies again (pip install -e . in the checkout, or "
+            f"pip install '{pins.replace(' ', chr(39) + ' ' + chr(39))}') and restart")
 
 
 def _session_options(threads: int):

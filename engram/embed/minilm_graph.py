@@ -32,16 +32,15 @@ its cache on first use.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from engram.embed.files import replaced_whole, sha256_file
 
 # sha256 of the upstream files (Hugging Face sentence-transformers/all-MiniLM-L6-v2,
 # revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41; the same hashes other projects
@@ -337,14 +336,6 @@ def _gelu(g: _Graph, n: str, y: str) -> str:
 
 
 # ------------------------------------------------------------------------------- derivation
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_weights(source_dir: str | Path) -> dict[str, np.ndarray]:
     """The upstream weights, after checking model.safetensors and config.json by sha256."""
     source_dir = Path(source_dir)
@@ -395,17 +386,8 @@ def derive(source_dir: str | Path, out_path: str | Path) -> None:
     directory, then os.replace, so a reader never sees half a file)."""
     out_path = Path(out_path)
     model = build_fp32_model(source_dir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with replaced_whole(out_path) as tmp:
         quantize(model, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep other users' processes out of a shared cache
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,18 +42,16 @@ digest: vectors of two different tables are never mistaken for one space.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+
+from engram.embed.files import default_cache_dir, exclusive, replaced_whole
 
 log = logging.getLogger("engram")
 
@@ -101,23 +99,19 @@ class Teacher(NamedTuple):
     load: Any  # Callable[[], tuple[session, tokenizers.Tokenizer]]
 
 
-def default_teacher(threads: int = 1) -> Teacher:
-    """Today's default transformer (engram.embed.local) and its tokenizer.json."""
+def default_teacher(cache_dir: str | Path | None = None) -> Teacher:
+    """Today's default transformer (engram.embed.local; its graph kept in `cache_dir`) and its
+    tokenizer.json."""
     from engram.embed import local
 
     def load() -> tuple[Any, Any]:
-        teacher = local.LocalEmbedder(threads=threads)
+        teacher = local.LocalEmbedder(cache_dir=cache_dir)
         return teacher._session, teacher._tokenizer
 
     identity = f"{local.NAME} model={local.MODEL_SHA256} tokenizer={local.TOKENIZER_SHA256}"
     path = local.default_tokenizer_path()
     local._verify(path, local.TOKENIZER_SHA256)
     return Teacher(identity, path, load)
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "engram"
 
 
 # ---------------------------------------------------------------------- derivation
@@ -247,19 +241,10 @@ def write_table(path: Path, table: np.ndarray, empty: np.ndarray, meta: dict[str
     digest = table_digest(table, empty)
     header = json.dumps({**meta, "shape": list(table.shape), "sha256": digest}, sort_keys=True).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(FORMAT + header + b"\n")
-            f.write(np.ascontiguousarray(table, dtype="<f4").tobytes())
-            f.write(np.ascontiguousarray(empty, dtype="<f4").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replaced_whole(path) as tmp, open(tmp, "wb") as f:
+        f.write(FORMAT + header + b"\n")
+        f.write(np.ascontiguousarray(table, dtype="<f4").tobytes())
+        f.write(np.ascontiguousarray(empty, dtype="<f4").tobytes())
     return digest
 
 
@@ -284,18 +269,6 @@ def read_table(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return table, empty, header
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One process derives a table at a time (the API and each worker start together)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def cache_path(cache_dir: Path, teacher: Teacher, recipe: Recipe) -> Path:
     key = hashlib.sha256(json.dumps({"teacher": teacher.identity, "recipe": asdict(recipe)},
                                     sort_keys=True).encode()).hexdigest()[:16]
@@ -306,7 +279,7 @@ def load_or_derive(teacher: Teacher, recipe: Recipe, cache_dir: Path) -> tuple[n
     """(table, empty vector, sha256): from the cache file, or derived into it on a miss or
     on a file whose bytes do not match its digest."""
     path = cache_path(cache_dir, teacher, recipe)
-    with _locked(path):
+    with exclusive(path):
         if path.exists():
             try:
                 table, empty, header = read_table(path)
@@ -326,16 +299,16 @@ class StaticEmbedder:
 
     Args:
         recipe: how the table is derived (default DEFAULT_RECIPE).
-        cache_dir: where tables are kept (default $XDG_CACHE_HOME/engram or ~/.cache/engram).
+        cache_dir: where tables are kept, and the default teacher's graph (ENGRAM_MODEL_CACHE;
+            default $XDG_CACHE_HOME/engram or ~/.cache/engram).
         teacher: the transformer to distil (default today's local embedder).
-        threads: the teacher's onnxruntime threads while deriving.
     """
 
     def __init__(self, recipe: Recipe | None = None, *, cache_dir: str | Path | None = None,
-                 teacher: Teacher | None = None, threads: int = 1) -> None:
+                 teacher: Teacher | None = None) -> None:
         from tokenizers import Tokenizer
 
-        teacher = teacher or default_teacher(threads)
+        teacher = teacher or default_teacher(cache_dir)
         self.recipe = recipe = recipe or DEFAULT_RECIPE
         self._table, self._empty, self.sha256 = load_or_derive(
             teacher, recipe, Path(cache_dir) if cache_dir else default_cache_dir())
