@@ -45,9 +45,11 @@ class VectorSpaceMismatch(ConfigError):
 def recorded(store: Store, embedder_name: str) -> str | None:
     """The embedder that made the store's vectors: recorded, or inferred for a database written
     before the record existed; None when there are no memories and nothing is recorded."""
-    name = store.vector_space()
-    if name is not None:
-        return name
+    return store.vector_space() or _inferred(store, embedder_name)
+
+
+def _inferred(store: Store, embedder_name: str) -> str | None:
+    """Who made the vectors of a store that recorded no one (module docstring)."""
     if store.count_all_memories() == 0:
         return None
     return embedder_name if embedder_name.startswith("openai:") else LEGACY_LOCAL
@@ -56,14 +58,12 @@ def recorded(store: Store, embedder_name: str) -> str | None:
 def check(store: Store, embedder_name: str) -> None:
     """Record `embedder_name` when that needs no work; raise VectorSpaceMismatch when the
     stored vectors are another embedder's."""
-    made_by = recorded(store, embedder_name)
-    if made_by is not None and made_by != embedder_name:
+    other = _other_embedder(store, embedder_name)
+    if other is not None:
         raise VectorSpaceMismatch(
-            f"ENGRAM_EMBEDDER: the stored vectors were made by {made_by!r}, not by the configured "
+            f"ENGRAM_EMBEDDER: the stored vectors were made by {other!r}, not by the configured "
             f"{embedder_name!r}; run `engram migrate` to embed every memory again with it "
-            f"(or configure {made_by!r} again)")
-    if store.vector_space() != embedder_name:
-        store.record_vector_space(embedder_name, utcnow())
+            f"(or configure {other!r} again)")
 
 
 def align(store: Store, embedder_name: str, load: Callable[[], Embedder],
@@ -71,9 +71,8 @@ def align(store: Store, embedder_name: str, load: Callable[[], Embedder],
     """Make the store's vectors this embedder's, re-embedding every memory if they were
     another's. `load` builds the embedder only when there is work. The number of memories
     embedded again (0 when the space was already this one)."""
-    made_by = recorded(store, embedder_name)
-    if made_by is None or made_by == embedder_name:
-        check(store, embedder_name)
+    made_by = _other_embedder(store, embedder_name)
+    if made_by is None:
         return 0
     total = store.count_all_memories()
     log.warning("the stored vectors were made by %r; embedding %d memories again with %r",
@@ -91,6 +90,19 @@ def align(store: Store, embedder_name: str, load: Callable[[], Embedder],
     store.record_vector_space(embedder_name, utcnow())
     log.warning("embedded %d memories again in %.1f s", done, time.monotonic() - started)
     return done
+
+
+def _other_embedder(store: Store, embedder_name: str) -> str | None:
+    """The other embedder whose vectors the store holds; None when they are this one's (or
+    there are none), in which case this one is recorded if it was not yet."""
+    stored = store.vector_space()
+    if stored == embedder_name:
+        return None
+    made_by = stored or _inferred(store, embedder_name)
+    if made_by is not None and made_by != embedder_name:
+        return made_by
+    store.record_vector_space(embedder_name, utcnow())
+    return None
 
 
 def _log_progress(done: int, total: int, elapsed_s: float) -> None:

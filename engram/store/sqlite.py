@@ -47,6 +47,11 @@ from engram.store.sqlite_writer import GroupCommitWriter
 _ONLY = load("sqlite_only.sql")
 
 
+def _vector_bytes(vector: np.ndarray) -> bytes:
+    """A vector as memory_vectors holds it (and the vector cache reads it): float32 bytes."""
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
 class SQLiteDialect:
     name = "sqlite"
     notifies = False
@@ -158,7 +163,7 @@ class SQLiteDialect:
                   "categories": json.dumps(m.categories), "details": json.dumps(m.details),
                   "source_event_ids": json.dumps(m.source_event_ids), "valid_at": iso(m.valid_at),
                   "job_id": m.job_id, "created_at": iso(m.created_at), "updated_at": iso(m.updated_at)},
-                 np.asarray(new.vector, dtype=np.float32).tobytes())
+                 _vector_bytes(new.vector))
                 for new in created for m in [new.memory]]
 
     def insert_memories(self, tx: Statements, encoded: list[tuple[dict[str, Any], bytes]]) -> None:
@@ -170,7 +175,7 @@ class SQLiteDialect:
 
     def replace_vectors(self, tx: Statements, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
         tx.target.executemany(_ONLY.get("replace_vector"), [
-            {"id": memory_id, "vec": np.asarray(v, dtype=np.float32).tobytes()} for memory_id, v in vectors])
+            {"id": memory_id, "vec": _vector_bytes(v)} for memory_id, v in vectors])
         # The cache holds vectors as written once; this process's copies are now wrong (no other
         # process may serve this file meanwhile: see Store.replace_vectors).
         self.index.vectors.clear()

@@ -177,8 +177,10 @@ class _VectorCache:
     """Memory vectors by row id, for exact scoring without reading every blob on every query.
 
     Always consistent with the file, across processes: a vector is written once with its
-    memory and never changed, and a row id is never reused (AUTOINCREMENT), so a cached row is
-    either still right or no longer admitted by any filter. Rows not yet cached are read on
+    memory and never changed while a server serves the file (re-embedding, which replaces
+    vectors in place, runs before one does and clears this cache: Store.replace_vectors), and
+    a row id is never reused (AUTOINCREMENT), so a cached row is either still right or no
+    longer admitted by any filter. Rows not yet cached are read on
     first use. Past `max_rows` the cache starts over (a user with 10,000 memories takes 15 MB
     at 384 dimensions).
     """
