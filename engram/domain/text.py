@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from engram.domain.stopwords import ENGLISH_STOPWORDS
+
 _WORD = re.compile(r"\w+")
 
 
@@ -16,9 +18,11 @@ def text_hash(text: str) -> str:
 
 def query_words(text: str) -> list[str]:
     """The words a search query is matched by: lower-cased, once each, in order; single
-    letters only when they are digits. Every store's lexical side and the ranking's term
+    letters only when they are digits; no English stop word (domain/stopwords.py: the words
+    PostgreSQL's lexical index drops). Every store's lexical side and the ranking's term
     statistics read a query this way."""
-    return list(dict.fromkeys(t for t in _WORD.findall(text.lower()) if len(t) > 1 or t.isdigit()))
+    return list(dict.fromkeys(t for t in _WORD.findall(text.lower())
+                              if (len(t) > 1 or t.isdigit()) and t not in ENGLISH_STOPWORDS))
 
 
 def unstorable(text: str) -> str | None:

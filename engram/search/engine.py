@@ -83,6 +83,9 @@ class HybridRanker:
             if neutral and q.terms(neutral):
                 first, second = self.embed([text, neutral])
                 vector = (1 - NEUTRAL_SHARE) * first + NEUTRAL_SHARE * second
+                # Unit length, as the stores take a query (PostgreSQL's cosine normalises it
+                # anyway; a dot product would not, and the stores would rank apart).
+                vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
             else:
                 vector = self.embed([text])[0]
 

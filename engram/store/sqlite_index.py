@@ -22,7 +22,7 @@ from engram.domain.records import parse_iso
 from engram.domain.text import query_words
 from engram.store.sql import Params, load
 from engram.store.sqlite_filters import compile_filter
-from engram.store.sqlite_lexicon import ANALYZER, RowCache, ScopeStatistics
+from engram.store.sqlite_lexicon import RowCache, ScopeStatistics
 
 # Up to this many memories in a search's scope, lexical scoring reads the scope's own terms
 # (sqlite_lexicon.py); past it, the FTS5 index, whose cost grows with the whole file.
@@ -40,6 +40,12 @@ class SQLiteIndex:
         self.vectors = _VectorCache()
         self.rows = RowCache()
         self.scoped_lexical_limit = SCOPED_LEXICAL_LIMIT
+
+    def forget(self) -> None:
+        """Drop the vectors, terms and vocabulary read so far (after an erasure): a scope
+        made before keeps the caches it started with, so no search mixes the two."""
+        self.vectors.clear()
+        self.rows = RowCache(self.rows.max_rows)
 
     def scalar(self, name: str, where: Node, column: str, **named: Any) -> Any:
         params = Params("sqlite", **named)
@@ -80,6 +86,7 @@ class SQLiteScope:
 
     def __init__(self, index: SQLiteIndex, org_id: str, where: Node, rids: np.ndarray) -> None:
         self.index, self.org_id, self.where, self.rids = index, org_id, where, rids
+        self.rows = index.rows  # the term cache this search reads throughout
         self._statistics: ScopeStatistics | None = None
 
     @property
@@ -90,10 +97,10 @@ class SQLiteScope:
         """Term counts of the scope when it is small enough to score in process, else None."""
         if self.rids.size > self.index.scoped_lexical_limit:
             return None
-        terms = ANALYZER.query(words)
+        terms = self.rows.analyzer.query(words)
         # A search asks for term statistics, then BM25, of the same words: counted once.
         if self._statistics is None or not self._statistics.same(self.rids, terms):
-            documents = self.index.rows.documents(self.index.conn(), self.rids.tolist())
+            documents = self.rows.documents(self.index.conn(), self.rids.tolist())
             self._statistics = ScopeStatistics(self.rids, documents, terms)
         return self._statistics
 
@@ -104,7 +111,7 @@ class SQLiteScope:
         statistics = self._terms([w for found in words.values() for w in found])
         if statistics is not None:
             df = statistics.document_frequencies()
-            return statistics.size, {t: df[ANALYZER.term_id(w[0])] if w else 0 for t, w in words.items()}
+            return statistics.size, {t: df[self.rows.analyzer.term_id(w[0])] if w else 0 for t, w in words.items()}
         counts: dict[str, int] = {}
         for term in terms:
             match = fts_query(term)
@@ -148,7 +155,7 @@ class SQLiteScope:
         return SQLiteScope(self.index, self.org_id, self.where, found[keep])
 
     def _rids_of(self, ids: Sequence[str]) -> np.ndarray:
-        known = self.index.rows.rids(self.org_id, list(ids))
+        known = self.rows.rids(self.org_id, list(ids))
         if known is None:  # not all seen yet: one query through the id index
             known = [r["rid"] for r in self.index.conn().execute(
                 _QUERIES.get("rows_of_memories"), {"org_id": self.org_id, "ids": json.dumps(list(ids))})]
@@ -160,7 +167,7 @@ class SQLiteScope:
             return set()
         rids = self._rids_of(ids)
         inside = rids[np.isin(rids, self.rids)]
-        found = self.index.rows.ids(self.index.conn(), inside.tolist())
+        found = self.rows.ids(self.index.conn(), inside.tolist())
         return {found[r] for r in inside.tolist() if r in found}
 
     def cosines(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:

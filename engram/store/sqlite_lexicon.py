@@ -35,6 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import snowballstemmer
 
+from engram.domain.stopwords import ENGLISH_STOPWORDS
 from engram.store.sql import load
 
 _QUERIES = load("sqlite_only.sql")
@@ -61,16 +62,18 @@ class Analyzer:
         return found
 
     def document(self, text: str) -> bytes:
-        """Every token of the text (its length counts in BM25), as packed int32 ids."""
+        """Every token of the text but stop words (its length counts in BM25, as in
+        PostgreSQL's index, which drops them too), as packed int32 ids."""
         ids = self._ids
-        return array("i", [ids[w] if w in ids else self.term_id(w) for w in _TOKEN.findall(text.lower())]).tobytes()
+        return array("i", [ids[w] if w in ids else self.term_id(w) for w in _TOKEN.findall(text.lower())
+                           if w not in ENGLISH_STOPWORDS]).tobytes()
 
     def query(self, words: Iterable[str]) -> list[int]:
         """Distinct term ids of the words a query is matched by (see search/query.py terms)."""
         return list(dict.fromkeys(self.term_id(w.lower()) for w in words))
 
 
-ANALYZER = Analyzer()
+ANALYZER = Analyzer()  # for callers that score texts of their own (tests); the index's caches have their own
 
 
 class RowCache:
@@ -81,8 +84,11 @@ class RowCache:
     the vector cache: past `max_rows` it starts over (~200 bytes a row).
     """
 
-    def __init__(self, max_rows: int = 200_000) -> None:
+    def __init__(self, max_rows: int = 200_000, analyzer: Analyzer | None = None) -> None:
         self.max_rows = max_rows
+        # The terms are this analyzer's ids: a cache dropped after an erasure drops its
+        # vocabulary with it (the words of every memory it read).
+        self.analyzer = analyzer or Analyzer()
         self._rows: dict[int, tuple[str, str, bytes]] = {}  # rid -> (org_id, id, terms)
         self._rid_of: dict[str, int] = {}  # id -> rid
         self._lock = threading.Lock()
@@ -98,7 +104,7 @@ class RowCache:
         for start in range(0, len(missing), 500):  # in pieces: a whole org's rows at once is a large peak
             chunk = json.dumps(missing[start:start + 500])
             for rid, org_id, memory_id, text in conn.execute(_QUERIES.get("terms_of_rows"), {"rids": chunk}):
-                rows[rid] = (org_id, memory_id, ANALYZER.document(text))
+                rows[rid] = (org_id, memory_id, self.analyzer.document(text))
                 self._rid_of[memory_id] = rid
         return rows
 
@@ -158,7 +164,8 @@ class ScopeStatistics:
         n = self.document_frequency()
         idf = np.log((self.size - n + 0.5) / (n + 0.5))
         idf[idf <= 0] = 1e-6  # FTS5's floor: a word in most documents still counts a little
-        mean_length = max(float(self.lengths.mean()), 1e-9)
+        hit = (self.tf > 0).any(axis=1)
+        mean_length = max(float(self.lengths[hit].mean()) if hit.any() else 0.0, 1e-9)
         norm = K1 * (1 - B + B * self.lengths / mean_length)
         tf = self.tf.astype(np.float64)
         return ((tf * (K1 + 1)) / (tf + norm[:, None]) * idf).sum(axis=1)
