@@ -1,4 +1,5 @@
-"""The `engram` command: serve, worker, migrate, keys; and (engram/cli_client.py) ingest, search, jobs, status."""
+"""The `engram` command: serve, worker, migrate, keys; users erase, export, import, compact
+(engram/cli_lifecycle.py); and (engram/cli_client.py) ingest, search, jobs, status."""
 
 from __future__ import annotations
 
@@ -228,6 +229,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from engram.cli_lifecycle import run_lifecycle
+
+    return run_lifecycle(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engram", description="engram: long-term memory for AI agents")
     parser.add_argument("--version", action="version", version=f"engram {__version__}")
@@ -272,13 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(revoke)
     keys.set_defaults(func=cmd_keys)
 
+    from engram.cli_lifecycle import add_lifecycle_commands  # users erase, export, import, compact: on the store
+
+    add_lifecycle_commands(sub, data_arg, cmd_lifecycle)
+
     from engram.cli_client import add_client_commands  # ingest, search, jobs, status: talk to a server over HTTP
 
     add_client_commands(sub)
     return parser
 
 
-STORE_COMMANDS = {"serve", "worker", "migrate", "keys"}  # read every setting (engram/config.py)
+STORE_COMMANDS = {"serve", "worker", "migrate", "keys", "users", "export", "import", "compact"}  # read every setting
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,6 +69,8 @@ class Limits(BaseModel):
 
     # A body is read and parsed whole in memory (its JSON objects take several times its size).
     max_body_bytes: int = Field(5 * MiB, gt=0, le=100 * MiB)
+    # An import's body is read a line at a time (never whole), so it may be far larger.
+    max_import_bytes: int = Field(4 * 1024 * MiB, gt=0, le=1024 * 1024 * MiB)
     max_items_per_call: int = Field(1000, gt=0, le=100_000)
     # Content becomes memory text with a PostgreSQL tsvector (at most 1 MB each): 200k chars stay under it.
     max_content_chars_m: int = Field(8000, gt=0, le=200_000)

@@ -23,6 +23,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "job_not_found": 404,
     "memory_not_found": 404,
     "key_not_found": 404,
+    # 409: an id the request would keep already belongs to another org of this server
+    "id_conflict": 409,
     # 405: the path exists, the method does not (the Allow header names those that do)
     "method_not_allowed": 405,
     # 408: the request itself did not arrive in time (engram/api/connections.py)
@@ -38,6 +40,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "reserved_field": 422,
     "empty_text_field": 422,
     "unsupported_include_option": 422,
+    "invalid_import": 422,
     # 429
     "rate_limit_exceeded": 429,
     # 5xx: our fault, never the caller's input

@@ -30,6 +30,7 @@ from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
 from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
+from engram.lifecycle import Lifecycle
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
 from engram.store.base import (
@@ -104,6 +105,12 @@ class AcceptPlan:
         return [new.job for new in self.jobs if new.job.id in created]
 
 
+def _embedder_name(settings: Settings) -> str:
+    from engram.runtime import embedder_name  # assembling parts is the runtime's; imported when needed
+
+    return embedder_name(settings)
+
+
 def search_slots_default() -> int:
     """Searches at once when ENGRAM_SEARCH_CONCURRENCY is 0: a core is left to the accept path."""
     return max(1, (os.cpu_count() or 1) - 1)
@@ -122,6 +129,9 @@ class Service:
         self._worker_health = worker_health or (lambda: {"status": "unknown"})
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
         self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
+        self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings))
+        if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased
+            store.on_forget(self._query_vectors.clear)
 
     # ------------------------------------------------------------------ accept
     async def accept(self, org_id: str, turns: Sequence[Turn], options: AcceptOptions, *,

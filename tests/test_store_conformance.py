@@ -1120,3 +1120,140 @@ def test_vector_space_is_recorded_and_vectors_are_replaced_in_place(store: Any) 
     scored = dict(store.dense_candidates(ORG, where, b, 10))
     assert scored[first[0].id] == pytest.approx(1.0, abs=1e-5)  # read again, not the cached vector
     assert scored[first[1].id] == pytest.approx(float(a @ b), abs=1e-5)
+
+
+# ---------------------------------------------------------------------- the data lifecycle
+def test_erasing_a_user_removes_their_rows_and_caches_and_ends_their_jobs(store: Any) -> None:
+    a, b = unit("erase-a"), unit("erase-b")
+    mine = [memory(ORG, "u1", f"fact {i} of u1") for i in range(3)]
+    theirs = memory(ORG, "u2", "a fact of u2")
+    elsewhere = memory(OTHER, "u1", "the same user id in another org")
+    done, _ = run_job(store, ORG, "u1", "c1", [(m, a) for m in mine])
+    run_job(store, ORG, "u2", "c1", [(theirs, a)])
+    run_job(store, OTHER, "u1", "c1", [(elsewhere, a)])
+    everyone = conjoin(Cmp("status", "eq", "active"))
+    assert len(store.dense_candidates(ORG, everyone, a, 10)) == 4  # warms every cache
+    store.accept(ORG, [new_job(ORG, "u1", "c2", ["pending turn"])], dedup_since=None,
+                 idempotency=Idempotency("key-1", "h", T0, T0 - timedelta(days=1)))
+    running, _ = accept(store, ORG, "u1", "c3", texts=["running turn"])
+    lease = store.lease("w", utcnow(), 30, 5)
+    assert lease is not None and lease.job.conv_id == "c2"
+    epoch = store.erasure_epoch()
+
+    erased = store.erase_user(ORG, "u1", utcnow())
+    assert erased.events == 3 and erased.memories == {"fact": 3} and erased.memories_by_status == {"active": 3}
+    assert erased.jobs_deleted == 1 and erased.jobs_failed == 2 and erased.idempotency_keys == 1
+    assert store.erasure_epoch() == epoch + 1
+    assert store.get_job(ORG, done) is None
+    for job_id in (lease.job.id, running):
+        job = store.get_job(ORG, job_id)
+        assert job is not None and job.status == "failed" and job.error.code == "resource_deleted"
+        assert job.params == {} and job.result is None
+    # The worker holding a lease cannot commit afterwards: nothing of the user comes back.
+    assert store.complete(lease, JobOutcome(created=[NewMemory(memory(ORG, "u1", "late"), a)],
+                                            result={"object": "ingest_result"})).name == "LOST"
+    assert ids(store.dense_candidates(ORG, everyone, a, 10)) == [theirs.id]
+    assert store.lexical_candidates(ORG, everyone, "fact", 10) == store.lexical_candidates(
+        ORG, Cmp("user_id", "eq", "u2"), "fact", 10)
+    assert store.get_memories(ORG, [m.id for m in mine]) == {}
+    assert store.export_events(ORG, "u1", None, "", 10) == [] and store.export_memories(ORG, "u1", None, "", 10) == []
+    assert store.get_memory(OTHER, elsewhere.id) is not None  # another org's user of that id is another user
+    assert store.user_version(ORG, "u1") == 0
+    if isinstance(store, SQLiteStore):  # the in-process caches dropped what they read
+        rows = store.dialect.index.rows
+        assert not any(memory_id in {m.id for m in mine} for _, memory_id, _ in rows._rows.values())
+        assert "u1" not in " ".join(rows.analyzer._ids)  # the vocabulary starts over too
+    again = store.erase_user(ORG, "u1", utcnow())
+    assert again.events == 0 and again.memories == {} and again.jobs_deleted == 2  # the failed ones, now finished
+
+
+def test_retracting_a_conversation_keeps_what_other_turns_support(store: Any) -> None:
+    a = unit("retract")
+    only = memory(ORG, "u1", "only from c1")
+    episode = memory(ORG, "u1", "an episode of c1", type_="episode", details={"title": "t"})
+    _, c1_events = run_job(store, ORG, "u1", "c1", [(only, a), (episode, a)])
+    _, c2_events = accept(store, ORG, "u1", "c2", texts=["turn"])
+    lease = store.lease("w", utcnow(), 30, 5)
+    shared = memory(ORG, "u1", "said in c1 and in c2", sources=[*c1_events, *c2_events])
+    assert store.complete(lease, JobOutcome(created=[NewMemory(shared, a)], result={"object": "ingest_result"}))
+    other_user = memory(ORG, "u2", "u2's c1")
+    run_job(store, ORG, "u2", "c1", [(other_user, a)])
+    queued, queued_events = accept(store, ORG, "u1", "c1", texts=["queued turn"])
+
+    done = store.retract_conversation(ORG, "u1", "c1", utcnow())
+    assert done.memories_retracted == [only.id] and done.memories_removed == [episode.id]
+    assert done.memories_updated == [shared.id] and done.events_deleted == 2 and done.jobs_failed == 1
+    assert store.get_memory(ORG, only.id).status == "retracted"
+    assert store.get_memory(ORG, episode.id) is None
+    kept = store.get_memory(ORG, shared.id)
+    assert kept.status == "active" and kept.source_event_ids == c2_events and kept.conv_id == "c2"
+    assert store.memories_citing(ORG, c1_events) == []
+    assert store.event_statuses(ORG, [*c1_events, *queued_events]) == {
+        e: ("deleted", "resource_deleted") for e in [*c1_events, *queued_events]}
+    assert store.get_job(ORG, queued).error.code == "resource_deleted"
+    assert store.get_memory(ORG, other_user.id).status == "active"  # another user's c1 is another conversation
+    assert store.event_statuses(ORG, c2_events) == {c2_events[0]: ("completed", None)}
+
+
+def test_export_pages_and_import_keeps_ids_once(store: Any) -> None:
+    from engram.store.lifecycle import ExportedEvent, ExportedMemory, IdsHeldElsewhere
+
+    a, b = unit("export-a"), unit("export-b")
+    old = memory(ORG, "u1", "lives in Denver", key="lives_in")
+    new = memory(ORG, "u1", "lives in Boston", key="lives_in", details={"fact_type": "fact", "supersedes": old.id})
+    run_job(store, ORG, "u1", "c1", [(old, a)])
+    run_job(store, ORG, "u1", "c2", [(new, b)], superseded={old.id: new.id})
+    events = store.export_events(ORG, "u1", None, "", 10)
+    rows = store.export_memories(ORG, "u1", None, "", 10)
+    assert [x.event.id for x in events] == sorted(x.event.id for x in events) and len(events) == 2
+    assert {x.memory.id: x.memory.status for x in rows} == {old.id: "superseded", new.id: "active"}
+    assert all(np.allclose(x.vector, {old.id: a, new.id: b}[x.memory.id], atol=1e-6) for x in rows)
+    first = store.export_memories(ORG, "u1", None, "", 1)
+    assert len(first) == 1 and store.export_memories(ORG, "u1", None, first[0].memory.id, 10)[0].memory.id != first[0].memory.id
+    part = store.export_events(ORG, "u1", "c2", "", 10)
+    assert [x.event.conv_id for x in part] == ["c2"]
+    assert [x.memory.id for x in store.export_memories(ORG, "u1", "c2", "", 10)] == [new.id]
+
+    # Into an org that has them already: nothing twice. Into one that never had them: as they were.
+    assert store.import_batch(ORG, events, rows)[0].existing == 2
+    with pytest.raises(IdsHeldElsewhere):
+        store.import_batch(OTHER, events, rows)
+    store.erase_user(ORG, "u1", utcnow())
+    pending = ExportedEvent(replace_event(events[0].event, status="pending"), None)
+    counts = store.import_batch(ORG, [pending, *events[1:]], [ExportedMemory(x.memory, x.vector) for x in rows])
+    assert counts[0].created == 2 and counts[1].created == 2
+    assert store.memory_revisions(ORG, new.id)[0].id == old.id
+    assert store.get_memory(ORG, new.id).job_id is None
+    assert set(ids(store.dense_candidates(ORG, Cmp("user_id", "eq", "u1"), b, 10))) == {old.id, new.id}
+    lease = store.lease("w", utcnow(), 30, 5)  # the pending turn is extracted here too
+    assert lease is not None and [e.id for e in lease.events] == [events[0].event.id]
+    assert store.import_batch(ORG, events, rows)[1].existing == 2
+
+
+def replace_event(event: Event, **changes: Any) -> Event:
+    from dataclasses import replace
+
+    return replace(event, **changes)
+
+
+def test_another_process_erasing_makes_this_one_drop_its_caches(store: Any, request: pytest.FixtureRequest,
+                                                                tmp_path: Any) -> None:
+    """Two store objects on one database stand for two processes: when one erases, the other
+    learns it from the erasure epoch (within a second) and drops what it cached."""
+    other = SQLiteStore(store.path) if isinstance(store, SQLiteStore) else PostgresStore(store.url, pool_size=2)
+    try:
+        a = unit("forget")
+        gone = memory(ORG, "u1", "soon erased")
+        run_job(store, ORG, "u1", "c1", [(gone, a)])
+        forgotten: list[int] = []
+        store.on_forget(lambda: forgotten.append(1))
+        assert ids(store.dense_candidates(ORG, Cmp("user_id", "eq", "u1"), a, 5)) == [gone.id]  # cached
+        assert not store.forget_if_erased(now=1e9)  # first look: nothing to drop
+        other.erase_user(ORG, "u1", utcnow())
+        assert not store.forget_if_erased(now=1e9 + 0.5)  # looks at most once a second
+        assert store.forget_if_erased(now=1e9 + 2) and forgotten == [1]
+        if isinstance(store, SQLiteStore):
+            assert store.dialect.index.rows._rows == {} and store._vectors._used == 0
+        assert not store.forget_if_erased(now=1e9 + 4)
+    finally:
+        other.close()

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__
-from engram.api import errors, family_m, family_x
+from engram.api import errors, family_m, family_x, lifecycle
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
@@ -76,17 +76,19 @@ class BodyLimitMiddleware:
     route responds without reading an over-long declared body; this does not.)
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # routes that stream their body (an import) have a limit of their own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         seen = 0
 
@@ -95,18 +97,19 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise StarletteHTTPException(413, self._message())
+                if seen > limit:
+                    raise StarletteHTTPException(413, self._message(limit))
             return message
 
         await self.app(scope, counting_receive, send)
 
-    def _message(self) -> str:
-        return f"the request body is larger than {self.max_bytes} bytes"
+    @staticmethod
+    def _message(limit: int) -> str:
+        return f"the request body is larger than {limit} bytes"
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps({"detail": {"code": "payload_too_large", "error": "payload_too_large",
-                                      "message": self._message()}}).encode()
+                                      "message": self._message(limit)}}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -123,7 +126,10 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)
     app.include_router(family_x.router)
     app.include_router(family_m.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.limits.max_body_bytes)
+    app.include_router(lifecycle.router)
+    limits = service.settings.limits
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
+                       per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
     app.add_middleware(RequestIdMiddleware)
     app.openapi = _openapi_with_documented_bodies(app, service.settings.limits)  # type: ignore[method-assign]
     return app

@@ -163,6 +163,7 @@ _WHY = {
     401: "No valid API key (unauthorized).",
     403: "The key lacks the scope, or X-Org-Id names another org (insufficient_scope, org_mismatch).",
     404: "Nothing of that id in this org.",
+    409: "An id the request would keep belongs to another org of this server (id_conflict).",
     413: "The body is larger than ENGRAM_MAX_BODY_BYTES (payload_too_large).",
     422: "A field breaks a rule (validation_error, invalid_cursor, cursor_mismatch, …).",
     429: "The embedding provider is rate-limited (rate_limit_exceeded); see Retry-After.",

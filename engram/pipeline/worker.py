@@ -79,7 +79,8 @@ class Worker:
             return True
         heartbeat.stop()
         if result is CommitResult.LOST:
-            log.warning("job %s: lease lost before commit; another worker owns it now", lease.job.id)
+            log.warning("job %s: lease lost before commit (taken back, or the job was ended: its user or "
+                        "conversation deleted); nothing written", lease.job.id)
         return True
 
     def _commit(self, lease: Lease, outcome: JobOutcome) -> CommitResult:

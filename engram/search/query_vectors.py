@@ -22,6 +22,11 @@ class QueryVectors:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget every query (after an erasure: a query may quote what was erased)."""
+        with self._lock:
+            self._vectors.clear()
+
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         found: dict[str, np.ndarray] = {}
         with self._lock:

@@ -87,6 +87,11 @@ class Dialect(Protocol):
         """Reads outside a write transaction (autocommit)."""
         ...
 
+    def erasing(self) -> AbstractContextManager[Tx]:
+        """A write transaction that erases: what it deletes must not stay readable in the
+        files (SQLite: `secure_delete`, which overwrites deleted content with zeros)."""
+        ...
+
     def params(self, **named: Any) -> Params: ...
     def compile_filter(self, where: Node, params: Params) -> str: ...
 
@@ -140,7 +145,19 @@ class Dialect(Protocol):
         """Memory rows with their vectors and lexical entries (not their sources)."""
         ...
 
+    def vectors_of(self, tx: Tx, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these memories (float32), by id."""
+        ...
+
     index: SearchIndex
+
+    def forget(self) -> None:
+        """Drop every cache of what was read (an erasure happened somewhere)."""
+        ...
+
+    def compact(self) -> dict[str, Any]:
+        """Purge what deletes leave behind in the files; what was done."""
+        ...
 
     # ------------------------------------------------------------ lifecycle
     def migrate(self) -> list[str]: ...

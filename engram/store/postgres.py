@@ -47,6 +47,8 @@ log = logging.getLogger("engram.store.postgres")
 
 _ONLY = load("postgres_only.sql")
 _MIGRATION_LOCK = 0x656E6772616D  # "engram": one migrator at a time
+# Tables an erasure or a retraction deletes from or rewrites rows of.
+_COMPACTED = ("events", "memories", "memory_sources", "jobs", "idempotency_keys", "user_versions")
 
 
 class SchemaOutOfDate(Exception):
@@ -83,6 +85,10 @@ class PostgresDialect:
     def reader(self) -> Iterator[Statements]:
         with self._pool.connection() as conn, conn.cursor() as cur:
             yield Statements(cur, self.queries)
+
+    def erasing(self) -> Any:
+        """A write transaction: a deleted row is no row (its dead version goes at VACUUM)."""
+        return self.transaction()
 
     def params(self, **named: Any) -> Params:
         return Params("postgres", **named)
@@ -167,6 +173,22 @@ class PostgresDialect:
 
     def delete_memories(self, tx: Statements, org_id: str, ids: Sequence[str]) -> None:
         tx.target.execute(_ONLY.get("delete_memories"), {"org_id": org_id, "ids": list(ids)})
+
+    def vectors_of(self, tx: Statements, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        rows = tx.target.execute(_ONLY.get("vectors_of_memories"), {"ids": list(ids)}).fetchall()
+        return {r["id"]: np.asarray(r["vec"], dtype=np.float32) for r in rows}
+
+    def forget(self) -> None:
+        """Nothing cached: every read goes to the database."""
+
+    def compact(self) -> dict[str, Any]:
+        """VACUUM the tables deletes leave dead row versions in (outside a transaction)."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for table in _COMPACTED:
+                conn.execute(f"VACUUM (ANALYZE) {table}")  # type: ignore[arg-type]  # a fixed list of names
+        return {"vacuumed": list(_COMPACTED)}
 
     # ------------------------------------------------------------ lifecycle
     def migrate(self) -> list[str]:

@@ -31,6 +31,7 @@ from engram.store.base import (
     resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
+from engram.store.lifecycle import LifecycleRules
 
 ACCEPT_RETRIES = 5  # a client event id stored by a concurrent accept makes this one run again
 
@@ -51,8 +52,8 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
     return "conv\x1f" + "\x1f".join((org_id, user_id, conv_id))
 
 
-class RelationalStore:
-    """The store protocol over one dialect."""
+class RelationalStore(LifecycleRules):
+    """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -531,6 +532,7 @@ class RelationalStore:
 
     # ------------------------------------------------------------------ search (the dialect's index)
     def search_scope(self, org_id: str, where: Node) -> SearchScope:
+        self.forget_if_erased()
         return self.dialect.index.scope(org_id, where)
 
     def turn_context(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, TurnContext]:
@@ -559,12 +561,15 @@ class RelationalStore:
                 for i, r in found.items()}
 
     def dense_candidates(self, org_id: str, where: Node, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        self.forget_if_erased()
         return self.dialect.index.dense_candidates(org_id, where, query, k)
 
     def lexical_candidates(self, org_id: str, where: Node, query: str, k: int) -> list[tuple[str, float]]:
+        self.forget_if_erased()
         return self.dialect.index.lexical_candidates(org_id, where, query, k)
 
     def document_frequencies(self, org_id: str, where: Node, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        self.forget_if_erased()
         return self.dialect.index.document_frequencies(org_id, where, terms)
 
     # ------------------------------------------------------------------ usage counters

@@ -104,6 +104,19 @@ class SQLiteDialect:
     def reader(self) -> Iterator[Statements]:
         yield Statements(self.connection(), self.queries)
 
+    @contextmanager
+    def erasing(self) -> Iterator[Statements]:
+        """A write transaction whose deletes overwrite the deleted content with zeros in the
+        file's pages (`secure_delete`; the lexical index's old segments, free pages and the
+        write-ahead log are purged by `compact`)."""
+        conn = self.connection()
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            with self.transaction() as tx:
+                yield tx
+        finally:
+            conn.execute("PRAGMA secure_delete=OFF")
+
     def params(self, **named: Any) -> Params:
         return Params("sqlite", **named)
 
@@ -185,6 +198,37 @@ class SQLiteDialect:
         for row in conn.execute(_ONLY.get("rows_of_memories"), {"org_id": org_id, "ids": json.dumps(list(ids))}).fetchall():
             for name in ("delete_vector", "delete_lexical_entry", "delete_memory_row"):
                 conn.execute(_ONLY.get(name), {"rid": row["rid"]})
+
+    def vectors_of(self, tx: Statements, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        rows = tx.target.execute(_ONLY.get("vectors_of_memories"), {"ids": json.dumps(list(ids))}).fetchall()
+        return {r["id"]: np.frombuffer(r["vec"], dtype=np.float32).copy() for r in rows}
+
+    def forget(self) -> None:
+        self.index.forget()
+        self.recent.forget()
+
+    def compact(self) -> dict[str, Any]:
+        """Rewrite the lexical index without the entries of deleted rows, rebuild the file
+        without free pages (VACUUM), and empty the write-ahead log. Holds the write lock
+        throughout: accepts wait."""
+        conn = self.connection()
+        before = self._bytes_on_disk()
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            with self.transaction() as tx:
+                tx.target.execute(_ONLY.get("optimize_lexical_index"))
+            conn.execute("VACUUM")
+        finally:
+            conn.execute("PRAGMA secure_delete=OFF")
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return {"bytes_before": before, "bytes_after": self._bytes_on_disk(), "log_truncated": not busy}
+
+    def _bytes_on_disk(self) -> int:
+        """The database file and its write-ahead log."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     # ------------------------------------------------------------ lifecycle
     def migrate(self) -> list[str]:

@@ -39,7 +39,12 @@ class RecentEvents:
 
     def __init__(self) -> None:
         self._ids: dict[int, str] | None = None  # None: not loaded
+        self._forgotten = False
         self._seconds: deque[tuple[int, list[int]]] = deque()  # (epoch second, keys first seen then)
+
+    def forget(self) -> None:
+        """From any thread: the accepting thread starts over at its next lookup (an erasure)."""
+        self._forgotten = True
 
     def reset(self) -> None:
         """Forget everything; the next lookup reloads from the table (after a failed commit)."""
@@ -48,6 +53,9 @@ class RecentEvents:
 
     def find(self, conn: sqlite3.Connection, org_id: str, hashes: Iterable[str], since: datetime) -> dict[str, str]:
         """The earliest stored event, received at or after `since`, of each hash that has one."""
+        if self._forgotten:
+            self._forgotten = False
+            self.reset()
         ids = self._load(conn, since)
         horizon = int(since.timestamp())
         while self._seconds and self._seconds[0][0] < horizon:

@@ -325,3 +325,103 @@ AND (m.created_at, m.id) {{cmp}} (:after_created_at, :after_id)
 -- ================================================================== usage
 -- name: usage_totals
 SELECT name, sum(value) AS total FROM usage_counters WHERE org_id = :org_id AND day >= :since GROUP BY name
+
+-- ================================================================== the data lifecycle (store/lifecycle.py)
+-- name: erasure_epoch
+SELECT epoch FROM erasures WHERE only_row = 1
+
+-- name: next_erasure
+INSERT INTO erasures(only_row, epoch) VALUES (1, 1)
+ON CONFLICT (only_row) DO UPDATE SET epoch = erasures.epoch + 1
+
+-- name: user_jobs
+-- Every job of the user, in arrival order: the job rows are the first a rule locks.
+SELECT id, status FROM jobs WHERE org_id = :org_id AND user_id = :user_id ORDER BY seq {{for_update}}
+
+-- name: user_memories
+SELECT id, type, status FROM memories WHERE org_id = :org_id AND user_id = :user_id ORDER BY id {{for_update}}
+
+-- name: delete_idempotency_of_jobs
+DELETE FROM idempotency_keys WHERE org_id = :org_id AND job_id {{in:ids}}
+
+-- name: end_deleted_jobs
+-- Unfinished jobs of erased or retracted turns: failed, their leases cleared (a worker holding
+-- one cannot commit); an erasure clears what they carried as well.
+UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+       error = :error, updated_at = :now,
+       params = CASE WHEN :clear THEN :empty ELSE params END,
+       result = CASE WHEN :clear THEN NULL ELSE result END
+WHERE id {{in:ids}}
+
+-- name: delete_jobs
+DELETE FROM jobs WHERE id {{in:ids}}
+
+-- name: delete_user_events
+-- The turns of the user's jobs, and imported turns (which have no job).
+DELETE FROM events
+WHERE org_id = :org_id AND user_id = :user_id AND (job_id IS NULL OR job_id {{in:job_ids}})
+
+-- name: delete_user_version
+DELETE FROM user_versions WHERE org_id = :org_id AND user_id = :user_id
+
+-- name: conversation_unfinished_jobs
+SELECT id FROM jobs
+WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id AND status IN ('pending', 'running')
+ORDER BY seq {{for_update}}
+
+-- name: conversation_event_ids
+SELECT id FROM events WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id
+
+-- name: conversation_memories
+-- The user's memories citing a turn of the conversation, or naming it, by id (the lock order).
+SELECT id, type, status, conv_id, source_event_ids FROM memories
+WHERE org_id = :org_id AND user_id = :user_id
+  AND (conv_id = :conv_id OR id IN (
+      SELECT s.memory_id FROM memory_sources s JOIN events e ON e.id = s.event_id
+      WHERE e.org_id = :org_id AND e.user_id = :user_id AND e.conv_id = :conv_id))
+ORDER BY id {{for_update}}
+
+-- name: conversation_of_event
+SELECT conv_id FROM events WHERE id = :id
+
+-- name: set_memory_sources_and_conversation
+UPDATE memories SET source_event_ids = :sources, conv_id = :conv_id, updated_at = :now WHERE id = :id
+
+-- name: drop_memory_sources
+DELETE FROM memory_sources WHERE memory_id = :memory_id AND event_id {{in:event_ids}}
+
+-- name: mark_conversation_deleted
+UPDATE events SET status = 'deleted', fail_reason = 'resource_deleted'
+WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id AND status <> 'deleted'
+
+-- name: export_events_of_user
+SELECT * FROM events WHERE org_id = :org_id AND user_id = :user_id AND id > :after ORDER BY id LIMIT :limit
+
+-- name: export_events_of_conversation
+SELECT * FROM events
+WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id AND id > :after ORDER BY id LIMIT :limit
+
+-- name: export_memories_of_user
+SELECT {{memory_columns}} FROM memories m
+WHERE org_id = :org_id AND user_id = :user_id AND id > :after ORDER BY id LIMIT :limit
+
+-- name: export_memories_of_conversation
+SELECT {{memory_columns}} FROM memories m
+WHERE org_id = :org_id AND user_id = :user_id AND id > :after
+  AND (conv_id = :conv_id OR id IN (
+      SELECT s.memory_id FROM memory_sources s JOIN events e ON e.id = s.event_id
+      WHERE e.org_id = :org_id AND e.user_id = :user_id AND e.conv_id = :conv_id))
+ORDER BY id LIMIT :limit
+
+-- name: events_held
+SELECT id, org_id FROM events WHERE id {{in:ids}}
+
+-- name: memories_held
+SELECT id, org_id FROM memories WHERE id {{in:ids}}
+
+-- name: import_event
+INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, name, content, dia_id, metadata,
+                   occurred_at, received_at, job_id, client_event_id, dedup_hash, status, fail_reason, episode_id)
+VALUES (:id, :org_id, :user_id, :conv_id, :agent_id, :app_id, :role, :kind, :name, :content, :dia_id, :metadata,
+        :occurred_at, :received_at, :job_id, :client_event_id, :dedup_hash, :status, :fail_reason, :episode_id)
+ON CONFLICT DO NOTHING

@@ -26,6 +26,9 @@ UPDATE memories SET embedding = %(vec)s::vector WHERE id = %(id)s
 -- name: delete_memories
 DELETE FROM memories WHERE id = ANY(%(ids)s) AND org_id = %(org_id)s
 
+-- name: vectors_of_memories
+SELECT id, embedding::real[] AS vec FROM memories WHERE id = ANY(%(ids)s)
+
 -- ================================================================== the dedup window
 -- name: recent_duplicates
 SELECT DISTINCT ON (dedup_hash) dedup_hash, id FROM events

@@ -29,6 +29,14 @@ DELETE FROM memory_fts WHERE rowid = :rid
 -- name: delete_memory_row
 DELETE FROM memories WHERE rid = :rid
 
+-- name: vectors_of_memories
+SELECT m.id, v.vec FROM memories m JOIN memory_vectors v ON v.rid = m.rid
+WHERE m.id IN (SELECT value FROM json_each(:ids))
+
+-- name: optimize_lexical_index
+-- Merges the FTS5 index's segments into one: the terms of deleted rows are dropped with them.
+INSERT INTO memory_fts(memory_fts) VALUES ('optimize')
+
 -- ================================================================== search
 -- name: scope_rows
 -- likely(): an org holds most rows, so the planner should prefer any other index (an id
