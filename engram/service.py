@@ -129,7 +129,7 @@ class Service:
         self._worker_health = worker_health or (lambda: {"status": "unknown"})
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
         self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
-        self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings))
+        self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings), wake=self._on_accept)
         if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased
             store.on_forget(self._query_vectors.clear)
 

@@ -260,12 +260,17 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def success_problem(method: str, status: int, content: bytes) -> str | None:
+def success_problem(method: str, status: int, content: bytes, content_type: str = "application/json") -> str | None:
+    """Why a 2xx body is not what it says it is: strict JSON, or for JSON Lines (an export)
+    strict JSON on every line."""
     if status == 204 or method == "HEAD" or not content:
         return None
+    lines = content.split(b"\n") if content_type.startswith("application/x-ndjson") else [content]
     try:
-        text = content.decode("utf-8")  # strict: a lone surrogate written as UTF-8 fails here
-        json.loads(text, parse_constant=_no_constants)
+        for line in lines:
+            if line or len(lines) == 1:
+                text = line.decode("utf-8")  # strict: a lone surrogate written as UTF-8 fails here
+                json.loads(text, parse_constant=_no_constants)
     except ValueError as exc:
         return f"the 2xx body is not strict JSON ({_clip(str(exc), 80)})"
     return None
@@ -413,7 +418,7 @@ class Target:
         if 200 <= status < 300:
             if probe.expect_code is not None:
                 return f"expected {probe.expect_code!r}, got {status}"
-            return success_problem(probe.method, status, response.content)
+            return success_problem(probe.method, status, response.content, response.headers.get("content-type", ""))
         return None
 
     def _finding(self, probe: Probe, status: int | None, problem: str, excerpt: str, request_id: str) -> Finding:
@@ -619,7 +624,9 @@ def _schemathesis_campaign(target: Target, schema: Any, findings: Findings, note
                     if envelope:
                         problems.append(envelope)
                 elif 200 <= status < 300:
-                    strict = success_problem(method, status, response.content)
+                    content_type = response.headers.get("content-type") or [""]  # schemathesis: lists
+                    strict = success_problem(method, status, response.content,
+                                             content_type[0] if isinstance(content_type, list) else content_type)
                     if strict:
                         problems.append(strict)
                 if validate is not None and status < 500:

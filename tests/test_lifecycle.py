@@ -436,3 +436,44 @@ def test_the_cli_erases_exports_and_imports_on_the_store(tmp_path: Path) -> None
     finally:
         srv.stop()
         target.stop()
+
+
+# ---------------------------------------------------------------------- replay
+def _facts(c: httpx.Client, user: str) -> dict[str, dict[str, Any]]:
+    """The user's active facts by text."""
+    return {m["text"]: m for m in _memories(c, user) if m["type"] == "fact"}
+
+
+def test_replaying_a_conversation_supersedes_its_facts_and_duplicates_nothing(deployment: Deployment) -> None:
+    tag = _tag()
+    lea = f"lea-{tag}"
+    with deployment.client() as c:
+        _ingest(c, lea, "a", ["I live in Denver.", "Nice.", f"My dog {tag} is three.", "Cute."])
+        _ingest(c, lea, "a", ["I moved to Boston last month.", "Big change."])
+        _ingest(c, lea, "b", ["I work as a nurse.", "Good."])
+        before = _facts(c, lea)
+        assert any("Boston" in t for t in before) and not any("Denver" in t for t in before)
+        from_a = {i for t, m in before.items() if "nurse" not in t for i in [m["id"]]}
+        nurse = next(m for t, m in before.items() if "nurse" in t)
+
+        r = c.post("/v1/conversations/a/replay", params={"user_id": lea, "wait": "true"})
+        assert r.status_code == 200, r.text
+        job = r.json()
+        assert job["object"] == "ingest_job" and job["status"] == "succeeded", job
+        result = job["result"]
+        # The same extractor finds what it found: nothing changes, nothing is written twice.
+        assert result["replay"] == {"turns": 6, "facts_before": len(from_a), "facts_unchanged": len(from_a)}
+        assert result["memories_created"] == [] and result["memories_superseded_by"] == {}
+        assert result["memories_retracted"] == []
+        after = _facts(c, lea)
+        assert {t: m["id"] for t, m in after.items()} == {t: m["id"] for t, m in before.items()}
+        again = c.post("/v1/conversations/a/replay", params={"user_id": lea, "wait": "true"}).json()
+        assert again["status"] == "succeeded" and sorted(_facts(c, lea)) == sorted(before)
+
+        assert c.post("/v1/conversations/nope/replay", params={"user_id": lea}).status_code == 404
+        assert c.post("/v1/conversations/a/replay").status_code == 422
+        # A retracted conversation has nothing left to replay.
+        c.delete("/v1/conversations/a", params={"user_id": lea})
+        empty = c.post("/v1/conversations/a/replay", params={"user_id": lea, "wait": "true"}).json()
+        assert empty["status"] == "succeeded" and empty["result"]["replay"]["turns"] == 0
+        assert sorted(_facts(c, lea)) == [nurse["text"]]

@@ -1257,3 +1257,61 @@ def test_another_process_erasing_makes_this_one_drop_its_caches(store: Any, requ
         assert not store.forget_if_erased(now=1e9 + 4)
     finally:
         other.close()
+
+
+def test_a_replay_writes_only_what_the_current_extractor_finds_differently(store: Any) -> None:
+    """A conversation extracted once, then replayed with an extractor that words one fact
+    differently and no longer finds another: the reworded one supersedes its old self (it
+    comes from its turn), the lost one is retracted, an unchanged one stays as it was, and
+    the conversation's own history (a superseded value) and other conversations are not touched."""
+    pipeline = _pipeline(store)
+    pipeline.extractor.keys.update({"Ann lives in Porto": "lives_in", "Ann lives in Lisbon": "lives_in"})
+
+    def ingest(conv: str, texts: list[str]) -> None:
+        accept(store, conv=conv, texts=texts)
+        lease = store.lease("w", utcnow(), 60, 5)
+        assert store.complete(lease, pipeline.process(lease))
+
+    ingest("c1", ["Ann keeps bees", "Ann owns a boat", "Ann lives in Porto"])
+    ingest("c1", ["Ann lives in Lisbon"])
+    ingest("c2", ["Ann likes tea"])
+    before = {f.text: f for f in _active_facts(store)}
+    assert set(before) == {"Ann keeps bees", "Ann owns a boat", "Ann lives in Lisbon", "Ann likes tea"}
+
+    class Changed(_ScriptedExtractor):
+        def extract(self, turns: Any, *, extract_artifacts: bool, context: Any = ()) -> Any:
+            out = super().extract([t for t in turns if t.content != "Ann owns a boat"],
+                                  extract_artifacts=extract_artifacts, context=context)
+            out.facts = [replace_fact(f, text="Ann keeps honey bees") if f.text == "Ann keeps bees" else f
+                         for f in out.facts]
+            return out
+
+    replayer = _pipeline(store)
+    replayer.extractor = Changed()
+    replayer.extractor.keys = pipeline.extractor.keys
+    job = store.enqueue_replay(ORG, "u1", "c1", utcnow())
+    lease = store.lease("w", utcnow(), 60, 5)
+    assert lease is not None and lease.job.id == job.id and lease.job.kind == "replay"
+    assert [e.content for e in lease.events] == ["Ann keeps bees", "Ann owns a boat", "Ann lives in Porto",
+                                                 "Ann lives in Lisbon"]
+    outcome = replayer.process(lease)
+    assert store.complete(lease, outcome)
+    result = store.get_job(ORG, job.id).result
+    honey = [m for m in result["memories_created"]]
+    assert [m["text"] for m in honey] == ["Ann keeps honey bees"]
+    assert result["memories_superseded_by"] == {before["Ann keeps bees"].id: honey[0]["id"]}
+    assert result["memories_retracted"] == [before["Ann owns a boat"].id]
+    assert result["replay"] == {"turns": 4, "facts_before": 3, "facts_unchanged": 1}
+    after = {f.text: f for f in _active_facts(store)}
+    assert set(after) == {"Ann keeps honey bees", "Ann lives in Lisbon", "Ann likes tea"}
+    assert after["Ann lives in Lisbon"].id == before["Ann lives in Lisbon"].id
+    assert after["Ann likes tea"].id == before["Ann likes tea"].id
+    assert [m.id for m in store.memory_revisions(ORG, honey[0]["id"])] == [before["Ann keeps bees"].id, honey[0]["id"]]
+    porto = [m for m in store.memory_revisions(ORG, before["Ann lives in Lisbon"].id) if m.text == "Ann lives in Porto"]
+    assert len(porto) == 1 and porto[0].status == "superseded", "the history is not written twice"
+
+
+def replace_fact(fact: Any, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(fact, **changes)

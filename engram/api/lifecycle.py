@@ -1,5 +1,5 @@
 """engram's own data-lifecycle endpoints (SPEC §5, docs/lifecycle.md): erase a user, retract
-a conversation, export either as JSON Lines, import an export.
+a conversation, replay one, export either as JSON Lines, import an export.
 
 Only wire shapes live here; the operations are `engram/lifecycle/`.
 """
@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from engram.api.codec import StrictJSONRoute
+from engram.api.codec import JSONResponse, StrictJSONRoute
 from engram.api.deps import reader, service, writer
 from engram.api.errors import documented
+from engram.api.family_x import job_wire
 from engram.auth import Principal
 from engram.errors import ServiceError
 from engram.service import Service
@@ -48,6 +49,19 @@ async def retract_conversation(conv_id: str, user_id: str | None = Query(None), 
     marked deleted and its unfinished jobs fail with `resource_deleted`."""
     done = await run_in_threadpool(svc.lifecycle.retract_conversation, principal.org_id, user_id, conv_id)
     return {"object": "conversation_retraction", "user_id": user_id, "conv_id": conv_id, **asdict(done)}
+
+
+@router.post("/conversations/{conv_id}/replay", status_code=202, responses={
+    200: {"description": "With `?wait=true`: the job ended (succeeded or failed) within the wait budget."},
+    **documented(401, 403, 404, 422)})
+async def replay_conversation(conv_id: str, user_id: str | None = Query(None), wait: bool = False,
+                              principal: Principal = Depends(writer), svc: Service = Depends(service)) -> JSONResponse:
+    """Extract the conversation's remembered turns again with the current extractor: a job
+    (family X's job shape) whose result lists what changed; the old facts are superseded."""
+    job = await run_in_threadpool(svc.lifecycle.replay, principal.org_id, user_id, conv_id)
+    if wait:
+        job = await svc.wait_for_job(principal.org_id, job.id)
+    return JSONResponse(job_wire(job), status_code=200 if wait and job.status in ("succeeded", "failed") else 202)
 
 
 @router.get("/users/{user_id}/export", response_class=StreamingResponse,

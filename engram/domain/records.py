@@ -91,7 +91,7 @@ class Job:
     status: JobStatus
     created_at: datetime
     updated_at: datetime
-    kind: Literal["ingest", "episode"] = "ingest"
+    kind: Literal["ingest", "episode", "replay"] = "ingest"
     params: dict[str, Any] = field(default_factory=dict)  # agent_id, app_id, metadata, extract_artifacts
     attempts: int = 0
     result: dict[str, Any] | None = None

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from engram.config import Settings
-from engram.domain.records import utcnow
+from engram.domain.records import Job, utcnow
 from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
 from engram.errors import ServiceError
@@ -45,8 +45,9 @@ class ImportReport:
 
 class Lifecycle:
     def __init__(self, store: Store, settings: Settings, embedder: Callable[[], Embedder],
-                 embedder_name: Callable[[], str]) -> None:
+                 embedder_name: Callable[[], str], wake: Callable[[], None] = lambda: None) -> None:
         self.store = store
+        self._wake = wake  # tells the workers there is work (a replay)
         self.settings = settings
         self._embedder = embedder  # loaded only when an import must make vectors again
         self._embedder_name = embedder_name  # the configured one's, known without loading it
@@ -74,6 +75,18 @@ class Lifecycle:
 
     def compact(self) -> dict[str, Any]:
         return self.store.compact()
+
+    # ------------------------------------------------------------------ replay
+    def replay(self, org_id: str, user_id: str | None, conv_id: str) -> Job:
+        """A job that extracts the conversation's remembered turns again with the current
+        extractor; its old facts are superseded by what it finds (pipeline/process.py)."""
+        self._check_ids(user_id=user_id, conv_id=conv_id)
+        assert user_id is not None
+        if not self.store.export_events(org_id, user_id, conv_id, "", 1):
+            raise ServiceError("not_found", f"user {user_id!r} has no conversation {conv_id!r} in this org")
+        job = self.store.enqueue_replay(org_id, user_id, conv_id, utcnow())
+        self._wake()
+        return job
 
     # ------------------------------------------------------------------ export
     def export(self, org_id: str, user_id: str, conv_id: str | None = None) -> Iterator[bytes]:

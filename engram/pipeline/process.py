@@ -46,6 +46,7 @@ from engram.stages import timed
 
 CONTEXT_TURNS = 10  # earlier turns shown to the extractor (e.g. to know who "you" is)
 RECALL_PER_TURN = 5  # stored memories looked up per turn for an extractor that sees memories
+EXCLUDED_IN_FILTER = 2000  # a replay's old facts kept out of reconcile by a filter clause, up to this many
 
 
 class Extractor(Protocol):
@@ -84,7 +85,9 @@ class Pipeline:
         worker records them for the org either way)."""
         with metering() as usage:
             try:
-                outcome = self._episode_only(lease) if lease.job.kind == "episode" else self._ingest(lease)
+                kind = lease.job.kind
+                outcome = (self._episode_only(lease) if kind == "episode" else
+                           self._replay(lease) if kind == "replay" else self._ingest(lease))
             except Exception as exc:
                 exc.usage = usage.snapshot()  # type: ignore[attr-defined]
                 raise
@@ -132,6 +135,107 @@ class Pipeline:
         draft = _Draft(extraction, vectors, episode, earlier + accepted, dict(outcome.event_failures), timings)
         return self._reconciled(lease, draft)
 
+    # ------------------------------------------------------------------ replay jobs
+    def _replay(self, lease: Lease) -> JobOutcome:
+        """Extract a conversation's remembered turns again with the current extractor (SPEC §5).
+
+        The turns are extracted as they were ingested — each original job's turns together,
+        with the turns before them as context — and reconciled against the user's memory
+        *without* the facts derived only from this conversation (they are what is being
+        redone, `_replaced`): the conversation's own changes ("I moved to Boston" after "I live
+        in Denver") chain inside the batch as they did the first time. Then each of those old
+        facts is superseded by the new fact that says the same, names its key or comes from
+        its turns, or retracted when the extractor no longer finds it (`_plan_replacements`).
+        Episodes are not redone."""
+        job, timings = lease.job, {}
+        with timed(timings, "filter"):
+            turns = [e for e in lease.events
+                     if self.content_filter.check_event(e.content, name=e.name, metadata=e.metadata) is None]
+        with timed(timings, "extract"):
+            facts: list[FactCandidate] = []
+            artifacts: list[ArtifactCandidate] = []
+            extra: dict[str, Any] = {}
+            if getattr(self.extractor, "sees_memories", False):
+                extra["recall"] = self._recall(lease)
+            seen: list[Event] = []
+            for job_id, group in _by_original_job(turns):
+                original = self.store.get_job(job.org_id, job_id) if job_id else None
+                extraction = self.extractor.extract(
+                    [to_turn(e) for e in group], context=[to_turn(e) for e in seen[-CONTEXT_TURNS:]],
+                    extract_artifacts=bool(original and original.params.get("extract_artifacts")), **extra)
+                _qualify_keys(extraction, group)
+                facts += extraction.facts
+                artifacts += extraction.artifacts
+                seen += group
+            extraction = Extraction(facts=facts, artifacts=artifacts)
+        with timed(timings, "embed"):
+            texts = [f.text for f in facts] + [a.title + "\n" + a.rationale for a in artifacts]
+            vectors = self.embedder.embed(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
+        return self._reconciled(lease, _Draft(extraction, vectors, None, [], {}, timings))
+
+    def _replaced(self, lease: Lease) -> dict[str, Memory]:
+        """The user's facts derived only from the replayed conversation's turns, any status."""
+        turns = {e.id for e in lease.events}
+        job = lease.job
+        found = self.store.memories_citing(job.org_id, sorted(turns), any_status=True) if turns else []
+        return {m.id: m for m in found
+                if m.type == "fact" and m.user_id == job.user_id and set(m.source_event_ids) <= turns}
+
+    @staticmethod
+    def _plan_replacements(plan: "_Plan", replaced: dict[str, Memory]) -> None:
+        """Make a replay's plan a difference against the conversation's old facts.
+
+        What the batch supersedes within itself is history the old facts already hold, so it is
+        not written again. An old active fact the batch says again (same text) stays as it is,
+        and the new copy is dropped; any other old active fact gives way to the new fact that
+        has its key, else shares one of its turns (superseded by it; the new fact names it
+        unless it already replaces another), and is retracted when there is none. A replay
+        that finds what was found before writes nothing."""
+        renamed: dict[str, str | None] = {}  # a dropped new fact -> the old fact standing for it
+        history = {f.id for f in plan.facts if f.id in plan.superseded}
+        for f in plan.facts:
+            if f.id in history:
+                renamed[f.id] = None
+                if f.supersedes and f.supersedes not in history and f.supersedes not in renamed:
+                    # it replaced a stored fact: its successor in the batch does now
+                    end = plan.superseded[f.id]
+                    while end in history:
+                        end = plan.superseded[end]
+                    plan.superseded[f.supersedes] = end
+        active_old = {text_hash(m.text): m for m in replaced.values() if m.status == "active"}
+        kept: set[str] = set()
+        for f in plan.facts:
+            old = active_old.get(text_hash(f.candidate.text))
+            if f.id not in history and old is not None and old.id not in kept:
+                renamed[f.id] = old.id
+                kept.add(old.id)
+        for dropped in renamed:
+            plan.superseded.pop(dropped, None)
+        plan.superseded = {old: new for old, new in plan.superseded.items() if new not in renamed}
+        plan.facts = [replace(f, supersedes=None) if f.supersedes in renamed else f
+                      for f in plan.facts if f.id not in renamed]
+        plan.artifacts = [replace(a, fact_ids=tuple(x for x in (renamed.get(i, i) for i in a.fact_ids) if x))
+                          for a in plan.artifacts]
+        by_key = {f.candidate.key: f.id for f in plan.facts if f.candidate.key}
+        by_turn: dict[str, str] = {}
+        for f in plan.facts:
+            for event_id in f.sources:
+                by_turn.setdefault(event_id, f.id)
+        index = {f.id: i for i, f in enumerate(plan.facts)}
+        for old in sorted(replaced.values(), key=lambda m: m.id):
+            if old.status != "active" or old.id in kept:
+                continue
+            new = (by_key.get(old.key) if old.key else None) \
+                or next((by_turn[e] for e in old.source_event_ids if e in by_turn), None)
+            if new is None:
+                plan.retracted.append(old.id)
+                continue
+            plan.superseded[old.id] = new
+            fact = plan.facts[index[new]]
+            if fact.supersedes is None:
+                plan.facts[index[new]] = replace(fact, supersedes=old.id)
+        plan.unchanged = len(kept)
+
     def _reconciled(self, lease: Lease, draft: "_Draft") -> JobOutcome:
         """The reconcile stage of an ingest job: its outcome against the user's memory as it
         is now. Runs again (as `outcome.redo`) when the commit finds it stale.
@@ -147,8 +251,11 @@ class Pipeline:
                 # Read before anything it decides on: a write after this read moves it.
                 outcome.basis = self.store.user_version(lease.job.org_id, lease.job.user_id)
             plan = _Plan()
-            self._plan_facts(lease, extraction, vectors[: len(extraction.facts)], plan)
+            replaced = self._replaced(lease) if lease.job.kind == "replay" else {}
+            self._plan_facts(lease, extraction, vectors[: len(extraction.facts)], plan, exclude=set(replaced))
             self._plan_artifacts(lease, extraction, vectors[len(extraction.facts):], plan)
+            if replaced:
+                self._plan_replacements(plan, replaced)
             if episode is not None:
                 self._plan_episode(lease, episode, vectors[-1], draft.events, plan)
             self._carry_out(lease, plan, outcome)
@@ -160,6 +267,11 @@ class Pipeline:
             "memories_superseded_by": dict(outcome.superseded),
             "stage_timings": {k: round(v, 6) for k, v in timings.items()},
         }
+        if lease.job.kind == "replay":
+            outcome.result["memories_retracted"] = list(outcome.retracted)
+            outcome.result["replay"] = {
+                "turns": len(lease.events), "facts_before": sum(m.status == "active" for m in replaced.values()),
+                "facts_unchanged": plan.unchanged}
         if draft.usage is not None:  # a redo: what the first run spent (reconcile spends nothing)
             outcome.usage = dict(draft.usage)
             outcome.result["usage"] = outcome.usage
@@ -191,19 +303,23 @@ class Pipeline:
 
         return recall
 
-    def _plan_facts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, plan: "_Plan") -> None:
+    def _plan_facts(self, lease: Lease, extraction: Extraction, vectors: np.ndarray, plan: "_Plan", *,
+                    exclude: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """`exclude`: stored facts reconcile must not see (a replay's old facts)."""
         job, facts = lease.job, extraction.facts
         if not facts:
             return
-        existing = self.store.reconcile_candidates(
+        existing = [m for m in self.store.reconcile_candidates(
             job.org_id, job.user_id, [f.key for f in facts if f.key], [text_hash(f.text) for f in facts])
+            if m.id not in exclude]
         # Facts the extractor says a candidate repeats or supersedes count only if they are
         # still active facts of this user (the job may run long after the model saw them).
         hinted = {ref for f in facts for ref in (f.repeats, f.supersedes) if ref} - {m.id for m in existing}
         if hinted:
             found = self.store.get_memories(job.org_id, sorted(hinted))
             existing += [m for m in found.values()
-                         if m.type == "fact" and m.status == "active" and m.user_id == job.user_id]
+                         if m.type == "fact" and m.status == "active" and m.user_id == job.user_id
+                         and m.id not in exclude]
             # A fact the extractor says this one replaces may have been revised since it saw it
             # (another job, a PATCH): the change replaces the revision that is current now.
             current = {ref: end for ref, end in ((m.id, self._current_revision(job, m)) for m in found.values()
@@ -214,10 +330,15 @@ class Pipeline:
                 existing += [m for m in {m.id: m for m in current.values()}.values() if m.id not in known]
                 facts = [replace(f, supersedes=current[f.supersedes].id) if f.supersedes in current else f
                          for f in facts]
-        user_facts = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("type", "eq", "fact"), Cmp("status", "eq", "active"))
+        # Excluded ids as a filter clause while they are few (a statement binds each one);
+        # past that, read past them instead.
+        in_filter = len(exclude) <= EXCLUDED_IN_FILTER
+        user_facts = conjoin(Cmp("user_id", "eq", job.user_id), Cmp("type", "eq", "fact"), Cmp("status", "eq", "active"),
+                             *([Cmp("id", "nin", tuple(sorted(exclude)))] if exclude and in_filter else []))
 
         def nearest(vector: np.ndarray, k: int) -> list[tuple[Memory, float]]:
-            found = self.store.dense_candidates(job.org_id, user_facts, vector, k)
+            found = self.store.dense_candidates(job.org_id, user_facts, vector, k if in_filter else k + len(exclude))
+            found = [(memory_id, cosine) for memory_id, cosine in found if memory_id not in exclude][:k]
             if not found:
                 return []
             rows = self.store.get_memories(job.org_id, [memory_id for memory_id, _ in found])
@@ -337,6 +458,7 @@ class Pipeline:
         outcome.created = self._build(lease, plan)
         outcome.added_sources = plan.added_sources
         outcome.superseded = plan.superseded
+        outcome.retracted = plan.retracted
         if plan.episode is not None:
             outcome.episode_id, outcome.episode_event_ids = plan.episode.id, list(plan.episode.event_ids)
 
@@ -475,6 +597,16 @@ class _Plan:
     added_sources: dict[str, list[str]] = field(default_factory=dict)  # stored memory id -> turns it now cites
     superseded: dict[str, str] = field(default_factory=dict)  # old memory id -> the new one replacing it
     updated: list[dict[str, Any]] = field(default_factory=list)  # `memories_updated` of the result
+    retracted: list[str] = field(default_factory=list)  # a replay's old facts its turns no longer give
+    unchanged: int = 0  # a replay's old facts it found again as they were
+
+
+def _by_original_job(events: Sequence[Event]) -> list[tuple[str | None, list[Event]]]:
+    """Turns grouped as they were ingested (by the job that brought them), in arrival order."""
+    groups: dict[str | None, list[Event]] = {}
+    for event in events:
+        groups.setdefault(event.job_id, []).append(event)
+    return list(groups.items())
 
 
 def _merged(sources: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:

@@ -158,6 +158,7 @@ class JobOutcome:
     created: list[NewMemory] = field(default_factory=list)
     added_sources: dict[str, list[str]] = field(default_factory=dict)  # memory id -> new event ids
     superseded: dict[str, str] = field(default_factory=dict)  # old memory id -> new memory id
+    retracted: list[str] = field(default_factory=list)  # active facts a replay no longer finds in their turns
     event_failures: dict[str, str] = field(default_factory=dict)  # event id -> reason
     episode_event_ids: list[str] = field(default_factory=list)  # events now covered by an episode
     episode_id: str | None = None
@@ -202,7 +203,8 @@ def changes_active_memories(outcome: JobOutcome) -> bool:
     """Whether committing `outcome` changes which facts or artifacts of the user are active
     (what another job's reconcile reads): it then moves the user's version. Adding sources
     to an active memory, or writing an episode, changes no one's decision."""
-    return bool(outcome.superseded) or any(n.memory.type != "episode" for n in outcome.created)
+    return bool(outcome.superseded) or bool(outcome.retracted) or any(n.memory.type != "episode"
+                                                                       for n in outcome.created)
 
 
 @dataclass(slots=True)
@@ -286,6 +288,10 @@ class Store(Protocol):
         a text PATCH); never by accepts, metadata merges or added sources."""
         ...
     def enqueue_idle_episodes(self, idle_before: datetime, now: datetime) -> int: ...
+    def enqueue_replay(self, org_id: str, user_id: str, conv_id: str, at: datetime) -> Job:
+        """A job that extracts the conversation's completed turns again (kind `replay`); it runs
+        after the conversation's earlier jobs, and its lease carries those turns."""
+        ...
     def queue_depth(self) -> dict[str, int]: ...
 
     # pipeline reads
@@ -293,7 +299,9 @@ class Store(Protocol):
     def reconcile_candidates(self, org_id: str, user_id: str, keys: Sequence[str],
                              text_hashes: Sequence[str]) -> list[Memory]: ...
 
-    def memories_citing(self, org_id: str, event_ids: Sequence[str]) -> list[Memory]: ...
+    def memories_citing(self, org_id: str, event_ids: Sequence[str], *, any_status: bool = False) -> list[Memory]:
+        """The org's memories citing one of these events: active ones, or every status."""
+        ...
 
     # memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory | None: ...

@@ -250,7 +250,12 @@ class RelationalStore(LifecycleRules):
                 leased = tx.one("lease_job", {"owner": owner, "token": token, "seq": row["seq"], "now": d.time(now),
                                               "expires_at": d.time(now + timedelta(seconds=lease_for_s))})
                 job = codec.job(leased)
-                events = [codec.event(r) for r in tx.all("job_events", {"job_id": job.id})]
+                if job.kind == "replay":  # the conversation's turns as they stand, not turns of its own
+                    rows = tx.all("replayed_events", {"org_id": job.org_id, "user_id": job.user_id,
+                                                      "conv_id": job.conv_id})
+                else:
+                    rows = tx.all("job_events", {"job_id": job.id})
+                events = [codec.event(r) for r in rows]
                 return Lease(job=job, events=events, token=token)
 
     @staticmethod
@@ -336,6 +341,9 @@ class RelationalStore(LifecycleRules):
             for old_id in sorted(outcome.superseded):
                 if tx.run("supersede_active", {"id": old_id, "org_id": org_id, "now": d.time(now)}) != 1:
                     raise _Stale()  # retracted or superseded meanwhile
+            for old_id in sorted(outcome.retracted):
+                if tx.run("retract_active", {"id": old_id, "org_id": org_id, "now": d.time(now)}) != 1:
+                    raise _Stale()
             if outcome.episode_id and outcome.episode_event_ids:
                 self._mark_episode(tx, org_id, outcome.episode_id, outcome.episode_event_ids)
             if outcome.usage:
@@ -414,6 +422,19 @@ class RelationalStore(LifecycleRules):
                 d.notify(tx, WORK_READY, "")
         return created
 
+    def enqueue_replay(self, org_id: str, user_id: str, conv_id: str, at: datetime) -> Job:
+        """See Store.enqueue_replay."""
+        d = self.dialect
+        job = Job(id="job_" + secrets.token_hex(16), org_id=org_id, user_id=user_id, conv_id=conv_id,
+                  status="pending", created_at=at, updated_at=at, kind="replay")  # type: ignore[arg-type]
+        with d.transaction() as tx:
+            d.lock(tx, conversation_lock(org_id, user_id, conv_id))  # `seq` order is commit order
+            tx.run("insert_job", {"id": job.id, "org_id": org_id, "user_id": user_id, "conv_id": conv_id,
+                                  "kind": job.kind, "params": d.json({}), "available_at": d.time(at),
+                                  "created_at": d.time(at), "updated_at": d.time(at)})
+            d.notify(tx, WORK_READY, "")
+        return job
+
     # ------------------------------------------------------------------ pipeline reads
     def unepisoded_events(self, org_id: str, user_id: str, conv_id: str) -> list[Event]:
         return [codec.event(r) for r in self._all("unepisoded_events", org_id=org_id, user_id=user_id,
@@ -425,9 +446,9 @@ class RelationalStore(LifecycleRules):
         return [codec.memory(r) for r in self._all("reconcile_candidates", org_id=org_id, user_id=user_id,
                                                    keys=d.array(list(keys)), text_hashes=d.array(list(text_hashes)))]
 
-    def memories_citing(self, org_id: str, event_ids: Sequence[str]) -> list[Memory]:
-        return [codec.memory(r) for r in self._all("memories_citing", org_id=org_id,
-                                                   event_ids=self.dialect.array(list(event_ids)))]
+    def memories_citing(self, org_id: str, event_ids: Sequence[str], *, any_status: bool = False) -> list[Memory]:
+        return [codec.memory(r) for r in self._all("memories_citing_any" if any_status else "memories_citing",
+                                                   org_id=org_id, event_ids=self.dialect.array(list(event_ids)))]
 
     # ------------------------------------------------------------------ memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory | None:

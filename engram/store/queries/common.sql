@@ -139,6 +139,12 @@ RETURNING *
 -- name: job_events
 SELECT * FROM events WHERE job_id = :job_id ORDER BY id
 
+-- name: replayed_events
+-- What a replay job extracts again: the conversation's turns that were remembered, in arrival order.
+SELECT * FROM events
+WHERE org_id = :org_id AND user_id = :user_id AND conv_id = :conv_id AND status = 'completed'
+ORDER BY id
+
 -- name: lease_of_job
 SELECT lease_token, status FROM jobs WHERE id = :id {{for_update}}
 
@@ -197,6 +203,10 @@ UPDATE memories SET source_event_ids = :sources, updated_at = :now WHERE id = :i
 UPDATE memories SET status = 'superseded', updated_at = :now
 WHERE id = :id AND {{org}} = :org_id AND status = 'active'
 
+-- name: retract_active
+UPDATE memories SET status = 'retracted', updated_at = :now
+WHERE id = :id AND {{org}} = :org_id AND status = 'active'
+
 -- name: mark_events_episode
 UPDATE events SET episode_id = :episode_id WHERE id {{in:ids}}
 
@@ -253,6 +263,11 @@ ORDER BY created_at, id
 SELECT {{memory_columns}} FROM memories m
 WHERE {{org}} = :org_id AND status = 'active'
   AND id IN (SELECT memory_id FROM memory_sources WHERE event_id {{in:event_ids}})
+ORDER BY created_at, id
+
+-- name: memories_citing_any
+SELECT {{memory_columns}} FROM memories m
+WHERE {{org}} = :org_id AND id IN (SELECT memory_id FROM memory_sources WHERE event_id {{in:event_ids}})
 ORDER BY created_at, id
 
 -- ================================================================== search
