@@ -72,7 +72,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.extractor == "llm":
         build_extractor(settings)  # e.g. a prompt budget too small: here, not in every worker that restarts
     lock = DataDirLock.of(settings)
-    embedded = lock is not None
     if lock is not None:
         lock.acquire()
     store = open_store(settings)
@@ -81,12 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if recovered:
             log.warning("handed back %d job(s) left running by a previous server", recovered)
     store.ensure_org(DEFAULT_ORG)
-    # Before anything reads a vector: the embedded server holds its directory's lock, so it
-    # may make them again here; PostgreSQL's are made again by `engram migrate`.
-    if embedded or settings.migrate_on_start:
-        _align_vectors(settings, store)
-    else:
-        vector_space.check(store, embedder_name(settings))
+    # Another embedder's vectors: the server serves, but not search, until `engram reindex`.
+    other = vector_space.other_embedder(store, embedder_name(settings))
+    if other is not None:
+        log.warning("search is unavailable and jobs wait: %s", vector_space.mismatch(other, embedder_name(settings)))
 
     env = dict(os.environ)
     env["ENGRAM_DATA_DIR"] = str(settings.data_dir)
@@ -128,7 +125,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from engram.store.base import WORK_READY
 
     store = open_store(settings)
-    vector_space.check(store, embedder_name(settings))  # its server (or `engram migrate`) aligned them
+    other = vector_space.other_embedder(store, embedder_name(settings))
+    if other is not None:  # it waits, and starts on its own once `engram reindex` is done
+        log.warning("jobs wait: %s", vector_space.mismatch(other, embedder_name(settings)))
     worker = Worker(store, build_pipeline(settings, store), settings)
     stop = threading.Event()
     # Where the store can say so (PostgreSQL's NOTIFY), work accepted by any API process on
@@ -161,34 +160,19 @@ def _follow_parent(worker: Any, stop: threading.Event) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
-    from engram.runtime import DataDirLock, open_store, redact_url
+    from engram.pipeline import vector_space
+    from engram.runtime import embedder_name, open_store, redact_url
 
     url = settings.resolved_database_url
-    # Vectors are made again only while no server uses the file (see vector_space.align).
-    lock = DataDirLock.of(settings)
-    if lock is not None:
-        lock.acquire(timeout_s=0)
+    store = open_store(settings, migrate=True)
     try:
-        store = open_store(settings, migrate=True)
-        try:
-            again = _align_vectors(settings, store)
-        finally:
-            store.close()
+        other = vector_space.other_embedder(store, embedder_name(settings))
     finally:
-        if lock is not None:
-            lock.release()
-    print(f"migrated {redact_url(url)}: the schema is up to date"
-          + (f"; {again} memories embedded again with {settings.embedder}" if again else ""))
+        store.close()
+    print(f"migrated {redact_url(url)}: the schema is up to date")
+    if other is not None:
+        print(f"note: {vector_space.mismatch(other, embedder_name(settings))}")
     return 0
-
-
-def _align_vectors(settings: Settings, store: Any) -> int:
-    """Make the stored vectors the configured embedder's (engram/pipeline/vector_space.py),
-    embedding with every core: nothing else runs yet."""
-    from engram.pipeline import vector_space
-    from engram.runtime import build_embedder, embedder_name
-
-    return vector_space.align(store, embedder_name(settings), lambda: build_embedder(settings, for_queries=True))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -289,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STORE_COMMANDS = {"serve", "worker", "migrate", "keys", "users", "export", "import", "compact"}  # read every setting
+STORE_COMMANDS = {"serve", "worker", "migrate", "keys", "users", "export", "import", "reindex", "compact"}  # read every setting
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The data lifecycle from the command line, on the store itself (like `engram keys`):
-`engram users erase`, `engram export`, `engram import`, `engram compact`. Each does what its
+`engram users erase`, `engram export`, `engram import`, `engram reindex`, `engram compact`. Each does what its
 HTTP endpoint does, through the same operations (engram/lifecycle/); progress goes to stderr.
 """
 
@@ -41,6 +41,11 @@ def add_lifecycle_commands(sub: Any, data_arg: Callable[[argparse.ArgumentParser
     data_arg(imports)
     imports.set_defaults(func=run, lifecycle="import")
 
+    reindex = sub.add_parser("reindex", help="embed every memory again with the configured embedder (ENGRAM_EMBEDDER),"
+                                             " beside the vectors in use; resumable; then switch")
+    data_arg(reindex)
+    reindex.set_defaults(func=run, lifecycle="reindex")
+
     compact = sub.add_parser("compact", help="purge deleted data from the store's files (VACUUM)")
     data_arg(compact)
     compact.set_defaults(func=run, lifecycle="compact")
@@ -57,6 +62,8 @@ def run_lifecycle(args: argparse.Namespace, settings: Any) -> int:
             if args.lifecycle == "compact":
                 print(_fields(lifecycle.compact()))
                 return 0
+            if args.lifecycle == "reindex":
+                return _reindex(store, settings)
             org_id = _org_id(store, args.org)
             if org_id is None and args.lifecycle == "import":  # as `engram keys create` does
                 org_id = store.ensure_org(args.org).id
@@ -79,6 +86,28 @@ def run_lifecycle(args: argparse.Namespace, settings: Any) -> int:
             return 1
     finally:
         store.close()
+    return 0
+
+
+def _reindex(store: Any, settings: Any) -> int:
+    from tqdm import tqdm
+
+    from engram.pipeline import vector_space
+    from engram.runtime import build_embedder, embedder_name
+
+    name = embedder_name(settings)
+    with tqdm(unit=" memories", desc=f"reindex ({name})", file=sys.stderr, disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        done = vector_space.reindex(store, name, lambda: build_embedder(settings, for_queries=True), progress)
+    if not done.switched:
+        print(f"nothing to do: the stored vectors are {name!r}'s")
+        return 0
+    resumed = f" (resumed after {done.resumed_after})" if done.resumed_after else ""
+    print(f"reindexed: {done.embedded} memories embedded with {name!r} in {done.seconds:.1f} s{resumed}; "
+          "the store now serves them (restart servers and workers configured with another embedder)")
     return 0
 
 

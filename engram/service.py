@@ -31,6 +31,7 @@ from engram.embed import Embedder
 from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
 from engram.lifecycle import Lifecycle
+from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
 from engram.store.base import (
@@ -130,6 +131,8 @@ class Service:
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
         self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings), wake=self._on_accept)
+        # Vectors are compared and written only while they are this process's embedder's.
+        self._space = SpaceGate(store, lambda: _embedder_name(settings))
         if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased
             store.on_forget(self._query_vectors.clear)
 
@@ -296,6 +299,7 @@ class Service:
             key=memory.key, valid_at=memory.valid_at, source_event_ids=list(memory.source_event_ids),
             created_at=now, updated_at=now,
         )
+        self._vectors_usable()
         vector = self._embedder().embed([new.text])[0]
         if not self.store.supersede_memory(org_id, memory.id, NewMemory(new, vector), now):
             raise ServiceError("invalid_request", "this fact was changed or deleted meanwhile; fetch it again",
@@ -342,7 +346,14 @@ class Service:
             self._search_slots = anyio.CapacityLimiter(self.settings.search_concurrency or search_slots_default())
         return await anyio.to_thread.run_sync(self.search, org_id, query, limiter=self._search_slots)
 
+    def _vectors_usable(self) -> None:
+        """503 `unavailable` when the stored vectors are another embedder's (vector_space.py)."""
+        problem = self._space.problem()
+        if problem is not None:
+            raise ServiceError("unavailable", f"search is unavailable: {problem}")
+
     def search(self, org_id: str, query: SearchQuery) -> SearchResults:
+        self._vectors_usable()
         check = FieldChecks(self.settings.limits)
         query.text = check.text(("body", "query"), query.text, self.settings.limits.max_query_chars, name="query")
         check.raise_if_any()

@@ -477,3 +477,28 @@ def test_replaying_a_conversation_supersedes_its_facts_and_duplicates_nothing(de
         empty = c.post("/v1/conversations/a/replay", params={"user_id": lea, "wait": "true"}).json()
         assert empty["status"] == "succeeded" and empty["result"]["replay"]["turns"] == 0
         assert sorted(_facts(c, lea)) == [nurse["text"]]
+
+
+def test_an_import_streams_past_the_body_limit_up_to_its_own(tmp_path: Path) -> None:
+    """An import is read a line at a time: larger than ENGRAM_MAX_BODY_BYTES is fine, larger than
+    ENGRAM_MAX_IMPORT_BYTES is 413, and one line longer than the body limit is refused by number."""
+    srv = ServerProcess(tmp_path / "data", env={**ENV, "ENGRAM_MAX_BODY_BYTES": "8192",
+                                                "ENGRAM_MAX_IMPORT_BYTES": "200000"}).start()
+    try:
+        with srv.client() as c:
+            _ingest(c, "max", "c1", [t for i in range(12) for t in (f"I visited museum number {i} in Rome.", "Nice.")])
+            with c.stream("GET", "/v1/users/max/export") as r:
+                body = b"".join(r.iter_bytes())
+            assert 8192 < len(body) < 200_000
+            c.delete("/v1/users/max")
+            r = c.post("/v1/import", content=body)
+            assert r.status_code == 200 and r.json()["complete"], r.text
+            assert r.json()["memories_created"] > 0
+            r = c.post("/v1/import", content=body * 20)
+            assert r.status_code == 413 and r.json()["detail"]["code"] == "payload_too_large"
+            header = body.split(b"\n", 1)[0]
+            r = c.post("/v1/import", content=header + b"\n" + b'{"record": "event", "content": "' + b"x" * 9000 + b'"}\n')
+            assert r.status_code == 422 and r.json()["detail"] == {**r.json()["detail"], "code": "invalid_import",
+                                                                  "line": 2}
+    finally:
+        srv.stop()

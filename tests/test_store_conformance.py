@@ -818,6 +818,7 @@ class _ScriptedExtractor:
 
 
 class _TextEmbedder:
+    name = "test:text"
     dim = DIM
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -973,6 +974,7 @@ def test_the_worker_reconciles_again_when_a_delete_lands_before_its_commit(store
 
     pipeline.process = process_then_delete
     pipeline.embedder.embed = lambda texts: embedded.append(list(texts)) or embed(texts)
+    store.record_vector_space(pipeline.embedder.name, utcnow())  # the worker's own: it takes jobs
     with caplog.at_level(logging.INFO, logger="engram.worker"):
         assert Worker(store, pipeline, load_settings(env={})).run_once()
     assert [r.getMessage() for r in caplog.records if "reconciling again" in r.getMessage()] == [
@@ -1002,6 +1004,7 @@ def test_a_job_whose_commits_keep_going_stale_goes_back_to_the_queue(store: Any)
         return complete(lease, outcome)
 
     store.complete = overtaken
+    store.record_vector_space(_TextEmbedder.name, utcnow())  # the worker's own: it takes jobs
     assert Worker(store, _pipeline(store), load_settings(env={})).run_once()
     assert len(bases) == MAX_RECONCILES and bases == sorted(set(bases)), "each reconcile read the newer version"
     job = store.get_job(ORG, job_id)
@@ -1093,7 +1096,7 @@ def test_commit_refuses_to_supersede_or_cite_a_fact_that_is_no_longer_active(sto
 
 
 # ---------------------------------------------------------------------- the vector space
-def test_vector_space_is_recorded_and_vectors_are_replaced_in_place(store: Any) -> None:
+def test_vector_space_is_recorded_and_a_reindex_switches_every_vector_at_once(store: Any) -> None:
     assert store.vector_space() is None and store.count_all_memories() == 0
     store.record_vector_space("local:one", T0)
     store.record_vector_space("local:two", T0 + timedelta(seconds=1))
@@ -1107,19 +1110,30 @@ def test_vector_space_is_recorded_and_vectors_are_replaced_in_place(store: Any) 
     where = Cmp("user_id", "eq", "u1")
     assert set(ids(store.dense_candidates(ORG, where, a, 10))) == {m.id for m in first}  # warms the caches
 
-    # Every org's memories, in id order, a page at a time.
+    # A pass: every org's memories in id order, a page at a time; search keeps the old vectors.
+    store.begin_reindex("local:three", utcnow())
     pages, after = [], ""
-    while page := store.memory_texts_after(after, 2):
+    while page := store.memories_to_embed(after, 2):
         pages.append(page)
-        after = page[-1][0]
-    listed = [pair for page in pages for pair in page]
+        assert store.write_reindex("local:three", [(m.id, b) for m in page], utcnow(), after_id=page[-1].id)
+        after = page[-1].id
     assert [len(p) for p in pages] == [2, 2] and store.count_all_memories() == 4
-    assert listed == sorted((m.id, m.text) for m in [*first, other])
-
-    store.replace_vectors([(first[0].id, b)])
+    assert sorted(m.id for p in pages for m in p) == sorted(m.id for m in [*first, other])
+    assert store.reindex_state().after_id == after
+    assert dict(store.dense_candidates(ORG, where, a, 10))[first[0].id] == pytest.approx(1.0, abs=1e-5)
+    # A memory written during the pass is found by what it lacks; the switch waits for it.
+    late = memory(ORG, "u1", "written during the pass")
+    run_job(store, ORG, "u1", "c2", [(late, a)])
+    assert [m.id for m in store.memories_missing_reindex(10)] == [late.id]
+    assert not store.switch_reindex("local:three", utcnow()), "a memory still lacks its new vector"
+    assert store.vector_space() == "local:two"
+    assert not store.write_reindex("local:other", [(late.id, b)], utcnow()), "only the pass's own embedder writes"
+    assert store.write_reindex("local:three", [(late.id, b)], utcnow())
+    assert store.switch_reindex("local:three", utcnow())
+    assert store.vector_space() == "local:three" and store.reindex_state() is None
     scored = dict(store.dense_candidates(ORG, where, b, 10))
-    assert scored[first[0].id] == pytest.approx(1.0, abs=1e-5)  # read again, not the cached vector
-    assert scored[first[1].id] == pytest.approx(float(a @ b), abs=1e-5)
+    assert all(v == pytest.approx(1.0, abs=1e-5) for v in scored.values()), "read again, not the cached vectors"
+    assert len(scored) == 4 and store.memories_missing_reindex(10) != []  # the table beside is empty again
 
 
 # ---------------------------------------------------------------------- the data lifecycle

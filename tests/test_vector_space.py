@@ -1,10 +1,12 @@
 """The stored vectors know their embedder (engram/pipeline/vector_space.py): a new database
-records it, one from before the record is inferred, and another embedder's vectors are made
-again — by the embedded server at start, by `engram migrate` — or refused.
+records it, one from before the record is inferred, and another embedder's vectors are
+refused — search answers 503 saying what to run, workers wait, an old-space commit is
+refused — until `engram reindex` has made them again (resumable, beside the vectors in use,
+then switched at once).
 
 The rules run on a real SQLite store with a small real embedder of their own (a hashed bag of
 words: deterministic, and different from the local model, which is what "another embedder"
-needs); the end-to-end tests run `engram serve` and `engram migrate` with the real local model.
+needs); the end-to-end tests run `engram serve` and `engram reindex` with the real local model.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from engram.domain.records import utcnow
+from engram.domain.records import JobError, utcnow
 from engram.embed.local import NAME as LOCAL_NAME
 from engram.pipeline import vector_space
 from engram.store.sqlite import SQLiteStore
@@ -62,7 +64,8 @@ def _with_memories(store: Any, n: int) -> list[Any]:
 def test_a_new_database_records_the_configured_embedder(store: Any) -> None:
     vector_space.check(store, "test:bag")
     assert store.vector_space() == "test:bag"
-    assert vector_space.align(store, "test:bag", lambda: pytest.fail("nothing to embed")) == 0
+    done = vector_space.reindex(store, "test:bag", lambda: pytest.fail("nothing to embed"))
+    assert not done.switched and done.embedded == 0
 
 
 def test_a_database_from_before_the_record_is_taken_as_the_old_local_model(store: Any) -> None:
@@ -75,41 +78,77 @@ def test_a_database_from_before_the_record_is_taken_as_the_old_local_model(store
     assert store.vector_space() == vector_space.LEGACY_LOCAL
 
 
-def test_another_embedders_vectors_are_refused_until_made_again(store: Any) -> None:
+def test_another_embedders_vectors_are_refused_until_engram_reindex(store: Any) -> None:
     facts = _with_memories(store, vector_space.PAGE + 3)  # more than one page
     store.record_vector_space("local:an-older-model", utcnow())
-    with pytest.raises(vector_space.VectorSpaceMismatch, match="engram migrate"):
+    with pytest.raises(vector_space.VectorSpaceMismatch, match="engram reindex"):
         vector_space.check(store, "test:bag")
+    gate = vector_space.SpaceGate(store, lambda: "test:bag")
+    assert "engram reindex" in gate.problem(now=0.0)
     assert store.vector_space() == "local:an-older-model"
 
     embedder = BagOfWords()
     seen: list[int] = []
-    done = vector_space.align(store, "test:bag", lambda: embedder, progress=lambda n, total, _s: seen.append(n))
-    assert done == len(facts) and seen[-1] == len(facts) and len(seen) == 2
-    assert store.vector_space() == "test:bag"
-    vector_space.check(store, "test:bag")  # now it starts
-    # Every vector is the new embedder's: a fact's own text finds it first.
-    target = facts[7]
-    query = embedder.embed([target.text])[0]
-    best = store.dense_candidates(ORG, _user("u1"), query, 1)
-    assert best[0][0] == target.id and best[0][1] == pytest.approx(1.0, abs=1e-5)
+    done = vector_space.reindex(store, "test:bag", lambda: embedder, progress=lambda n, total: seen.append(n))
+    assert done.switched and done.embedded == len(facts) and done.resumed_after is None
+    assert seen == [vector_space.PAGE, len(facts)]
+    assert store.vector_space() == "test:bag" and store.reindex_state() is None
+    assert gate.problem(now=0.5) is not None, "the gate looks again at most once a second"
+    assert gate.problem(now=1.0) is None
+    vector_space.check(store, "test:bag")
+    # Every vector is the new embedder's: a fact's own text finds it at cosine 1.
+    for target in (facts[0], facts[7], facts[-1]):
+        scored = dict(store.dense_candidates(ORG, _user("u1"), embedder.embed([target.text])[0], 20))
+        assert scored[target.id] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_failure_midway_leaves_the_old_record_and_the_next_start_finishes(store: Any) -> None:
-    _with_memories(store, vector_space.PAGE + 1)
+def test_a_reindex_that_stops_resumes_where_it_was_and_search_keeps_the_old_vectors(store: Any) -> None:
+    facts = _with_memories(store, vector_space.PAGE + 1)
     store.record_vector_space("local:an-older-model", utcnow())
+    old_query = unit(3)  # facts[3]'s old vector
     with pytest.raises(RuntimeError, match="went away"):
-        vector_space.align(store, "test:bag", lambda: BagOfWords(fail_after=1))
+        vector_space.reindex(store, "test:bag", lambda: BagOfWords(fail_after=1))
+    state = store.reindex_state()
+    assert state.embedder == "test:bag" and state.after_id == sorted(f.id for f in facts)[vector_space.PAGE - 1]
     assert store.vector_space() == "local:an-older-model"  # half-made vectors are never taken as done
-    assert vector_space.align(store, "test:bag", lambda: BagOfWords()) == vector_space.PAGE + 1
+    best = store.dense_candidates(ORG, _user("u1"), old_query, 1)
+    assert best[0][0] == facts[3].id and best[0][1] == pytest.approx(1.0, abs=1e-5), "search reads the old vectors"
+    embedder = BagOfWords()
+    done = vector_space.reindex(store, "test:bag", lambda: embedder)
+    assert done.switched and done.resumed_after == state.after_id and done.embedded == 1, "only the rest"
     assert store.vector_space() == "test:bag"
+    target = facts[-1]  # (texts that differ in one word may share the bag's axis: the cosine is what is checked)
+    scored = dict(store.dense_candidates(ORG, _user("u1"), embedder.embed([target.text])[0], 20))
+    assert scored[target.id] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_an_embedder_that_names_another_space_is_refused(store: Any) -> None:
     _with_memories(store, 1)
     store.record_vector_space("local:an-older-model", utcnow())
     with pytest.raises(vector_space.ConfigError, match="calls itself"):
-        vector_space.align(store, "test:bag", lambda: BagOfWords(name="test:other"))
+        vector_space.reindex(store, "test:bag", lambda: BagOfWords(name="test:other"))
+
+
+def test_after_the_switch_the_old_embedders_commits_are_refused_and_its_workers_wait(store: Any) -> None:
+    from engram.config import load_settings
+    from engram.pipeline.content_filter import ContentFilter
+    from engram.pipeline.process import Pipeline
+    from engram.pipeline.worker import Worker
+    from engram.store.base import CommitResult
+    from tests.test_store_conformance import _ScriptedExtractor, accept
+
+    old = BagOfWords(name="test:old")
+    store.record_vector_space("test:old", utcnow())
+    pipeline = Pipeline(store, load_settings(env={}), _ScriptedExtractor(), old, ContentFilter())
+    accept(store, user="u1", conv="c1", texts=["Ann keeps bees"])
+    lease = store.lease("w", utcnow(), 60, 5)
+    outcome = pipeline.process(lease)  # embedded with test:old ...
+    assert vector_space.reindex(store, "test:new", lambda: BagOfWords(name="test:new")).switched  # ... switched
+    assert store.complete(lease, outcome) is CommitResult.STALE, "old-space vectors never land in the new space"
+    assert store.list_memories(ORG, _user("u1"), ascending=True, after=None, limit=10).items == []
+    store.retry_later(lease, JobError("ingest_failed", "stale"), utcnow())
+    assert Worker(store, pipeline, load_settings(env={})).run_once() is False, "it leaves the queue alone"
+    assert store.queue_depth()["pending"] == 1
 
 
 def _user(user_id: str) -> Any:
@@ -119,104 +158,117 @@ def _user(user_id: str) -> Any:
 
 
 # ---------------------------------------------------------------------- the real server
-def _ingest_and_wait(client: Any, user: str, text: str) -> None:
+def _ingest(client: Any, user: str, text: str) -> str:
     job = client.post("/v1/memories", json={"messages": [{"role": "user", "content": text}], "user_id": user,
                                                 "conv_id": "c1"})
     assert job.status_code in (200, 202), job.text
-    job_id = job.json()["id"]
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/memories/jobs/{job_id}").json()["status"] != "succeeded":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    return job.json()["id"]
 
 
-def test_the_embedded_server_makes_another_embedders_vectors_again_at_start(tmp_path: Path) -> None:
+def _until(condition: Any, timeout_s: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _ingest_and_wait(client: Any, user: str, text: str) -> None:
+    job_id = _ingest(client, user, text)
+    _until(lambda: client.get(f"/v1/memories/jobs/{job_id}").json()["status"] == "succeeded", what=job_id)
+
+
+def _search(client: Any, user: str, query: str) -> Any:
+    return client.post("/v1/memories/search", json={"query": query, "filters": {"user_id": user}, "limit": 1})
+
+
+def _as_if_an_older_model(conn: Any, scramble: Any) -> int:
+    """Vectors as another model would have made them: scrambled, and that model recorded."""
+    n = scramble(conn)
+    conn.execute("UPDATE vector_space SET embedder = 'local:an-older-model'")
+    return n
+
+
+def test_a_server_on_another_embedders_vectors_refuses_search_until_engram_reindex_runs_beside_it(
+        tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data", env={"ENGRAM_LOG_LEVEL": "INFO"})
     srv.start()
     try:
         with srv.client() as client:
             _ingest_and_wait(client, "ann", "I keep bees on the roof of my building.")
             _ingest_and_wait(client, "ann", "My sister lives in Lisbon.")
-        # The server recorded its embedder on a new database.
         db = tmp_path / "data" / "engram.db"
-        with sqlite3.connect(db) as conn:
+        with sqlite3.connect(db) as conn:  # the server recorded its embedder on a new database
             assert conn.execute("SELECT embedder FROM vector_space").fetchone()[0] == LOCAL_NAME
-        # Another process (a migration) may not re-embed under a running server.
-        refused = srv.cli("migrate")
-        assert refused.returncode != 0 and "another engram server" in refused.stdout + refused.stderr
     finally:
         srv.stop()
 
-    # As if the vectors had been made by an older model: scramble them and record that model.
-    with sqlite3.connect(db) as conn:
+    def scramble(conn: Any) -> int:
         rows = conn.execute("SELECT rid FROM memory_vectors").fetchall()
         for (rid,) in rows:
             conn.execute("UPDATE memory_vectors SET vec = ? WHERE rid = ?", (unit(rid).tobytes(), rid))
-        conn.execute("UPDATE vector_space SET embedder = 'local:an-older-model'")
+        return len(rows)
+
+    with sqlite3.connect(db) as conn:
+        count = _as_if_an_older_model(conn, scramble)
     srv.start()
     try:
-        assert f"embedding {len(rows)} memories again" in srv.log()
+        assert "engram reindex" in srv.log()
         with srv.client() as client:
-            hits = client.post("/v1/memories/search", json={"query": "beekeeping", "filters": {"user_id": "ann"},
-                                                            "limit": 1}).json()["data"]
-            assert "bees" in hits[0]["text"]
-        with sqlite3.connect(db) as conn:
-            assert conn.execute("SELECT embedder FROM vector_space").fetchone()[0] == LOCAL_NAME
+            refused = _search(client, "ann", "beekeeping")
+            assert refused.status_code == 503 and refused.json()["detail"]["code"] == "unavailable"
+            assert "engram reindex" in refused.json()["detail"]["message"]
+            waiting = _ingest(client, "ann", "I play the cello on Sundays.")  # accepted; its worker waits
+            time.sleep(1.5)
+            assert client.get(f"/v1/memories/jobs/{waiting}").json()["status"] == "pending"
+
+            done = srv.cli("reindex")  # beside the running server
+            assert done.returncode == 0, done.stderr
+            assert f"reindexed: {count} memories embedded with {LOCAL_NAME!r}" in done.stdout
+            _until(lambda: _search(client, "ann", "beekeeping").status_code == 200, 10, "search back")
+            assert "bees" in _search(client, "ann", "beekeeping").json()["data"][0]["text"]
+            _until(lambda: client.get(f"/v1/memories/jobs/{waiting}").json()["status"] == "succeeded", 30, waiting)
+            again = srv.cli("reindex")
+            assert again.returncode == 0 and "nothing to do" in again.stdout
+        migrated = srv.cli("migrate")
+        assert migrated.returncode == 0 and "note" not in migrated.stdout
     finally:
         srv.stop()
 
 
-def test_engram_migrate_makes_them_again_when_no_server_runs(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "data")
-    srv.start()
-    try:
-        with srv.client() as client:
-            _ingest_and_wait(client, "bo", "I play the cello in a community orchestra.")
-    finally:
-        srv.stop()
-    db = tmp_path / "data" / "engram.db"
-    with sqlite3.connect(db) as conn:
-        before = conn.execute("SELECT vec FROM memory_vectors ORDER BY rid").fetchall()
-        conn.execute("UPDATE memory_vectors SET vec = ?", (unit(5).tobytes(),))
-        conn.execute("UPDATE vector_space SET embedder = 'local:an-older-model'")
-    done = srv.cli("migrate")
-    assert done.returncode == 0, done.stderr
-    assert f"{len(before)} memories embedded again" in done.stdout
-    with sqlite3.connect(db) as conn:
-        after = conn.execute("SELECT vec FROM memory_vectors ORDER BY rid").fetchall()
-        assert conn.execute("SELECT embedder FROM vector_space").fetchone()[0] == LOCAL_NAME
-    # The same model makes the same vectors again (up to the batch's float rounding).
-    for (old,), (new,) in zip(before, after):
-        assert float(np.frombuffer(old, np.float32) @ np.frombuffer(new, np.float32)) > 0.999
-
-
-def test_on_postgres_servers_and_workers_refuse_another_embedders_vectors_until_migrate(
-        postgres: Any, tmp_path: Path) -> None:
+def test_on_postgres_servers_and_workers_wait_for_engram_reindex(postgres: Any, tmp_path: Path) -> None:
     import psycopg
 
     from engram.store.postgres import PostgresStore
     from tests.conftest import EngramProcess
 
     url = postgres.create_database("engram_vector_space")
+    procs: list[Any] = []
     try:
         store = PostgresStore(url, pool_size=2)
         store.migrate()
-        store.ensure_org(ORG)
-        _with_memories(store, 2)
+        store.ensure_org("default")
+        facts = _with_memories(store, 2)  # org-a's
         store.record_vector_space("local:an-older-model", utcnow())
         store.close()
-        env = {"ENGRAM_DATABASE_URL": url, "ENGRAM_WORKERS": "0"}
-        srv = ServerProcess(tmp_path / "data", env=env)
-        with pytest.raises(RuntimeError, match="engram migrate"):
-            srv.start()
+        env = {"ENGRAM_DATABASE_URL": url, "ENGRAM_WORKERS": "0", "ENGRAM_LOG_LEVEL": "INFO"}
+        srv = ServerProcess(tmp_path / "data", env=env).start()  # it starts: search waits, not the service
+        procs.append(srv)
         worker = EngramProcess(["worker"], {**os.environ, **env}, tmp_path / "worker.log")
-        assert worker.proc.wait(60) != 0 and "engram migrate" in (tmp_path / "worker.log").read_text()
-
-        migrated = srv.cli("migrate")
-        assert migrated.returncode == 0 and "2 memories embedded again" in migrated.stdout, migrated.stderr
-        with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT embedder FROM vector_space").fetchone()[0] == LOCAL_NAME
-        srv.start()  # now it serves
-        srv.stop()
+        procs.append(worker)
+        with srv.client() as client:
+            assert _search(client, "u1", "topic1").status_code == 503
+            waiting = _ingest(client, "bo", "I play the cello in a community orchestra.")
+            _until(lambda: "not processing jobs" in (tmp_path / "worker.log").read_text(), 30, "worker waits")
+            assert client.get(f"/v1/memories/jobs/{waiting}").json()["status"] == "pending"
+            migrated = srv.cli("migrate")
+            assert migrated.returncode == 0 and "engram reindex" in migrated.stdout
+            done = srv.cli("reindex")
+            assert done.returncode == 0 and f"reindexed: {len(facts)} memories" in done.stdout, done.stderr
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT embedder FROM vector_space").fetchone()[0] == LOCAL_NAME
+            _until(lambda: _search(client, "u1", "topic1").status_code == 200, 10, "search back")
+            _until(lambda: client.get(f"/v1/memories/jobs/{waiting}").json()["status"] == "succeeded", 60, waiting)
     finally:
+        for p in procs:
+            p.stop()
         postgres.drop_database(url)

@@ -223,19 +223,11 @@ class Importer:
         again = [i for i, x in enumerate(memories) if not ours or x.vector is None]
         if not again:
             return memories
-        vectors = lifecycle._embedder().embed([_embedded_text(memories[i]) for i in again])
+        vectors = lifecycle._embedder().embed([vector_space.embedding_text(memories[i].memory.type, memories[i].memory.text,
+                                                                           memories[i].memory.details) for i in again])
         out = list(memories)
         for i, vector in zip(again, vectors):
             out[i] = ExportedMemory(memories[i].memory, np.asarray(vector, dtype=np.float32))
         self.report.memories_embedded += len(again)
         return out
-
-
-def _embedded_text(x: ExportedMemory) -> str:
-    """What the pipeline embeds for a memory of this type (pipeline/process.py)."""
-    m = x.memory
-    if m.type == "artifact":
-        return m.text + "\n" + str(m.details.get("rationale") or "")
-    return m.text
-
 

@@ -92,6 +92,7 @@ class Pipeline:
                 exc.usage = usage.snapshot()  # type: ignore[attr-defined]
                 raise
         outcome.usage = usage.snapshot()
+        outcome.space = self.embedder.name  # its vectors' space: the commit checks the store's is still it
         if outcome.result:
             outcome.result["usage"] = outcome.usage
         return outcome
@@ -275,6 +276,7 @@ class Pipeline:
         if draft.usage is not None:  # a redo: what the first run spent (reconcile spends nothing)
             outcome.usage = dict(draft.usage)
             outcome.result["usage"] = outcome.usage
+        outcome.space = self.embedder.name  # a redo commits the same vectors: the same check
         outcome.redo = lambda: self._redo(lease, draft, outcome)
         return outcome
 

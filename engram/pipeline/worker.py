@@ -23,6 +23,7 @@ from datetime import timedelta
 from engram.config import Settings
 from engram.domain.records import JobError, utcnow
 from engram.pipeline.process import Pipeline
+from engram.pipeline.vector_space import SpaceGate
 from engram.store.base import CommitResult, JobOutcome, Lease, Store
 
 log = logging.getLogger("engram.worker")
@@ -48,6 +49,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.wake = threading.Event()
         self._last_sweep = 0.0
+        self._space = SpaceGate(store, lambda: pipeline.embedder.name)
+        self._warned = -60.0
 
     def run(self, stop: threading.Event, poll_s: float = 0.5) -> None:
         log.info("worker %s started", self.name)
@@ -64,7 +67,14 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     def run_once(self) -> bool:
-        """Lease and handle one job; False when the queue had nothing ready."""
+        """Lease and handle one job; False when the queue had nothing ready (or this worker's
+        embedder is not the one the stored vectors come from: it leaves the queue alone)."""
+        problem = self._space.problem()
+        if problem is not None:
+            if time.monotonic() - self._warned >= 60:
+                log.warning("worker %s is not processing jobs: %s", self.name, problem)
+                self._warned = time.monotonic()
+            return False
         lease = self.store.lease(self.name, utcnow(), self.settings.lease_timeout_s, self.settings.max_attempts)
         if lease is None:
             return False

@@ -137,12 +137,17 @@ class Dialect(Protocol):
         """Memory rows with their vectors and lexical entries (not their sources)."""
         ...
 
-    def replace_vectors(self, tx: Tx, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
-        """New vectors for existing memories, by id (re-embedding)."""
+    def vector(self, value: np.ndarray) -> Any:
+        """A vector as the dialect stores it (the `{{vector:p}}` fragment reads it)."""
+        ...
+
+    def switch_vectors(self, tx: Tx) -> None:
+        """Every memory's vector replaced by its new one in `reindex_vectors` (store/reindex.py)."""
         ...
 
     def delete_memories(self, tx: Tx, org_id: str, ids: Sequence[str]) -> None:
-        """Memory rows with their vectors and lexical entries (not their sources)."""
+        """Memory rows with their vectors (a reindex's new ones too) and lexical entries (not
+        their sources)."""
         ...
 
     def vectors_of(self, tx: Tx, ids: Sequence[str]) -> dict[str, np.ndarray]:

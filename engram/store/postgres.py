@@ -48,7 +48,7 @@ log = logging.getLogger("engram.store.postgres")
 _ONLY = load("postgres_only.sql")
 _MIGRATION_LOCK = 0x656E6772616D  # "engram": one migrator at a time
 # Tables an erasure or a retraction deletes from or rewrites rows of.
-_COMPACTED = ("events", "memories", "memory_sources", "jobs", "idempotency_keys", "user_versions")
+_COMPACTED = ("events", "memories", "memory_sources", "jobs", "idempotency_keys", "user_versions", "reindex_vectors")
 
 
 class SchemaOutOfDate(Exception):
@@ -166,13 +166,15 @@ class PostgresDialect:
         if encoded:
             tx.target.executemany(_ONLY.get("insert_memory"), encoded)
 
-    def replace_vectors(self, tx: Statements, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
-        rows = [{"id": memory_id, "vec": vector_text(v)} for memory_id, v in vectors]
-        if rows:
-            tx.target.executemany(_ONLY.get("replace_vector"), rows)
+    def vector(self, value: np.ndarray) -> str:
+        return vector_text(value)
+
+    def switch_vectors(self, tx: Statements) -> None:
+        tx.target.execute(_ONLY.get("switch_vectors"))
 
     def delete_memories(self, tx: Statements, org_id: str, ids: Sequence[str]) -> None:
         tx.target.execute(_ONLY.get("delete_memories"), {"org_id": org_id, "ids": list(ids)})
+        tx.run("delete_reindex_vectors", {"ids": list(ids)})
 
     def vectors_of(self, tx: Statements, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:

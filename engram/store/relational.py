@@ -32,6 +32,7 @@ from engram.store.base import (
 )
 from engram.store.dialect import Dialect, Tx
 from engram.store.lifecycle import LifecycleRules
+from engram.store.reindex import ReindexRules
 
 ACCEPT_RETRIES = 5  # a client event id stored by a concurrent accept makes this one run again
 
@@ -52,8 +53,9 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
     return "conv\x1f" + "\x1f".join((org_id, user_id, conv_id))
 
 
-class RelationalStore(LifecycleRules):
-    """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py)."""
+class RelationalStore(LifecycleRules, ReindexRules):
+    """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py;
+    re-embedding: store/reindex.py)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -143,12 +145,6 @@ class RelationalStore(LifecycleRules):
     def count_all_memories(self) -> int:
         return int(self._one("count_all_memories")["n"])
 
-    def memory_texts_after(self, after_id: str, limit: int) -> list[tuple[str, str]]:
-        return [(r["id"], r["text"]) for r in self._all("memory_texts_after", after=after_id, limit=limit)]
-
-    def replace_vectors(self, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
-        with self.dialect.transaction() as tx:
-            self.dialect.replace_vectors(tx, vectors)
 
     # ------------------------------------------------------------------ accept
     def accept(self, org_id: str, jobs: Sequence[NewJob], *, dedup_since: datetime | None,
@@ -327,6 +323,10 @@ class RelationalStore(LifecycleRules):
         with d.transaction() as tx:
             if not self._holds(tx, lease):
                 return CommitResult.LOST
+            if outcome.space is not None and outcome.created:
+                space = tx.one("vector_space_for_commit", {})
+                if space is not None and space["embedder"] != outcome.space:
+                    raise _Stale()  # `engram reindex` switched the store to another embedder meanwhile
             bump = changes_active_memories(outcome)
             if outcome.basis is not None or bump:
                 before = self._move_version(tx, org_id, lease.job.user_id, bump)

@@ -186,18 +186,18 @@ class SQLiteDialect:
             conn.execute(_ONLY.get("insert_vector"), {"rid": rid, "vec": vector})
             conn.execute(_ONLY.get("insert_lexical_entry"), {"rid": rid, "text": row["text"]})
 
-    def replace_vectors(self, tx: Statements, vectors: Sequence[tuple[str, np.ndarray]]) -> None:
-        tx.target.executemany(_ONLY.get("replace_vector"), [
-            {"id": memory_id, "vec": _vector_bytes(v)} for memory_id, v in vectors])
-        # The cache holds vectors as written once; this process's copies are now wrong (no other
-        # process may serve this file meanwhile: see Store.replace_vectors).
-        self.index.vectors.clear()
+    def vector(self, value: np.ndarray) -> bytes:
+        return _vector_bytes(value)
+
+    def switch_vectors(self, tx: Statements) -> None:
+        tx.target.execute(_ONLY.get("switch_vectors"))
 
     def delete_memories(self, tx: Statements, org_id: str, ids: Sequence[str]) -> None:
         conn = tx.target
         for row in conn.execute(_ONLY.get("rows_of_memories"), {"org_id": org_id, "ids": json.dumps(list(ids))}).fetchall():
             for name in ("delete_vector", "delete_lexical_entry", "delete_memory_row"):
                 conn.execute(_ONLY.get(name), {"rid": row["rid"]})
+        tx.run("delete_reindex_vectors", {"ids": json.dumps(list(ids))})
 
     def vectors_of(self, tx: Statements, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:

@@ -9,6 +9,8 @@
 --                   version row, memory rows by id — so rules never deadlock
 --   {{skip_locked}} the same for the lease, skipping rows another worker is leasing
 --   {{json_text:k}} the text of `details.k`
+--   {{vector:p}}    the parameter `p` as a stored vector (SQLite: float32 bytes; PostgreSQL: `vector`)
+--   {{for_share}}   lock the rows read against changes until the transaction ends (PostgreSQL)
 
 -- fragment: memory_columns
 -- Every column a Memory needs; never PostgreSQL's vector, tsvector or metadata's binary copy.
@@ -71,9 +73,42 @@ ON CONFLICT (only_row) DO UPDATE SET embedder = excluded.embedder, recorded_at =
 -- name: count_all_memories
 SELECT count(*) AS n FROM memories
 
--- name: memory_texts_after
--- Every memory of every org (re-embedding), by id: a page starts after the last one seen.
-SELECT id, text FROM memories WHERE id > :after ORDER BY id LIMIT :limit
+-- ================================================================== reindex (store/reindex.py)
+-- name: reindex_state
+SELECT embedder, after_id, started_at FROM reindex WHERE only_row = 1
+
+-- name: reindex_state_for_switch
+SELECT embedder FROM reindex WHERE only_row = 1 AND embedder = :embedder {{for_update}}
+
+-- name: begin_reindex
+INSERT INTO reindex(only_row, embedder, after_id, started_at, updated_at) VALUES (1, :embedder, '', :at, :at)
+ON CONFLICT (only_row) DO UPDATE SET embedder = excluded.embedder, after_id = '', started_at = excluded.started_at,
+                                     updated_at = excluded.updated_at
+
+-- name: advance_reindex
+UPDATE reindex SET after_id = COALESCE(:after, after_id), updated_at = :at WHERE only_row = 1 AND embedder = :embedder
+
+-- name: end_reindex
+DELETE FROM reindex
+
+-- name: clear_reindex_vectors
+DELETE FROM reindex_vectors
+
+-- name: write_reindex_vector
+INSERT INTO reindex_vectors(id, vec) VALUES (:id, {{vector:vec}})
+ON CONFLICT (id) DO UPDATE SET vec = excluded.vec
+
+-- name: memories_to_embed
+-- Every memory of every org, by id: a page starts after the last one done.
+SELECT id, type, text, {{json_text:rationale}} AS rationale FROM memories WHERE id > :after ORDER BY id LIMIT :limit
+
+-- name: memories_missing_reindex
+SELECT m.id, m.type, m.text, {{json_text:rationale}} AS rationale FROM memories m
+WHERE NOT EXISTS (SELECT 1 FROM reindex_vectors r WHERE r.id = m.id)
+ORDER BY m.id LIMIT :limit
+
+-- name: delete_reindex_vectors
+DELETE FROM reindex_vectors WHERE id {{in:ids}}
 
 -- ================================================================== accept
 -- name: idempotency_seen
@@ -182,6 +217,11 @@ SELECT status, count(*) AS n FROM jobs WHERE status IN ('pending', 'running') GR
 -- ================================================================== committing a job
 -- name: user_version
 SELECT version FROM user_versions WHERE org_id = :org_id AND user_id = :user_id
+
+-- name: vector_space_for_commit
+-- A commit writing vectors reads the space they must be of; an `engram reindex` switching
+-- meanwhile holds this row, and the commit waits for it (PostgreSQL).
+SELECT embedder FROM vector_space WHERE only_row = 1 {{for_share}}
 
 -- name: move_user_version
 -- Creates the row at `step`, or adds `step`; the version after. On PostgreSQL this locks the

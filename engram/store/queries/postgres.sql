@@ -15,3 +15,9 @@ FOR UPDATE OF j SKIP LOCKED
 
 -- fragment: json_text
 details ->> '{}'
+
+-- fragment: vector
+%({})s::vector
+
+-- fragment: for_share
+FOR SHARE

@@ -20,8 +20,9 @@ VALUES (%(id)s, %(org_id)s, %(type)s, %(status)s, %(text)s, %(text_hash)s, %(key
         %(conv_id)s, %(app_id)s, %(metadata)s, %(categories)s, %(details)s, %(source_event_ids)s, %(valid_at)s,
         %(job_id)s, %(created_at)s, %(updated_at)s, %(embedding)s::vector)
 
--- name: replace_vector
-UPDATE memories SET embedding = %(vec)s::vector WHERE id = %(id)s
+-- name: switch_vectors
+-- `engram reindex`'s switch: each memory's new vector (store/reindex.py).
+UPDATE memories m SET embedding = r.vec FROM reindex_vectors r WHERE r.id = m.id
 
 -- name: delete_memories
 DELETE FROM memories WHERE id = ANY(%(ids)s) AND org_id = %(org_id)s

@@ -13,3 +13,8 @@ IN (SELECT value FROM json_each(:{}))
 
 -- fragment: json_text
 json_extract(details, '$.{}')
+
+-- fragment: vector
+:{}
+
+-- fragment: for_share

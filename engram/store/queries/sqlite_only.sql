@@ -11,8 +11,11 @@ VALUES (:id, :org_id, :type, :status, :text, :text_hash, :key, :user_id, :agent_
 -- name: insert_vector
 INSERT INTO memory_vectors(rid, vec) VALUES (:rid, :vec)
 
--- name: replace_vector
-UPDATE memory_vectors SET vec = :vec WHERE rid = (SELECT rid FROM memories WHERE id = :id)
+-- name: switch_vectors
+-- `engram reindex`'s switch: each memory's new vector (store/reindex.py).
+UPDATE memory_vectors SET vec = (SELECT r.vec FROM reindex_vectors r JOIN memories m ON m.id = r.id
+                                 WHERE m.rid = memory_vectors.rid)
+WHERE rid IN (SELECT m.rid FROM memories m JOIN reindex_vectors r ON r.id = m.id)
 
 -- name: insert_lexical_entry
 INSERT INTO memory_fts(rowid, text) VALUES (:rid, :text)
