@@ -211,10 +211,7 @@ def test_an_erased_users_jobs_in_flight_fail_and_never_write(deployment: Deploym
         long = _ingest(c, carol, "c1", [f"I visited the {tag} museum number {i} in June." for i in range(1000)],
                        wait=False)
         queued = [_ingest(c, carol, "c1", [f"I own {i + 2} bikes."], wait=False) for i in range(2)]
-        deadline = time.monotonic() + 60
-        while c.get(f"/v1/memories/jobs/{long['id']}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _await_running(c, long["id"])
         erased = c.delete(f"/v1/users/{carol}").json()
         assert erased["jobs_failed"] == 3, erased
         for job in [long, *queued]:
@@ -224,6 +221,14 @@ def test_an_erased_users_jobs_in_flight_fail_and_never_write(deployment: Deploym
         _await_refused_commit(deployment, long["id"])
         assert _memories(c, carol) == []
         assert deployment.holds(f"{tag} museum") == 0
+
+
+def _await_running(c: httpx.Client, job_id: str, timeout_s: float = 60) -> None:
+    """Until a worker has leased the job (it is extracting: the race is on)."""
+    deadline = time.monotonic() + timeout_s
+    while c.get(f"/v1/memories/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def _await_refused_commit(deployment: Deployment, job_id: str, timeout_s: float = 60) -> None:
@@ -281,10 +286,7 @@ def test_a_retracted_conversations_jobs_in_flight_fail_and_never_write(deploymen
         _ingest(c, erin, "other", ["I play the cello.", "Nice."])
         long = _ingest(c, erin, "big", [f"I climbed the {tag} peak number {i} in May." for i in range(1000)],
                        wait=False)
-        deadline = time.monotonic() + 60
-        while c.get(f"/v1/memories/jobs/{long['id']}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _await_running(c, long["id"])
         done = c.delete("/v1/conversations/big", params={"user_id": erin}).json()
         assert done["jobs_failed"] == 1 and done["events_deleted"] == 1000
         assert c.get(f"/v1/memories/jobs/{long['id']}").json()["error"]["code"] == "resource_deleted"
