@@ -7,8 +7,9 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from engram.domain.records import ApiKey, utcnow
+from engram.domain.records import ApiKey, iso, utcnow
 from engram.errors import ServiceError
 from engram.ids import new_key_id
 from engram.store.base import Store
@@ -34,16 +35,25 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(store: Store, org_name: str, scopes: tuple[str, ...], name: str = "") -> tuple[ApiKey, str]:
+def issue_key(store: Store, org_id: str, scopes: tuple[str, ...], *, name: str = "",
+              expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new key of an existing org, stored as its hash; the secret is returned once."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise ValueError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}")
-    org = store.ensure_org(org_name)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(id=new_key_id(), org_id=org.id, name=name or org.name, prefix=secret[:10],
-                 scopes=tuple(dict.fromkeys(scopes)), created_at=utcnow())
+    key = ApiKey(id=new_key_id(), org_id=org_id, name=name or org_id, prefix=secret[:10],
+                 scopes=tuple(dict.fromkeys(scopes)), created_at=utcnow(), expires_at=expires_at)
     store.create_key(key, hash_key(secret))
     return key, secret
+
+
+def create_key(store: Store, org_name: str, scopes: tuple[str, ...], name: str = "") -> tuple[ApiKey, str]:
+    """A key of the org of that name (made if new): what tests and set-up scripts reach for."""
+    return issue_key(store, store.ensure_org(org_name).id, scopes, name=name)
+
+
+OPERATOR = Principal(DEFAULT_ORG, frozenset(SCOPES), None)  # the CLI on the store's machine
 
 
 class Authenticator:
@@ -93,8 +103,9 @@ class Authenticator:
             principal = _open_principal()
         else:
             cached = self._known.get(hash_key(secret)) if secret else None
-            if cached is None or now - cached[0] > self._cache_s or cached[1] is None:
-                return None  # the slow path raises the right error, or refreshes
+            if cached is None or now - cached[0] > self._cache_s or cached[1] is None \
+                    or cached[1].expires_at is not None:
+                return None  # the slow path raises the right error, or refreshes (and checks expiry)
             principal = _principal_of(cached[1])
         if org_header and org_header != principal.org_id:
             return None
@@ -109,6 +120,8 @@ class Authenticator:
             key = self._lookup(secret)
             if key is None:
                 raise ServiceError("unauthorized", "the API key is not valid or was revoked")
+            if key.expired(utcnow()):
+                raise ServiceError("unauthorized", f"the API key expired at {iso(key.expires_at)}")
             principal = _principal_of(key)
         if org_header and org_header != principal.org_id:
             org = self.store.get_org(principal.org_id)
@@ -118,8 +131,9 @@ class Authenticator:
 
 
 def _open_principal() -> Principal:
-    """Who a request is on a loopback server that has no API keys yet: the default org, every scope."""
-    return Principal(DEFAULT_ORG, frozenset(SCOPES), None)
+    """Who a request is on a loopback server that has no API keys yet: the default org, every
+    scope — the operator, as the CLI is."""
+    return OPERATOR
 
 
 def _principal_of(key: ApiKey) -> Principal:

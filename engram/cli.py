@@ -178,18 +178,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
-    from engram.auth import create_key
-    from engram.domain.records import utcnow
+    from engram.admin import Admin
+    from engram.auth import OPERATOR
+    from engram.domain.records import parse_iso
+    from engram.errors import ServiceError
     from engram.runtime import open_store
 
     store = open_store(settings)
+    admin = Admin(store, settings)  # the admin API's core: the CLI is the server's operator
     try:
         if args.keys_command == "create":
             scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
             try:
-                key, secret = create_key(store, args.org, scopes, name=args.name or "")
-            except ValueError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                expires = parse_iso(args.expires) if args.expires else None
+                org = store.ensure_org(args.org)
+                key, secret = admin.create_key(OPERATOR, scopes, name=args.name or org.name, expires_at=expires,
+                                               org_id=org.id)
+            except (ValueError, ServiceError) as exc:
+                print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
                 return 2
             print(f"created key {key.id} for org {key.org_id} with scopes {','.join(key.scopes)}")
             print("store it now; it is shown only once:")
@@ -199,12 +205,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
             orgs = {o.id: o.name for o in store.list_orgs()}
             if args.org:
                 keys = [k for k in keys if orgs.get(k.org_id) == args.org or k.org_id == args.org]
-            print(f"{'id':<22} {'org':<16} {'prefix':<12} {'scopes':<18} {'created':<20} revoked")
+            print(f"{'id':<22} {'org':<16} {'prefix':<12} {'scopes':<18} {'created':<20} {'expires':<20} revoked")
             for k in keys:
+                expires = "" if k.expires_at is None else f"{k.expires_at:%Y-%m-%d %H:%M:%S}"
                 print(f"{k.id:<22} {orgs.get(k.org_id, k.org_id):<16} {k.prefix:<12} {','.join(k.scopes):<18} "
-                      f"{k.created_at:%Y-%m-%d %H:%M:%S}  {'' if k.revoked_at is None else f'{k.revoked_at:%Y-%m-%d %H:%M:%S}'}")
+                      f"{k.created_at:%Y-%m-%d %H:%M:%S}  {expires:<20} "
+                      f"{'' if k.revoked_at is None else f'{k.revoked_at:%Y-%m-%d %H:%M:%S}'}")
         elif args.keys_command == "revoke":
-            if not store.revoke_key(args.key_id, utcnow()):
+            try:
+                admin.revoke_key(OPERATOR, args.key_id)
+            except ServiceError:
                 print(f"error: no active key {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
@@ -254,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--org", required=True)
     create.add_argument("--scopes", default="read,write")
     create.add_argument("--name")
+    create.add_argument("--expires", help="ISO-8601 time after which the key authenticates no one")
     data_arg(create)
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--org")

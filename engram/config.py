@@ -151,6 +151,7 @@ class Settings(BaseModel):
     # accept p99 from 64 ms to 340-450 ms with 2 or 40 at once, and not at all with 1
     # (docs/benchmarks.md). 0: one less than the machine's cores, at least 1.
     search_concurrency: int = Field(0, ge=0, le=256)
+    max_keys_per_org: int = Field(1000, ge=1, le=1_000_000)  # the admin API's cap (key_limit_reached)
     db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)
     migrate_on_start: bool = False  # PostgreSQL: apply pending migrations at start (else `engram migrate`)
     limits: Limits = Limits()

@@ -18,13 +18,16 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthorized": 401,
     "org_mismatch": 403,
     "insufficient_scope": 403,
+    "key_limit_reached": 403,
     # 404: nothing of that id in your org (other orgs' ids look exactly like unknown ids)
     "not_found": 404,
     "job_not_found": 404,
     "memory_not_found": 404,
     "key_not_found": 404,
+    "org_not_found": 404,
     # 409: an id the request would keep already belongs to another org of this server
     "id_conflict": 409,
+    "org_exists": 409,
     # 405: the path exists, the method does not (the Allow header names those that do)
     "method_not_allowed": 405,
     # 408: the request itself did not arrive in time (engram/api/connections.py)

@@ -30,6 +30,7 @@ from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
 from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
+from engram.admin import Admin
 from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
@@ -131,6 +132,7 @@ class Service:
         self._submits_accepts = isinstance(store, SubmitsAccepts)  # a protocol check is slow: once
         self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings), wake=self._on_accept)
+        self.admin = Admin(store, settings)
         # Vectors are compared and written only while they are this process's embedder's.
         self._space = SpaceGate(store, lambda: _embedder_name(settings))
         if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased

@@ -60,6 +60,11 @@ def scoped(scope: str) -> Callable[..., Principal]:
     return dependency
 
 
+async def authenticated(principal: Principal = Depends(_principal)) -> Principal:
+    """Any valid key, whatever its scopes (each operation checks its own)."""
+    return principal
+
+
 reader = scoped("read")
 writer = scoped("write")
 admin = scoped("admin")

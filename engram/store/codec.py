@@ -35,7 +35,7 @@ def org(row: Any) -> Org:
 def api_key(row: Any) -> ApiKey:
     return ApiKey(id=row["id"], org_id=row["org_id"], name=row["name"], prefix=row["prefix"],
                   scopes=tuple(json_value(row["scopes"])), created_at=time_value(row["created_at"]),  # type: ignore[arg-type]
-                  revoked_at=time_value(row["revoked_at"]))
+                  revoked_at=time_value(row["revoked_at"]), expires_at=time_value(row["expires_at"]))
 
 
 def job_error(value: Any) -> JobError | None:

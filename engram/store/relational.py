@@ -108,7 +108,7 @@ class RelationalStore(LifecycleRules, ReindexRules):
         with d.transaction() as tx:
             tx.run("insert_key", {"id": key.id, "org_id": key.org_id, "name": key.name, "prefix": key.prefix,
                                   "key_hash": key_hash, "scopes": d.json(list(key.scopes)),
-                                  "created_at": d.time(key.created_at)})
+                                  "created_at": d.time(key.created_at), "expires_at": d.time(key.expires_at)})
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         row = self._one("key_by_hash", key_hash=key_hash)
@@ -118,9 +118,16 @@ class RelationalStore(LifecycleRules, ReindexRules):
         rows = self._all("list_keys") if org_id is None else self._all("list_keys_of_org", org_id=org_id)
         return [codec.api_key(r) for r in rows]
 
-    def revoke_key(self, key_id: str, at: datetime) -> bool:
+    def revoke_key(self, key_id: str, at: datetime, org_id: str | None = None) -> bool:
+        """Revoke a key (of `org_id` only, when given); False when there is no such active key."""
         with self.dialect.transaction() as tx:
-            return tx.run("revoke_key", {"id": key_id, "at": self.dialect.time(at)}) == 1
+            if org_id is None:
+                return tx.run("revoke_key", {"id": key_id, "at": self.dialect.time(at)}) == 1
+            return tx.run("revoke_key_of_org", {"id": key_id, "org_id": org_id, "at": self.dialect.time(at)}) == 1
+
+    def count_keys(self, org_id: str) -> int:
+        """The org's keys that are not revoked (expired ones included)."""
+        return int(self._one("count_keys_of_org", org_id=org_id)["n"])
 
     def count_active_keys(self) -> int:
         return int(self._one("count_active_keys")["n"])

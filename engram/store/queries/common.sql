@@ -38,10 +38,11 @@ SELECT * FROM orgs ORDER BY created_at, id
 INSERT INTO orgs(id, name, created_at) VALUES (:id, :name, :created_at) ON CONFLICT DO NOTHING
 
 -- name: insert_key
-INSERT INTO api_keys(id, org_id, name, prefix, key_hash, scopes, created_at)
-VALUES (:id, :org_id, :name, :prefix, :key_hash, :scopes, :created_at)
+INSERT INTO api_keys(id, org_id, name, prefix, key_hash, scopes, created_at, expires_at)
+VALUES (:id, :org_id, :name, :prefix, :key_hash, :scopes, :created_at, :expires_at)
 
 -- name: key_by_hash
+-- An expired key is found too: the caller tells "expired" from "unknown" (authenticate).
 SELECT * FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL
 
 -- name: list_keys
@@ -52,6 +53,12 @@ SELECT * FROM api_keys WHERE org_id = :org_id ORDER BY created_at, id
 
 -- name: revoke_key
 UPDATE api_keys SET revoked_at = :at WHERE id = :id AND revoked_at IS NULL
+
+-- name: revoke_key_of_org
+UPDATE api_keys SET revoked_at = :at WHERE id = :id AND org_id = :org_id AND revoked_at IS NULL
+
+-- name: count_keys_of_org
+SELECT count(*) AS n FROM api_keys WHERE org_id = :org_id AND revoked_at IS NULL
 
 -- name: count_active_keys
 SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NULL
