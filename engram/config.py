@@ -152,6 +152,14 @@ class Settings(BaseModel):
     # (docs/benchmarks.md). 0: one less than the machine's cores, at least 1.
     search_concurrency: int = Field(0, ge=0, le=256)
     max_keys_per_org: int = Field(1000, ge=1, le=1_000_000)  # the admin API's cap (key_limit_reached)
+    # Token buckets (engram/ratelimit.py); 0 = off. Per key, and for a whole org.
+    rate_limit_requests_per_min: int = Field(120_000, ge=0, le=1_000_000_000)
+    rate_limit_events_per_min: int = Field(3_000_000, ge=0, le=1_000_000_000)
+    rate_limit_org_requests_per_min: int = Field(0, ge=0, le=1_000_000_000)
+    rate_limit_org_events_per_min: int = Field(0, ge=0, le=1_000_000_000)
+    # API processes sharing the limits (several `engram serve` on one PostgreSQL): each enforces
+    # its share, so together they admit at most the limit.
+    rate_limit_processes: int = Field(1, ge=1, le=1024)
     db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)
     migrate_on_start: bool = False  # PostgreSQL: apply pending migrations at start (else `engram migrate`)
     limits: Limits = Limits()

@@ -30,11 +30,13 @@ from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
 from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
+from engram import usage
 from engram.admin import Admin
 from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
+from engram.usage import UsageMeter
 from engram.store.base import (
     JOB_ENDED, AcceptResult, Idempotency, IdempotencyConflict, NewJob, NewMemory, Store, SubmitsAccepts,
 )
@@ -133,6 +135,7 @@ class Service:
         self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings), wake=self._on_accept)
         self.admin = Admin(store, settings)
+        self.usage = UsageMeter(store).start()  # requests, messages, searches: added to the store each second
         # Vectors are compared and written only while they are this process's embedder's.
         self._space = SpaceGate(store, lambda: _embedder_name(settings))
         if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased
@@ -140,7 +143,7 @@ class Service:
 
     # ------------------------------------------------------------------ accept
     async def accept(self, org_id: str, turns: Sequence[Turn], options: AcceptOptions, *,
-                     idempotency_key: str | None = None) -> AcceptOutcome:
+                     idempotency_key: str | None = None, key_id: str | None = None) -> AcceptOutcome:
         """Both families' accept, on the event loop: check the turns and group them into jobs
         (`plan_accept`), write events and jobs in one transaction — on the store's
         group-commit thread where it has one, else on a worker thread — and wake the workers.
@@ -167,7 +170,10 @@ class Service:
             return AcceptOutcome([], [], await anyio.to_thread.run_sync(self.get_job, org_id, result.replay_of))
         if result.job_ids:
             self._on_accept()
-        return AcceptOutcome(plan.resolved_event_ids(result), plan.created_jobs(result))
+        resolved = plan.resolved_event_ids(result)
+        written = sum(1 for new, stored in zip(plan.event_ids, resolved) if new == stored)  # not repeats
+        self.usage.add(org_id, {usage.MESSAGES: written}, key_id)
+        return AcceptOutcome(resolved, plan.created_jobs(result))
 
     def check_scope(self, fields: Mapping[str, str | Sequence[str] | None], where: str = "body") -> None:
         """Ids a request names as its scope (a search's actor, session, user, roles…) obey the
@@ -341,12 +347,14 @@ class Service:
         by_id = {e.id: e for e in self.store.get_events(org_id, wanted)}
         return {m.id: [by_id[e] for e in m.source_event_ids if e in by_id] for m in memories}
 
-    async def run_search(self, org_id: str, query: SearchQuery) -> SearchResults:
+    async def run_search(self, org_id: str, query: SearchQuery, *, key_id: str | None = None) -> SearchResults:
         """`search` on a worker thread, at most `search_concurrency` at once: the rest wait
         on the event loop, which stays free for accepts (see Settings.search_concurrency)."""
         if self._search_slots is None:
             self._search_slots = anyio.CapacityLimiter(self.settings.search_concurrency or search_slots_default())
-        return await anyio.to_thread.run_sync(self.search, org_id, query, limiter=self._search_slots)
+        results = await anyio.to_thread.run_sync(self.search, org_id, query, limiter=self._search_slots)
+        self.usage.add(org_id, {usage.SEARCHES: 1}, key_id)
+        return results
 
     def _vectors_usable(self) -> None:
         """503 `unavailable` when the stored vectors are another embedder's (vector_space.py)."""

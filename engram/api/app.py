@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__
-from engram.api import admin, errors, family_m, family_x, lifecycle
+from engram.api import admin, errors, family_m, family_x, lifecycle, usage
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
@@ -128,11 +128,13 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(family_m.router)
     app.include_router(lifecycle.router)
     app.include_router(admin.router)
+    app.include_router(usage.router)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
     app.add_middleware(RequestIdMiddleware)
     app.openapi = _openapi_with_documented_bodies(app, service.settings.limits)  # type: ignore[method-assign]
+    app.router.add_event_handler("shutdown", service.usage.close)  # the last second's counts too
     return app
 
 

@@ -13,6 +13,7 @@ from engram.auth import Authenticator, Principal, credentials_from_headers
 from engram.service import Service
 
 T = TypeVar("T")
+_ONE_REQUEST = {"requests": 1}
 
 
 async def service(request: Request) -> Service:
@@ -47,6 +48,7 @@ async def _authenticate(request: Request, authorization: str | None, x_api_key: 
     principal = authenticator.authenticate_cached(secret, x_org_id)
     if principal is None:
         principal = await run_in_threadpool(authenticator.authenticate, secret, x_org_id)
+    request.app.state.service.usage.add(principal.org_id, _ONE_REQUEST, principal.key_id)
     return principal
 
 

@@ -134,7 +134,7 @@ async def ingest(request: Request) -> JSONResponse:
     ]
     options = AcceptOptions(Grouping.PER_CONVERSATION, svc.settings.limits.max_content_chars_m, dedup=True)
     try:
-        outcome = await svc.accept(principal.org_id, turns, options)
+        outcome = await svc.accept(principal.org_id, turns, options, key_id=principal.key_id)
     except ServiceError as exc:
         raise relocate(exc, wire_loc) from None
     return JSONResponse({"event_ids": outcome.event_ids})
@@ -172,7 +172,7 @@ async def search(body: EventSearchBody, principal: Principal = Depends(reader),
             clauses.append(Cmp(name, "in", tuple(values)))
     query = SearchQuery(text=body.query, where=conjoin(*clauses), limit=body.limit, threshold=body.threshold,
                         with_source_events=body.include_source_events)
-    results = await svc.run_search(principal.org_id, query)
+    results = await svc.run_search(principal.org_id, query, key_id=principal.key_id)
     return {"results": [_result_wire(h) for h in results.hits]}
 
 

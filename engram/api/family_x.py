@@ -188,7 +188,8 @@ async def ingest(
     options = AcceptOptions(Grouping.PER_CALL, svc.settings.limits.max_content_chars_x,
                             extract_artifacts=body.extract_artifacts, group_ids=body.group_ids)
     try:
-        outcome = await svc.accept(principal.org_id, turns, options, idempotency_key=idempotency_key)
+        outcome = await svc.accept(principal.org_id, turns, options, idempotency_key=idempotency_key,
+                                   key_id=principal.key_id)
     except ServiceError as exc:
         raise wire_error(exc) from None
     job = outcome.replayed or outcome.jobs[0]
@@ -221,7 +222,7 @@ async def search(body: MemorySearchBody, principal: Principal = Depends(reader),
         with_source_events="source_events" in body.include, with_full_content="full_content" in body.include,
         with_context_prompt="context_prompt" in body.include,
     )
-    results = await svc.run_search(principal.org_id, query)
+    results = await svc.run_search(principal.org_id, query, key_id=principal.key_id)
     return {
         "object": "list",
         "data": [_hit_wire(h, query.with_full_content) for h in results.hits],

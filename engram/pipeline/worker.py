@@ -24,6 +24,8 @@ from engram.config import Settings
 from engram.domain.records import JobError, utcnow
 from engram.pipeline.process import Pipeline
 from engram.pipeline.vector_space import SpaceGate
+from engram import usage
+from engram.usage import UsageMeter
 from engram.store.base import CommitResult, JobOutcome, Lease, Store
 
 log = logging.getLogger("engram.worker")
@@ -50,10 +52,12 @@ class Worker:
         self.wake = threading.Event()
         self._last_sweep = 0.0
         self._space = SpaceGate(store, lambda: pipeline.embedder.name)
+        self.usage = UsageMeter(store)  # job outcomes, added to the store each second while running
         self._warned = -60.0
 
     def run(self, stop: threading.Event, poll_s: float = 0.5) -> None:
         log.info("worker %s started", self.name)
+        self.usage.start()
         while not stop.is_set():
             try:
                 if self.run_once():
@@ -64,6 +68,7 @@ class Worker:
                 stop.wait(1.0)
             self.wake.wait(poll_s)
             self.wake.clear()
+        self.usage.close()
         log.info("worker %s stopped", self.name)
 
     def run_once(self) -> bool:
@@ -88,6 +93,10 @@ class Worker:
             self._retry_or_fail(lease, exc)
             return True
         heartbeat.stop()
+        if result is CommitResult.COMMITTED:
+            failed = outcome.error  # the job failed as a whole (every turn rejected), committed as such
+            self.usage.add(lease.job.org_id, {usage.JOBS_FAILED: 1, f"{usage.JOBS_FAILED}:{failed.code}": 1}
+                           if failed else {usage.JOBS_SUCCEEDED: 1})
         if result is CommitResult.LOST:
             log.warning("job %s: lease lost before commit (taken back, or the job was ended: its user or "
                         "conversation deleted); nothing written", lease.job.id)
@@ -121,7 +130,8 @@ class Worker:
         error = JobError(code=code, message=message)
         if lease.job.attempts >= self.settings.max_attempts or not getattr(exc, "retryable", True):
             log.error("job %s failed for good after %d attempt(s): %s", lease.job.id, lease.job.attempts, message)
-            self.store.fail(lease, error)
+            if self.store.fail(lease, error):
+                self.usage.add(lease.job.org_id, {usage.JOBS_FAILED: 1, f"{usage.JOBS_FAILED}:{code}": 1})
             return
         backoff = self.settings.retry_base_s * 2 ** (lease.job.attempts - 1)
         delay = backoff * (0.5 + random.random())  # jitter keeps retries of many jobs apart

@@ -96,6 +96,7 @@ class LifecycleRules:
     _move_version: Callable[..., int]
     _announce_end: Callable[[Tx, str], None]
     _insert_sources: Callable[[Tx, Sequence[NewMemory]], None]
+    _add_usage: Callable[..., None]
     _one: Callable[..., Any]
     _all: Callable[..., list[Any]]
 
@@ -153,7 +154,7 @@ class LifecycleRules:
             finished = [j["id"] for j in jobs if j["status"] not in UNFINISHED]
             all_jobs = d.array([j["id"] for j in jobs])
             report.idempotency_keys = tx.run("delete_idempotency_of_jobs", {"org_id": org_id, "ids": all_jobs})
-            self._end_deleted_jobs(tx, unfinished, at, clear_payload=True)
+            self._end_deleted_jobs(tx, org_id, unfinished, at, clear_payload=True)
             report.jobs_failed = len(unfinished)
             if finished:
                 report.jobs_deleted = tx.run("delete_jobs", {"ids": d.array(finished)})
@@ -172,12 +173,14 @@ class LifecycleRules:
         self._forget()
         return report
 
-    def _end_deleted_jobs(self, tx: Tx, job_ids: Sequence[str], at: datetime, *, clear_payload: bool) -> None:
+    def _end_deleted_jobs(self, tx: Tx, org_id: str, job_ids: Sequence[str], at: datetime, *,
+                          clear_payload: bool) -> None:
         if not job_ids:
             return
         d = self.dialect
         tx.run("end_deleted_jobs", {"ids": d.array(list(job_ids)), "error": d.json(job_error_dict(DELETED)),
                                     "now": d.time(at), "clear": clear_payload, "empty": d.json({})})
+        self._add_usage(tx, org_id, at, {"jobs_failed": len(job_ids), f"jobs_failed:{DELETED.code}": len(job_ids)})
         for job_id in job_ids:
             self._announce_end(tx, job_id)
 
@@ -221,7 +224,7 @@ class LifecycleRules:
                 report.memories_removed = removed
             report.events_deleted = tx.run("mark_conversation_deleted", scope)
             unfinished = [j["id"] for j in jobs]
-            self._end_deleted_jobs(tx, unfinished, at, clear_payload=False)
+            self._end_deleted_jobs(tx, org_id, unfinished, at, clear_payload=False)
             report.jobs_failed = len(unfinished)
             self._erased(tx)
         self._forget()

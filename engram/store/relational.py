@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -612,6 +612,20 @@ class RelationalStore(LifecycleRules, ReindexRules):
         tx.many("add_usage", [{"org_id": org_id, "day": day, "name": name, "value": int(value)}
                               for name, value in sorted(counts.items()) if value])
 
+    def usage_days(self, org_id: str, since: datetime, until: datetime) -> list[tuple[date, str, int]]:
+        """The org's counters per UTC day from `since`'s day to `until`'s, as (day, name, value)."""
+        rows = self._all("usage_days", org_id=org_id, since=self.dialect.day(since), until=self.dialect.day(until))
+        return [(_as_date(r["day"]), r["name"], int(r["value"])) for r in rows]
+
+    def memory_counts(self, org_id: str) -> dict[tuple[str, str], int]:
+        """The org's memories now, by (type, status)."""
+        return {(r["type"], r["status"]): int(r["n"]) for r in self._all("memory_counts", org_id=org_id)}
+
     def usage_totals(self, org_id: str, since: datetime | None = None) -> dict[str, int]:
         since_day = self.dialect.day(since or datetime(1, 1, 1, tzinfo=timezone.utc))
         return {r["name"]: int(r["total"]) for r in self._all("usage_totals", org_id=org_id, since=since_day)}
+
+
+def _as_date(value: Any) -> date:
+    """A usage day as stored: text `YYYY-MM-DD` on SQLite, a `date` on PostgreSQL."""
+    return value if isinstance(value, date) else date.fromisoformat(value)

@@ -388,6 +388,14 @@ AND (m.created_at, m.id) {{cmp}} (:after_created_at, :after_id)
 -- name: usage_totals
 SELECT name, sum(value) AS total FROM usage_counters WHERE org_id = :org_id AND day >= :since GROUP BY name
 
+-- name: usage_days
+SELECT day, name, value FROM usage_counters WHERE org_id = :org_id AND day >= :since AND day <= :until
+ORDER BY day, name
+
+-- name: memory_counts
+-- The org's memories by type and status, now (usage's storage snapshot).
+SELECT type, status, count(*) AS n FROM memories WHERE org_id = :org_id GROUP BY type, status
+
 -- ================================================================== the data lifecycle (store/lifecycle.py)
 -- name: erasure_epoch
 SELECT epoch FROM erasures WHERE only_row = 1
