@@ -36,6 +36,7 @@ from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
+from engram.ratelimit import RateLimiter
 from engram.usage import UsageMeter
 from engram.store.base import (
     JOB_ENDED, AcceptResult, Idempotency, IdempotencyConflict, NewJob, NewMemory, Store, SubmitsAccepts,
@@ -136,6 +137,7 @@ class Service:
         self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings), wake=self._on_accept)
         self.admin = Admin(store, settings)
         self.usage = UsageMeter(store).start()  # requests, messages, searches: added to the store each second
+        self.rate = RateLimiter(settings)
         # Vectors are compared and written only while they are this process's embedder's.
         self._space = SpaceGate(store, lambda: _embedder_name(settings))
         if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased
@@ -154,6 +156,7 @@ class Service:
         locations (`("turns", 0, "content")`, `("idempotency_key",)`) that each route renames
         to its wire names (`validation.relocate`)."""
         plan = plan_accept(org_id, turns, options, self.settings, idempotency_key=idempotency_key)
+        self.rate.events(org_id, key_id, len(turns))  # 429 before anything is written
         try:
             if self._submits_accepts:
                 result = await asyncio.wrap_future(self.store.submit_accept(

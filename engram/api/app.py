@@ -65,6 +65,29 @@ class RequestIdMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
 
 
+class RateLimitHeaders:
+    """`RateLimit-Limit/Remaining/Reset` (and memsy's `X-RateLimit-*`) on every response to a
+    request a rate limit applied to (engram/ratelimit.py); a 429 carries its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = scope.get("state", {}).get("rate_limit")
+                headers = message.get("headers", [])
+                if decision is not None and not any(name == b"ratelimit-limit" for name, _ in headers):
+                    message["headers"] = [*headers, *decision.headers()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413 before they are parsed (and before they are read whole).
 
@@ -132,6 +155,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestIdMiddleware)
     app.openapi = _openapi_with_documented_bodies(app, service.settings.limits)  # type: ignore[method-assign]
     app.router.add_event_handler("shutdown", service.usage.close)  # the last second's counts too

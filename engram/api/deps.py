@@ -48,7 +48,11 @@ async def _authenticate(request: Request, authorization: str | None, x_api_key: 
     principal = authenticator.authenticate_cached(secret, x_org_id)
     if principal is None:
         principal = await run_in_threadpool(authenticator.authenticate, secret, x_org_id)
-    request.app.state.service.usage.add(principal.org_id, _ONE_REQUEST, principal.key_id)
+    svc: Service = request.app.state.service
+    # Rate limited first (a refused request is not counted as used); the headers are added to
+    # the response by app.RateLimitHeaders.
+    request.state.rate_limit = svc.rate.request(principal.org_id, principal.key_id)
+    svc.usage.add(principal.org_id, _ONE_REQUEST, principal.key_id)
     return principal
 
 

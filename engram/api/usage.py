@@ -71,7 +71,9 @@ async def key_usage(key_id: str, principal: Principal = Depends(admin), svc: Ser
 
 def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     end = end or datetime.now(timezone.utc)
-    start = start or end - timedelta(days=30)
+    if start is None:
+        start = end - timedelta(days=30) if end - datetime.min.replace(tzinfo=timezone.utc) > timedelta(days=30) \
+            else datetime.min.replace(tzinfo=timezone.utc)  # an end in the first month of year 1
     if start > end:
         raise ValidationFailed([{"loc": ["query", "period_start"], "msg": "must not be after period_end",
                                  "type": "value_error"}])
