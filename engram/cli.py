@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import ipaddress
 import logging
 import os
@@ -26,7 +27,25 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     data = getattr(args, "data", None)
     settings = load_settings(data_dir=data, **extra)  # "" is refused, not taken for "unset"
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    if settings.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
     return settings
+
+
+class JsonLines(logging.Formatter):
+    """ENGRAM_LOG_FORMAT=json: each record one JSON object on one line — time, level, logger,
+    process, message, and a record's own `fields` (an access-log line's request id, org, route,
+    status and latency)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+                                "level": record.levelname, "logger": record.name, "pid": record.process,
+                                "message": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
 
 
 def _port(text: str) -> int:
@@ -51,7 +70,17 @@ def _is_loopback(host: str) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, workers=0 if args.no_workers else args.workers)
+    from engram.metrics_dir import remove_private, use_directory
 
+    # Before prometheus-client is imported (by the app): it picks its multiprocess mode then.
+    metrics_path = use_directory(settings.metrics_dir, private=True) if settings.metrics else None
+    try:
+        return _serve(args, settings)
+    finally:
+        remove_private(metrics_path, settings.metrics_dir)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from engram.api.app import create_app
@@ -118,6 +147,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from engram.metrics_dir import use_directory
+
+    if settings.metrics:
+        use_directory(settings.metrics_dir, private=False)  # its server's directory, or the machine's shared one
 
     from engram.pipeline import vector_space
     from engram.pipeline.worker import Worker

@@ -160,6 +160,11 @@ class Settings(BaseModel):
     # API processes sharing the limits (several `engram serve` on one PostgreSQL): each enforces
     # its share, so together they admit at most the limit.
     rate_limit_processes: int = Field(1, ge=1, le=1024)
+    # engram/metrics.py: a directory every engram process of this machine shares (else `serve`
+    # makes a private one for itself and its workers); `json`: one JSON line per request.
+    metrics: bool = True  # GET /metrics and the request histogram (false: neither)
+    metrics_dir: Path | None = None
+    log_format: Literal["text", "json"] = "text"
     db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)
     migrate_on_start: bool = False  # PostgreSQL: apply pending migrations at start (else `engram migrate`)
     limits: Limits = Limits()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from engram.config import Settings
+from engram.metrics import RATE_LIMITED
 from engram.errors import ServiceError
 
 
@@ -97,20 +98,21 @@ class RateLimiter:
     def request(self, org_id: str, key_id: str | None) -> Decision | None:
         """Take one request token from the key's and the org's buckets; the key's bucket (else
         the org's) as it stands; 429 when either is empty."""
-        return self._take(self._key_requests, self._org_requests, org_id, key_id, 1, "requests")
+        return self._take(self._key_requests, self._org_requests, org_id, key_id, 1, "requests", "requests")
 
     def events(self, org_id: str, key_id: str | None, n: int) -> Decision | None:
         """Take `n` event tokens (messages or events being ingested)."""
-        return self._take(self._key_events, self._org_events, org_id, key_id, n, "ingested events")
+        return self._take(self._key_events, self._org_events, org_id, key_id, n, "ingested events", "events")
 
     def _take(self, per_key: _Limit, per_org: _Limit, org_id: str, key_id: str | None, n: int,
-              what: str) -> Decision | None:
+              what: str, label: str) -> Decision | None:
         now = self._clock()
         with self._lock:
             buckets = [(b, scope) for b, scope in ((per_key.bucket(f"{org_id}\x1f{key_id}", now), "key"),
                                                    (per_org.bucket(org_id, now), "org")) if b is not None]
             for bucket, scope in buckets:
                 if bucket.tokens < n:
+                    RATE_LIMITED.labels(f"{scope}_{label}").inc()
                     if n > bucket.capacity:
                         raise ServiceError("rate_limit_exceeded", f"{n} {what} in one request are more than this "
                                            f"{scope}'s limit allows in a minute ({int(bucket.capacity)}): send "

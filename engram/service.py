@@ -30,7 +30,7 @@ from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
 from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
-from engram import usage
+from engram import metrics, usage
 from engram.admin import Admin
 from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
@@ -176,6 +176,7 @@ class Service:
         resolved = plan.resolved_event_ids(result)
         written = sum(1 for new, stored in zip(plan.event_ids, resolved) if new == stored)  # not repeats
         self.usage.add(org_id, {usage.MESSAGES: written}, key_id)
+        metrics.EVENTS_ACCEPTED.labels("x" if options.grouping is Grouping.PER_CALL else "m").inc(written)
         return AcceptOutcome(resolved, plan.created_jobs(result))
 
     def check_scope(self, fields: Mapping[str, str | Sequence[str] | None], where: str = "body") -> None:

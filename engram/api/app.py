@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any, Callable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engram import __version__
+from engram import __version__, metrics
 from engram.api import admin, errors, family_m, family_x, lifecycle, usage
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
@@ -24,6 +26,7 @@ from engram.errors import ServiceError
 from engram.service import Service
 
 log = logging.getLogger("engram.api")
+access_log = logging.getLogger("engram.access")
 
 
 class RequestIdMiddleware:
@@ -63,6 +66,43 @@ class RequestIdMiddleware:
                                 "headers": [(b"content-type", b"application/json"),
                                             (b"content-length", str(len(body)).encode())]})
             await send_with_id({"type": "http.response.body", "body": body})
+
+
+class RequestMetrics:
+    """Each request's latency into `engram_http_request_duration_seconds` (by route template,
+    method and status), and with ENGRAM_LOG_FORMAT=json one log line per request: its request
+    id, org, route, method, status and latency."""
+
+    def __init__(self, app: ASGIApp, json_log: bool = False) -> None:
+        self.app = app
+        self.json_log = json_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"  # a template, never the raw path
+            metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(seconds)
+            if self.json_log:
+                principal = scope.get("state", {}).get("principal")
+                access_log.info("request", extra={"fields": {
+                    "request_id": scope.get("engram.request_id"), "org": getattr(principal, "org_id", None),
+                    "method": scope["method"], "route": template, "status": status,
+                    "latency_ms": round(seconds * 1000, 3)}})
 
 
 class RateLimitHeaders:
@@ -156,7 +196,17 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
     app.add_middleware(RateLimitHeaders)
+    if service.settings.metrics or service.settings.log_format == "json":
+        app.add_middleware(RequestMetrics, json_log=service.settings.log_format == "json")
     app.add_middleware(RequestIdMiddleware)
+    if service.settings.metrics:
+        metrics.initialise("api")
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            """Prometheus text format: every engram process of this machine, and the queue."""
+            body, content_type = await run_in_threadpool(metrics.render, service.store)
+            return Response(body, media_type=content_type)
     app.openapi = _openapi_with_documented_bodies(app, service.settings.limits)  # type: ignore[method-assign]
     app.router.add_event_handler("shutdown", service.usage.close)  # the last second's counts too
     return app

@@ -48,6 +48,7 @@ class ProviderError(ServiceError):
     """
 
     retryable = False  # the retries already happened, around the request
+    provider = True  # the worker counts it (engram_llm_errors_total)
 
     def __init__(self, message: str, *, rate_limited: bool, retry_after: float | None = None) -> None:
         headers = {"Retry-After": str(max(1, round(retry_after)))} if rate_limited and retry_after else {}

@@ -267,6 +267,7 @@ class Pipeline:
             "memories_updated": list(plan.updated),
             "memories_superseded_by": dict(outcome.superseded),
             "stage_timings": {k: round(v, 6) for k, v in timings.items()},
+            "embedded_texts": int(vectors.shape[0]),
         }
         if lease.job.kind == "replay":
             outcome.result["memories_retracted"] = list(outcome.retracted)

@@ -24,7 +24,7 @@ from engram.config import Settings
 from engram.domain.records import JobError, utcnow
 from engram.pipeline.process import Pipeline
 from engram.pipeline.vector_space import SpaceGate
-from engram import usage
+from engram import metrics, usage
 from engram.usage import UsageMeter
 from engram.store.base import CommitResult, JobOutcome, Lease, Store
 
@@ -58,6 +58,7 @@ class Worker:
     def run(self, stop: threading.Event, poll_s: float = 0.5) -> None:
         log.info("worker %s started", self.name)
         self.usage.start()
+        metrics.initialise("worker")
         while not stop.is_set():
             try:
                 if self.run_once():
@@ -97,6 +98,8 @@ class Worker:
             failed = outcome.error  # the job failed as a whole (every turn rejected), committed as such
             self.usage.add(lease.job.org_id, {usage.JOBS_FAILED: 1, f"{usage.JOBS_FAILED}:{failed.code}": 1}
                            if failed else {usage.JOBS_SUCCEEDED: 1})
+            metrics.observe_job(lease.job.kind, "failed" if failed else "succeeded", failed.code if failed else "",
+                                outcome.result, int((outcome.result or {}).get("embedded_texts", 0)), outcome.usage)
         if result is CommitResult.LOST:
             log.warning("job %s: lease lost before commit (taken back, or the job was ended: its user or "
                         "conversation deleted); nothing written", lease.job.id)
@@ -132,6 +135,9 @@ class Worker:
             log.error("job %s failed for good after %d attempt(s): %s", lease.job.id, lease.job.attempts, message)
             if self.store.fail(lease, error):
                 self.usage.add(lease.job.org_id, {usage.JOBS_FAILED: 1, f"{usage.JOBS_FAILED}:{code}": 1})
+                metrics.observe_job(lease.job.kind, "failed", code, None, 0, spent or {})
+                if getattr(exc, "provider", False):
+                    metrics.LLM_ERRORS.labels(code).inc()
             return
         backoff = self.settings.retry_base_s * 2 ** (lease.job.attempts - 1)
         delay = backoff * (0.5 + random.random())  # jitter keeps retries of many jobs apart

@@ -303,6 +303,12 @@ class RelationalStore(LifecycleRules, ReindexRules):
         if tx.one("next_job_waits", {"job_id": job_id}):
             d.notify(tx, WORK_READY, "")
 
+    def oldest_pending_age_s(self) -> float | None:
+        """Seconds since the oldest pending job was accepted; None when none is pending."""
+        row = self._one("oldest_pending")
+        oldest = codec.time_value(row["oldest"]) if row else None
+        return (utcnow() - oldest).total_seconds() if oldest is not None else None
+
     def queue_depth(self) -> dict[str, int]:
         depth = {"pending": 0, "running": 0}
         depth.update({r["status"]: int(r["n"]) for r in self._all("queue_depth")})

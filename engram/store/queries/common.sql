@@ -221,6 +221,9 @@ WHERE j.id = :job_id AND EXISTS (
 -- name: queue_depth
 SELECT status, count(*) AS n FROM jobs WHERE status IN ('pending', 'running') GROUP BY status
 
+-- name: oldest_pending
+SELECT min(created_at) AS oldest FROM jobs WHERE status IN ('pending', 'running') AND status = 'pending'
+
 -- ================================================================== committing a job
 -- name: user_version
 SELECT version FROM user_versions WHERE org_id = :org_id AND user_id = :user_id
