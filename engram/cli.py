@@ -130,6 +130,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     gc.freeze()
     if args.warm:
         threading.Thread(target=service.warm_up, daemon=True).start()
+    from engram.webhooks import Dispatcher
+
+    dispatcher = Dispatcher(store, settings).start()  # the outbox's deliveries, off every request's path
     log.info("engram %s serving on http://%s:%d (data: %s, workers: %d)", __version__, args.host, args.port,
              redact_url(settings.resolved_database_url), settings.workers)
     try:
@@ -138,6 +141,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                                                         body_timeout_s=settings.http_body_timeout_s),
                     timeout_keep_alive=settings.http_keepalive_timeout_s)
     finally:
+        dispatcher.close()
         supervisor.stop()
         store.close()
         if lock is not None:

@@ -163,6 +163,11 @@ class Settings(BaseModel):
     # engram/metrics.py: a directory every engram process of this machine shares (else `serve`
     # makes a private one for itself and its workers); `json`: one JSON line per request.
     metrics: bool = True  # GET /metrics and the request histogram (false: neither)
+    # engram/webhooks.py
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = Field(10, ge=1, le=100)
+    webhook_retry_base_s: float = _seconds(2.0, gt=0, le=3600)
+    webhook_timeout_s: float = _seconds(10.0, gt=0, le=300)
     metrics_dir: Path | None = None
     log_format: Literal["text", "json"] = "text"
     db_pool_size: int = Field(10, ge=2, le=200)  # PostgreSQL connections per process (at most)

@@ -37,6 +37,7 @@ from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
 from engram.search.query_vectors import QueryVectors
 from engram.ratelimit import RateLimiter
+from engram.webhooks import Webhooks
 from engram.usage import UsageMeter
 from engram.store.base import (
     JOB_ENDED, AcceptResult, Idempotency, IdempotencyConflict, NewJob, NewMemory, Store, SubmitsAccepts,
@@ -138,6 +139,7 @@ class Service:
         self.admin = Admin(store, settings)
         self.usage = UsageMeter(store).start()  # requests, messages, searches: added to the store each second
         self.rate = RateLimiter(settings)
+        self.webhooks = Webhooks(store, settings)
         # Vectors are compared and written only while they are this process's embedder's.
         self._space = SpaceGate(store, lambda: _embedder_name(settings))
         if hasattr(store, "on_forget"):  # an erasure anywhere: queries may quote what was erased

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__, metrics
-from engram.api import admin, errors, family_m, family_x, lifecycle, usage
+from engram.api import admin, errors, family_m, family_x, lifecycle, usage, webhooks
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
@@ -192,6 +192,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(lifecycle.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
+    app.include_router(webhooks.router)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})

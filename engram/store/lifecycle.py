@@ -169,6 +169,7 @@ class LifecycleRules:
             # meanwhile brought new turns, with their own job, which run as usual.
             report.events = tx.run("delete_user_events", {"org_id": org_id, "user_id": user_id, "job_ids": all_jobs})
             tx.run("delete_user_version", {"org_id": org_id, "user_id": user_id})
+            tx.run("delete_deliveries_of_user", {"org_id": org_id, "user_id": user_id})  # they name the user
             self._erased(tx)
         self._forget()
         return report

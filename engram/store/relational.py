@@ -33,6 +33,7 @@ from engram.store.base import (
 from engram.store.dialect import Dialect, Tx
 from engram.store.lifecycle import LifecycleRules
 from engram.store.reindex import ReindexRules
+from engram.store.webhooks import COMPLETED, FAILED, WebhookRules, completed_payload, failed_payload
 
 ACCEPT_RETRIES = 5  # a client event id stored by a concurrent accept makes this one run again
 
@@ -53,7 +54,7 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
     return "conv\x1f" + "\x1f".join((org_id, user_id, conv_id))
 
 
-class RelationalStore(LifecycleRules, ReindexRules):
+class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
     """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py;
     re-embedding: store/reindex.py)."""
 
@@ -247,7 +248,7 @@ class RelationalStore(LifecycleRules, ReindexRules):
                     return None
                 if row["attempts"] >= max_attempts:
                     error = JobError("ingest_failed", "the job was abandoned by its worker too many times")
-                    self._finish_failed(tx, row["id"], error, now)
+                    self._finish_failed(tx, codec.job(row), error, now)
                     continue
                 token = secrets.token_hex(16)
                 leased = tx.one("lease_job", {"owner": owner, "token": token, "seq": row["seq"], "now": d.time(now),
@@ -284,14 +285,15 @@ class RelationalStore(LifecycleRules, ReindexRules):
         with self.dialect.transaction() as tx:
             if not self._holds(tx, lease):
                 return False
-            self._finish_failed(tx, lease.job.id, error, utcnow())
+            self._finish_failed(tx, lease.job, error, utcnow())
             return True
 
-    def _finish_failed(self, tx: Tx, job_id: str, error: JobError, now: datetime) -> None:
+    def _finish_failed(self, tx: Tx, job: Job, error: JobError, now: datetime) -> None:
         d = self.dialect
-        tx.run("fail_job", {"id": job_id, "error": d.json(job_error_dict(error)), "now": d.time(now)})
-        tx.run("fail_pending_events", {"job_id": job_id, "reason": error.code})
-        self._announce_end(tx, job_id)
+        tx.run("fail_job", {"id": job.id, "error": d.json(job_error_dict(error)), "now": d.time(now)})
+        tx.run("fail_pending_events", {"job_id": job.id, "reason": error.code})
+        self._tell(tx, job, FAILED, lambda: failed_payload(job, error, now), now)
+        self._announce_end(tx, job.id)
 
     def _announce_end(self, tx: Tx, job_id: str) -> None:
         """Delivered at commit: waiters learn the job ended; idle workers learn that the
@@ -372,6 +374,12 @@ class RelationalStore(LifecycleRules, ReindexRules):
                 "id": job_id, "status": "failed" if outcome.error else "succeeded", "now": d.time(now),
                 "result": None if outcome.error else d.json(outcome.result),
                 "error": d.json(job_error_dict(outcome.error)) if outcome.error else None})
+            if outcome.error:
+                self._tell(tx, lease.job, FAILED, lambda: failed_payload(lease.job, outcome.error, now), now)  # type: ignore[arg-type]
+            else:
+                self._tell(tx, lease.job, COMPLETED, lambda: completed_payload(
+                    lease.job, [{"id": n.memory.id, "type": n.memory.type} for n in outcome.created],
+                    [{"id": m["id"], "type": m["type"]} for m in outcome.result.get("memories_updated", [])], now), now)
             self._announce_end(tx, job_id)
             return CommitResult.COMMITTED
 

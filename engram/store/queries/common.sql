@@ -11,6 +11,8 @@
 --   {{json_text:k}} the text of `details.k`
 --   {{vector:p}}    the parameter `p` as a stored vector (SQLite: float32 bytes; PostgreSQL: `vector`)
 --   {{for_share}}   lock the rows read against changes until the transaction ends (PostgreSQL)
+--   {{skip_locked_of:a}} lock the rows of alias `a` read, skipping those another process holds
+--   {{true}}        the boolean true (SQLite keeps 1)
 
 -- fragment: memory_columns
 -- Every column a Memory needs; never PostgreSQL's vector, tsvector or metadata's binary copy.
@@ -498,3 +500,51 @@ INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, n
 VALUES (:id, :org_id, :user_id, :conv_id, :agent_id, :app_id, :role, :kind, :name, :content, :dia_id, :metadata,
         :occurred_at, :received_at, :job_id, :client_event_id, :dedup_hash, :status, :fail_reason, :episode_id)
 ON CONFLICT DO NOTHING
+
+-- ================================================================== webhooks (store/webhooks.py)
+-- name: webhook_of_org
+SELECT * FROM webhooks WHERE org_id = :org_id
+
+-- name: put_webhook
+INSERT INTO webhooks(org_id, url, events, enabled, secret, created_at, updated_at)
+VALUES (:org_id, :url, :events, :enabled, :secret, :created_at, :updated_at)
+ON CONFLICT (org_id) DO UPDATE SET url = excluded.url, events = excluded.events, enabled = excluded.enabled,
+                                   secret = excluded.secret, updated_at = excluded.updated_at
+
+-- name: delete_webhook
+DELETE FROM webhooks WHERE org_id = :org_id
+
+-- name: drop_pending_deliveries
+DELETE FROM webhook_outbox WHERE org_id = :org_id AND status = 'pending'
+
+-- name: delete_deliveries_of_user
+DELETE FROM webhook_outbox WHERE org_id = :org_id AND user_id = :user_id
+
+-- name: enqueue_delivery
+INSERT INTO webhook_outbox(id, org_id, user_id, event, payload, attempts, next_at, status, created_at, updated_at)
+VALUES (:id, :org_id, :user_id, :event, :payload, 0, :now, 'pending', :now, :now)
+
+-- name: due_deliveries
+SELECT o.seq, o.id, o.org_id, o.event, o.payload, o.attempts, w.url, w.secret
+FROM webhook_outbox o JOIN webhooks w ON w.org_id = o.org_id
+WHERE o.status = 'pending' AND o.next_at <= :now AND (o.lease_until IS NULL OR o.lease_until < :now)
+  AND w.enabled = {{true}}
+ORDER BY o.next_at, o.seq LIMIT :limit
+{{skip_locked_of:o}}
+
+-- name: lease_delivery
+UPDATE webhook_outbox SET lease_until = :until, updated_at = :now WHERE seq = :seq
+
+-- name: delivered
+UPDATE webhook_outbox SET status = 'delivered', attempts = attempts + 1, lease_until = NULL, last_error = NULL,
+       updated_at = :now
+WHERE seq = :seq
+
+-- name: retry_delivery
+UPDATE webhook_outbox SET status = :status, attempts = attempts + 1, next_at = :next, lease_until = NULL,
+       last_error = :error, updated_at = :now
+WHERE seq = :seq
+
+-- name: deliveries_of_org
+SELECT id, event, status, attempts, last_error, created_at, updated_at FROM webhook_outbox
+WHERE org_id = :org_id ORDER BY seq DESC LIMIT :limit

@@ -21,3 +21,9 @@ details ->> '{}'
 
 -- fragment: for_share
 FOR SHARE
+
+-- fragment: skip_locked_of
+FOR UPDATE OF {} SKIP LOCKED
+
+-- fragment: true
+true

@@ -18,3 +18,8 @@ json_extract(details, '$.{}')
 :{}
 
 -- fragment: for_share
+
+-- fragment: skip_locked_of
+
+-- fragment: true
+1
