@@ -261,9 +261,15 @@ def _no_constants(name: str) -> Any:
 
 
 def success_problem(method: str, status: int, content: bytes, content_type: str = "application/json") -> str | None:
-    """Why a 2xx body is not what it says it is: strict JSON, or for JSON Lines (an export)
-    strict JSON on every line."""
+    """Why a 2xx body is not what it says it is: strict JSON, for JSON Lines (an export) strict
+    JSON on every line, for Prometheus' text (/metrics) UTF-8."""
     if status == 204 or method == "HEAD" or not content:
+        return None
+    if content_type.startswith("text/plain"):  # /metrics: Prometheus' text format, UTF-8
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError:
+            return "the 2xx text body is not UTF-8"
         return None
     lines = content.split(b"\n") if content_type.startswith("application/x-ndjson") else [content]
     try:
