@@ -141,3 +141,36 @@ def test_on_postgres_two_apis_and_two_workers_share_one_metrics_directory(postgr
         for p in procs:
             p.stop()
         postgres.drop_database(url)
+
+
+def test_model_requests_tokens_and_errors_are_counted(tmp_path: Path) -> None:
+    """With the llm extractor and the openai embedder against a real OpenAI-protocol server
+    (tests/openai_server.py): a job's model requests and tokens, and a job that fails on the
+    provider, appear on /metrics."""
+    from tests.openai_server import ScriptedOpenAI, echo_extractor, error
+    from tests.test_llm_e2e import llm_env
+
+    with ScriptedOpenAI() as llm:
+        llm.reset(default_chat=echo_extractor)
+        srv = ServerProcess(tmp_path / "data", env=llm_env(llm)).start()
+        try:
+            with srv.client() as c:
+                job = _ingest(c, ["I keep bees on my roof."])
+                assert wait_job(c, job["id"])["status"] == "succeeded"
+                llm.script(*[error(500)] * 20)  # the provider is down: every retry fails
+                bad = _ingest(c, ["I live in Porto."], conv="c2")
+                assert wait_job(c, bad["id"])["status"] == "failed"
+            deadline = time.monotonic() + 20
+            while True:
+                samples = _samples(srv.url)
+                if _value(samples, "engram_llm_errors_total") >= 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert _value(samples, "engram_llm_requests_total", kind="llm") >= 1
+            assert _value(samples, "engram_llm_requests_total", kind="embeddings") >= 1
+            assert _value(samples, "engram_llm_tokens_total", kind="prompt") > 0
+            assert _value(samples, "engram_llm_tokens_total", kind="completion") > 0
+            assert _value(samples, "engram_llm_errors_total", code="ingest_failed") == 1
+            assert _value(samples, "engram_jobs_finished_total", outcome="failed", code="ingest_failed") == 1
+        finally:
+            srv.stop()
