@@ -2,10 +2,10 @@
 
 For every request it sends, it asserts what a hostile client is owed:
   * no 5xx, and an answer within ENGRAM_FUZZ_REQUEST_TIMEOUT_S;
-  * every 4xx is the error envelope `{"detail": {"code", "error", "message", …}}` — or, for 422 on
-    the operations in `engram/api/errors.py` LIST_SHAPED_422, `{"detail": [{loc, msg, type}…],
-    "code", "error", "message"}` — with a code registered in `engram/errors.py` STATUS_BY_CODE
-    that is answered with that status;
+  * every 4xx is the error envelope `{"detail": {"code", "error", "message", …}, "error": {type,
+    code, message}}` — or, for 422 on the operations in `engram/api/errors.py` LIST_SHAPED_422,
+    `{"detail": [{loc, msg, type}…], "code", "message", "error": {…}}` — with a code registered
+    in `engram/errors.py` STATUS_BY_CODE that is answered with that status;
   * every 2xx with a body is strict JSON (no `NaN`, no lone surrogate);
   * after the run the server still answers, its workers still turn an ingest into searchable
     memories, and the fuzzed orgs' list and search still answer 2xx (nothing was poisoned).
@@ -249,8 +249,12 @@ def envelope_problem(method: str, template: str | None, status: int, content: by
         return f"code {code!r} is not registered in engram/errors.py"
     if status != STATUS_BY_CODE[code] and status not in ALSO_STATUS.get(code, ()):
         return f"code {code!r} (registered as {STATUS_BY_CODE[code]}) answered with {status}"
-    if holder.get("error") != code:
-        return f"'error' ({holder.get('error')!r}) does not repeat 'code' ({code!r})"
+    if holder is detail and detail.get("error") != code:
+        return f"'detail.error' ({detail.get('error')!r}) does not repeat 'code' ({code!r})"
+    typed = body.get("error")
+    if not isinstance(typed, dict) or typed.get("code") != code or not isinstance(typed.get("type"), str) \
+            or typed.get("message") != holder.get("message"):
+        return f"the top-level 'error' ({typed!r}) is not {{type, code, message}} of this error"
     if not isinstance(holder.get("message"), str) or not holder["message"]:
         return "no 'message'"
     return None

@@ -80,10 +80,12 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     body = response.json()
     if isinstance(body["detail"], list):
         found = body["code"]
-        assert body["error"] == found and body["message"]
+        assert body["message"]
     else:
         found = body["detail"]["code"]
         assert body["detail"]["error"] == found and body["detail"]["message"]
+    # what the xtrace SDKs read: the same code beside `detail`
+    assert body["error"]["code"] == found and body["error"]["type"] and body["error"]["message"], body
     assert STATUS_BY_CODE[found] == status or found == "invalid_request", found
     if code is not None:
         assert found == code, body

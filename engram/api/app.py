@@ -60,8 +60,8 @@ class RequestIdMiddleware:
             log.exception("unhandled error (request %s)", request_id)
             if started:
                 raise
-            body = json.dumps({"detail": {"code": "server_error", "error": "server_error",
-                                          "message": f"internal error; quote request id {request_id}"}}).encode()
+            body = json.dumps(errors.error_body("server_error", f"internal error; quote request id {request_id}",
+                                                500)).encode()
             await send_with_id({"type": "http.response.start", "status": 500,
                                 "headers": [(b"content-type", b"application/json"),
                                             (b"content-length", str(len(body)).encode())]})
@@ -171,8 +171,7 @@ class BodyLimitMiddleware:
         return f"the request body is larger than {limit} bytes"
 
     async def _reject(self, send: Send, limit: int) -> None:
-        body = json.dumps({"detail": {"code": "payload_too_large", "error": "payload_too_large",
-                                      "message": self._message(limit)}}).encode()
+        body = json.dumps(errors.error_body("payload_too_large", self._message(limit), 413)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -24,9 +24,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from engram.api.errors import error_body
+
 def _close_with(status: bytes, code: str, message: str) -> bytes:
     """A whole response in the error envelope, for a connection that is about to be closed."""
-    body = json.dumps({"detail": {"code": code, "error": code, "message": message}}).encode()
+    body = json.dumps(error_body(code, message, int(status.split(b" ")[0]))).encode()
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 

@@ -1,12 +1,15 @@
-"""Render every failure as the one error envelope both families' clients can read.
+"""Render every failure as the one error envelope every published client can read.
 
-    {"detail": {"code": "<stable code>", "error": "<same code>", "message": "<text>"}}
+    {"detail": {"code": "<stable code>", "error": "<same code>", "message": "<text>"},
+     "error": {"type": "<kind>", "code": "<stable code>", "message": "<text>"}}
 
-`error` repeats `code` because the family-M client reads its error code from that key.
-Request-validation failures are 422 with per-field entries. The family-X contract
-declares FastAPI's list shape (`{"detail": [{loc, msg, type}]}`) for 422 on some
-operations and the envelope on others; we follow it per operation, and the list shape
-also carries `code`/`error`/`message` at the top level so that every client finds them.
+`detail.error` repeats `code` because the family-M client (memsy) reads its error code from
+that key (it merges `detail` over the body, so the string wins for it); the top-level `error`
+object is what both xtrace SDKs (0.1.1 and 0.5.0) read their typed errors from. Request-
+validation failures are 422 with per-field entries. The family-X contract declares FastAPI's
+list shape (`{"detail": [{loc, msg, type}]}`) for 422 on some operations and the envelope on
+others; we follow it per operation, and the list shape carries `code`/`message` and the
+`error` object at the top level so that every client finds them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,23 @@ def _route_key(request: Request) -> tuple[str, str]:
     return request.method, getattr(route, "path", request.url.path)
 
 
+def error_type(status: int) -> str:
+    """The xtrace SDKs' `type` of an error, by status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(code: str, message: str, status: int, **extra: Any) -> dict[str, Any]:
+    """The envelope (module docstring); `extra` goes into `detail`."""
+    return {"detail": {"code": code, "error": code, "message": message, **extra},
+            "error": {"type": error_type(status), "code": code, "message": message}}
+
+
 def field_errors(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep only loc/msg/type: pydantic's entries may carry inputs that are not JSON. A body
     that is not JSON says why (FastAPI keeps the parser's reason in `ctx`)."""
@@ -62,16 +82,17 @@ def validation_response(request: Request, errors: list[dict[str, Any]], code: st
     errors = field_errors(errors)
     message = message or _summary(errors) or "the request is not valid"
     if _route_key(request) in LIST_SHAPED_422:
-        body: dict[str, Any] = {"detail": errors, "code": code, "error": code, "message": message}
+        body: dict[str, Any] = {"detail": errors, "code": code, "message": message,
+                                "error": {"type": error_type(422), "code": code, "message": message}}
     else:
-        body = {"detail": {"code": code, "error": code, "message": message, "errors": errors}}
+        body = error_body(code, message, 422, errors=errors)
     return JSONResponse(body, status_code=422)
 
 
 def error_response(error: ServiceError) -> JSONResponse:
-    detail = {"code": error.code, "error": error.code, "message": error.message}
-    detail.update({k: v for k, v in error.extra.items() if k not in ("errors", "loc")})
-    return JSONResponse({"detail": detail}, status_code=error.status, headers=error.headers)
+    extra = {k: v for k, v in error.extra.items() if k not in ("errors", "loc")}
+    return JSONResponse(error_body(error.code, error.message, error.status, **extra), status_code=error.status,
+                        headers=error.headers)
 
 
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -105,8 +126,7 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
         allowed = _allowed_methods(request)
         headers["Allow"] = ", ".join(allowed)
         message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
-    body = {"detail": {"code": code, "error": code, "message": message}}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    return JSONResponse(error_body(code, message, exc.status_code), status_code=exc.status_code, headers=headers)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -143,10 +163,20 @@ class ErrorDetail(BaseModel):
     errors: list[FieldError] | None = None
 
 
+class TypedError(BaseModel):
+    """What the xtrace SDKs read their typed errors from."""
+
+    type: str
+    code: str
+    message: str
+
+
 class ErrorEnvelope(BaseModel):
-    """Every error: `detail.code` is stable (engram/errors.py), `detail.error` repeats it."""
+    """Every error: `detail.code` is stable (engram/errors.py), `detail.error` repeats it, and
+    `error` carries it for the xtrace SDKs."""
 
     detail: ErrorDetail
+    error: TypedError
 
 
 class ValidationErrorList(BaseModel):
@@ -154,8 +184,8 @@ class ValidationErrorList(BaseModel):
 
     detail: list[FieldError]
     code: str
-    error: str
     message: str
+    error: TypedError
 
 
 _WHY = {
