@@ -99,19 +99,16 @@ class _Queue:
 
 
 def render(store: Any) -> tuple[bytes, str]:
-    """The exposition: every process's metrics of this machine's directory, and the queue."""
+    """The exposition: every process's metrics of this machine's directory (this process's
+    own when there is none: tests that build the app in process), and the queue. A registry
+    of its own per scrape: no global state changes, so scrapes may overlap."""
     registry = CollectorRegistry()
+    registry.register(_Queue(store))
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
 
         multiprocess.MultiProcessCollector(registry)
-    else:  # one process (tests that build the app in process)
-        from prometheus_client import REGISTRY
-
-        registry = REGISTRY  # type: ignore[assignment]
-    queue = _Queue(store)
-    registry.register(queue)
-    try:
         return generate_latest(registry), CONTENT_TYPE_LATEST
-    finally:
-        registry.unregister(queue)
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

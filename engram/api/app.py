@@ -29,103 +29,71 @@ log = logging.getLogger("engram.api")
 access_log = logging.getLogger("engram.access")
 
 
-class RequestIdMiddleware:
-    """Echo the client's X-Request-Id, or make one, on every response."""
+class RequestEnvelope:
+    """What wraps every request, in one pass over the response's start:
 
-    def __init__(self, app: ASGIApp) -> None:
+    - `X-Request-Id` (the client's, else a new one) on every response, and the stable 500
+      envelope (logged with the id) when a route raises;
+    - `RateLimit-Limit/Remaining/Reset` (and memsy's `X-RateLimit-*`) on every response a rate
+      limit applied to (engram/ratelimit.py; a 429 carries its own);
+    - with `observe`, the latency into `engram_http_request_duration_seconds` (route template,
+      method, status), and with `json_log` one access-log line (request id, org, route, status,
+      latency).
+    """
+
+    def __init__(self, app: ASGIApp, observe: bool = True, json_log: bool = False) -> None:
         self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
-        request_id = incoming[:128] if incoming else uuid.uuid4().hex
-        scope["engram.request_id"] = request_id
-
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            # Last line of defence: log with the request id, answer the stable 500 envelope.
-            log.exception("unhandled error (request %s)", request_id)
-            if started:
-                raise
-            body = json.dumps(errors.error_body("server_error", f"internal error; quote request id {request_id}",
-                                                500)).encode()
-            await send_with_id({"type": "http.response.start", "status": 500,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
-            await send_with_id({"type": "http.response.body", "body": body})
-
-
-class RequestMetrics:
-    """Each request's latency into `engram_http_request_duration_seconds` (by route template,
-    method and status), and with ENGRAM_LOG_FORMAT=json one log line per request: its request
-    id, org, route, method, status and latency."""
-
-    def __init__(self, app: ASGIApp, json_log: bool = False) -> None:
-        self.app = app
+        self.observe = observe
         self.json_log = json_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
+        begun = time.perf_counter()
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
+        request_id = incoming[:128] if incoming else uuid.uuid4().hex
+        scope["engram.request_id"] = request_id
+        status = 0  # 0 until a response has started
 
-        async def send_status(message: Message) -> None:
+        async def send_decorated(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                decision = scope.get("state", {}).get("rate_limit")
+                if decision is not None and not any(name == b"ratelimit-limit" for name, _ in headers):
+                    headers += decision.headers()
+                message["headers"] = headers
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_decorated)
+        except Exception:
+            # Last line of defence: log with the request id, answer the stable 500 envelope.
+            log.exception("unhandled error (request %s)", request_id)
+            if status:
+                raise
+            body = json.dumps(errors.error_body("server_error", f"internal error; quote request id {request_id}",
+                                                500)).encode()
+            await send_decorated({"type": "http.response.start", "status": 500,
+                                  "headers": [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(body)).encode())]})
+            await send_decorated({"type": "http.response.body", "body": body})
         finally:
-            seconds = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"  # a template, never the raw path
+            if self.observe or self.json_log:
+                self._record(scope, status or 500, time.perf_counter() - begun)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        template = getattr(scope.get("route"), "path", None) or "unmatched"  # a template, never the raw path
+        if self.observe:
             metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(seconds)
-            if self.json_log:
-                principal = scope.get("state", {}).get("principal")
-                access_log.info("request", extra={"fields": {
-                    "request_id": scope.get("engram.request_id"), "org": getattr(principal, "org_id", None),
-                    "method": scope["method"], "route": template, "status": status,
-                    "latency_ms": round(seconds * 1000, 3)}})
-
-
-class RateLimitHeaders:
-    """`RateLimit-Limit/Remaining/Reset` (and memsy's `X-RateLimit-*`) on every response to a
-    request a rate limit applied to (engram/ratelimit.py); a 429 carries its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                decision = scope.get("state", {}).get("rate_limit")
-                headers = message.get("headers", [])
-                if decision is not None and not any(name == b"ratelimit-limit" for name, _ in headers):
-                    message["headers"] = [*headers, *decision.headers()]
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
+        if self.json_log:
+            principal = scope.get("state", {}).get("principal")
+            access_log.info("request", extra={"fields": {
+                "request_id": scope["engram.request_id"], "org": getattr(principal, "org_id", None),
+                "method": scope["method"], "route": template, "status": status,
+                "latency_ms": round(seconds * 1000, 3)}})
 
 
 class BodyLimitMiddleware:
@@ -195,10 +163,8 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
-    app.add_middleware(RateLimitHeaders)
-    if service.settings.metrics or service.settings.log_format == "json":
-        app.add_middleware(RequestMetrics, json_log=service.settings.log_format == "json")
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestEnvelope, observe=service.settings.metrics,
+                       json_log=service.settings.log_format == "json")
     if service.settings.metrics:
         metrics.initialise("api")
 

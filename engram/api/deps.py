@@ -50,8 +50,8 @@ async def _authenticate(request: Request, authorization: str | None, x_api_key: 
         principal = await run_in_threadpool(authenticator.authenticate, secret, x_org_id)
     svc: Service = request.app.state.service
     # Rate limited first (a refused request is not counted as used); the headers are added to
-    # the response by app.RateLimitHeaders.
-    request.state.principal = principal  # for the access log (app.RequestMetrics)
+    # the response by app.RequestEnvelope.
+    request.state.principal = principal  # for the access log (app.RequestEnvelope)
     request.state.rate_limit = svc.rate.request(principal.org_id, principal.key_id)
     svc.usage.add(principal.org_id, _ONE_REQUEST, principal.key_id)
     return principal
