@@ -97,6 +97,8 @@ class LifecycleRules:
     _announce_end: Callable[[Tx, str], None]
     _insert_sources: Callable[[Tx, Sequence[NewMemory]], None]
     _add_usage: Callable[..., None]
+    _forget_callbacks: list[Callable[[], None]]
+    _epoch_seen: list[Any]
     _one: Callable[..., Any]
     _all: Callable[..., list[Any]]
 
@@ -108,13 +110,13 @@ class LifecycleRules:
     def on_forget(self, callback: Callable[[], None]) -> None:
         """Have `callback` called when this process learns of an erasure (its own, or another
         process's: `forget_if_erased`) — for caches kept above the store."""
-        self.__dict__.setdefault("_forget_callbacks", []).append(callback)
+        self._forget_callbacks.append(callback)
 
     def forget_if_erased(self, *, now: float | None = None) -> bool:
         """Drop every in-process cache when the erasure epoch moved since this process last
         looked; looks at most once per EPOCH_CHECK_S. True when caches were dropped."""
         now = time.monotonic() if now is None else now
-        state = self.__dict__.setdefault("_epoch_seen", [None, -EPOCH_CHECK_S])
+        state = self._epoch_seen
         if now - state[1] < EPOCH_CHECK_S:
             return False
         state[1] = now
@@ -130,7 +132,7 @@ class LifecycleRules:
 
     def _forget(self) -> None:
         self.dialect.forget()
-        for callback in self.__dict__.get("_forget_callbacks", []):
+        for callback in self._forget_callbacks:
             callback()
 
     def _erased(self, tx: Tx) -> None:

@@ -60,6 +60,8 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self._forget_callbacks: list[Callable[[], None]] = []  # store/lifecycle.py on_forget
+        self._epoch_seen: list[Any] = [None, float("-inf")]  # (erasure epoch, when it was read)
 
     # ------------------------------------------------------------------ helpers
     def _one(self, query: str, /, **named: Any) -> Any | None:
@@ -468,8 +470,8 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
                                                    keys=d.array(list(keys)), text_hashes=d.array(list(text_hashes)))]
 
     def memories_citing(self, org_id: str, event_ids: Sequence[str], *, any_status: bool = False) -> list[Memory]:
-        return [codec.memory(r) for r in self._all("memories_citing_any" if any_status else "memories_citing",
-                                                   org_id=org_id, event_ids=self.dialect.array(list(event_ids)))]
+        return [codec.memory(r) for r in self._all("memories_citing", org_id=org_id, any_status=any_status,
+                                                   event_ids=self.dialect.array(list(event_ids)))]
 
     # ------------------------------------------------------------------ memories
     def get_memory(self, org_id: str, memory_id: str) -> Memory | None:

@@ -215,13 +215,9 @@ class SQLiteDialect:
         throughout: accepts wait."""
         conn = self.connection()
         before = self._bytes_on_disk()
-        conn.execute("PRAGMA secure_delete=ON")
-        try:
-            with self.transaction() as tx:
-                tx.target.execute(_ONLY.get("optimize_lexical_index"))
-            conn.execute("VACUUM")
-        finally:
-            conn.execute("PRAGMA secure_delete=OFF")
+        with self.erasing() as tx:
+            tx.target.execute(_ONLY.get("optimize_lexical_index"))
+        conn.execute("VACUUM")  # the file rebuilt from live rows: no free page keeps old bytes
         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         return {"bytes_before": before, "bytes_after": self._bytes_on_disk(), "log_truncated": not busy}
 

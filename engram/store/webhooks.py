@@ -88,7 +88,7 @@ class WebhookRules:
         if job.kind not in TOLD:
             return
         row = tx.one("webhook_of_org", {"org_id": job.org_id})
-        if row is None or not _truthy(row["enabled"]) or event not in codec.json_value(row["events"]):
+        if row is None or not row["enabled"] or event not in codec.json_value(row["events"]):
             return
         d = self.dialect
         tx.run("enqueue_delivery", {"id": "whd_" + secrets.token_hex(12), "org_id": job.org_id,
@@ -99,6 +99,8 @@ class WebhookRules:
         """Pending deliveries whose time has come, leased to this process for `lease_for_s`
         (another API process skips them meanwhile)."""
         d = self.dialect
+        if self._one("any_due_delivery", now=d.time(now)) is None:
+            return []  # the sender polls twice a second: no write transaction (SQLite's one writer) for nothing
         with d.transaction() as tx:
             rows = tx.all("due_deliveries", {"now": d.time(now), "limit": limit})
             until = d.time(now + timedelta(seconds=lease_for_s))
@@ -125,11 +127,7 @@ class WebhookRules:
                 for r in self._all("deliveries_of_org", org_id=org_id, limit=limit)]
 
 
-def _truthy(value: Any) -> bool:
-    return bool(value)  # SQLite keeps 0/1, PostgreSQL a boolean
-
-
 def _config(row: Any) -> WebhookConfig:
-    return WebhookConfig(row["org_id"], row["url"], tuple(codec.json_value(row["events"])), _truthy(row["enabled"]),
+    return WebhookConfig(row["org_id"], row["url"], tuple(codec.json_value(row["events"])), bool(row["enabled"]),
                          row["secret"], codec.time_value(row["created_at"]),  # type: ignore[arg-type]
                          codec.time_value(row["updated_at"]))

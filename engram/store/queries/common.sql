@@ -313,13 +313,8 @@ ORDER BY created_at, id
 
 -- name: memories_citing
 SELECT {{memory_columns}} FROM memories m
-WHERE {{org}} = :org_id AND status = 'active'
+WHERE {{org}} = :org_id AND (status = 'active' OR :any_status)
   AND id IN (SELECT memory_id FROM memory_sources WHERE event_id {{in:event_ids}})
-ORDER BY created_at, id
-
--- name: memories_citing_any
-SELECT {{memory_columns}} FROM memories m
-WHERE {{org}} = :org_id AND id IN (SELECT memory_id FROM memory_sources WHERE event_id {{in:event_ids}})
 ORDER BY created_at, id
 
 -- ================================================================== search
@@ -531,6 +526,11 @@ WHERE o.status = 'pending' AND o.next_at <= :now AND (o.lease_until IS NULL OR o
   AND w.enabled = {{true}}
 ORDER BY o.next_at, o.seq LIMIT :limit
 {{skip_locked_of:o}}
+
+-- name: any_due_delivery
+SELECT 1 AS due FROM webhook_outbox o
+WHERE o.status = 'pending' AND o.next_at <= :now AND (o.lease_until IS NULL OR o.lease_until < :now)
+LIMIT 1
 
 -- name: lease_delivery
 UPDATE webhook_outbox SET lease_until = :until, updated_at = :now WHERE seq = :seq
