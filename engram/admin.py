@@ -87,6 +87,15 @@ class Admin:
     def list_keys(self, principal: Principal, org_id: str | None = None) -> list[ApiKey]:
         return self.store.list_keys(self._org_of(principal, org_id))
 
+    def key(self, principal: Principal, key_id: str) -> ApiKey:
+        """One key of the caller's org (the operator: of any org); another org's looks unknown."""
+        principal.require("admin")
+        key = next((k for k in self.store.list_keys(None if self.is_operator(principal) else principal.org_id)
+                    if k.id == key_id), None)
+        if key is None:
+            raise ServiceError("key_not_found", f"no key {key_id!r} in this org")
+        return key
+
     def revoke_key(self, principal: Principal, key_id: str) -> None:
         """Revoke a key of the caller's org (the operator: of any org)."""
         principal.require("admin")

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from engram.domain.records import iso, utcnow
+from engram.errors import ValidationFailed
 from engram.store.base import Store
 
 log = logging.getLogger("engram.usage")
@@ -46,8 +47,8 @@ class UsageMeter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, org_id: str, counts: Mapping[str, int], key_id: str | None = None) -> None:
-        day = datetime.now(timezone.utc).date()
+    def add(self, org_id: str, counts: Mapping[str, int], key_id: str | None = None, day: date | None = None) -> None:
+        day = day or datetime.now(timezone.utc).date()
         with self._lock:
             into = self._counts[(org_id, day)]
             for name, n in counts.items():
@@ -65,13 +66,7 @@ class UsageMeter:
                                          dict(counts))
             except Exception:  # the store is away: count again next time rather than lose it
                 log.exception("usage counters of org %s not written; kept for the next flush", org_id)
-                self.add_back(org_id, day, counts)
-
-    def add_back(self, org_id: str, day: date, counts: Mapping[str, int]) -> None:
-        with self._lock:
-            into = self._counts[(org_id, day)]
-            for name, n in counts.items():
-                into[name] += n
+                self.add(org_id, counts, day=day)  # per-key names included: added as they are
 
     def start(self) -> "UsageMeter":
         if self._thread is None:
@@ -98,17 +93,27 @@ def month_of(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _split(rows: list[tuple[date, str, int]]) -> tuple[dict[date, dict[str, int]], dict[str, dict[str, int]]]:
-    """(the org's counters by day, each key's totals by key id)."""
-    by_day: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    by_key: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+def _days(rows: list[tuple[date, str, int]], key_id: str | None = None) -> dict[date, dict[str, int]]:
+    """Counters by day: the org's own, or (with `key_id`) that key's."""
+    prefix = f"{KEY_PREFIX}{key_id}:" if key_id else None
+    out: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for day, name, value in rows:
+        if prefix is not None:
+            if name.startswith(prefix):
+                out[day][name[len(prefix):]] += value
+        elif not name.startswith(KEY_PREFIX):
+            out[day][name] += value
+    return out
+
+
+def _keys(rows: list[tuple[date, str, int]]) -> dict[str, dict[str, int]]:
+    """Each key's totals over the rows, by key id."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _, name, value in rows:
         if name.startswith(KEY_PREFIX):
             key_id, _, counter = name[len(KEY_PREFIX):].partition(":")
-            by_key[key_id][counter] += value
-        else:
-            by_day[day][name] += value
-    return by_day, by_key
+            out[key_id][counter] += value
+    return out
 
 
 def _total(by_day: Mapping[date, Mapping[str, int]]) -> dict[str, int]:
@@ -125,7 +130,8 @@ def xtrace_usage(store: Store, org_id: str, *, daily: bool, by_api_key: bool, ra
     engram's own counters (`engram`) beside it."""
     now = now or utcnow()
     start, end = month_of(now)
-    by_day, by_key = _split(store.usage_days(org_id, start, now))
+    rows = store.usage_days(org_id, start, now)
+    by_day, by_key = _days(rows), _keys(rows)
     total = _total(by_day)
     counts = store.memory_counts(org_id)
     active = {t: counts.get((t, "active"), 0) for t in ("fact", "episode", "artifact")}
@@ -167,7 +173,7 @@ def memsy_summary(store: Store, org_id: str, now: datetime | None = None) -> dic
     """memsy's `control.usage.summary()`: the month's totals per dimension (no limits here)."""
     now = now or utcnow()
     start, end = month_of(now)
-    total = _total(_split(store.usage_days(org_id, start, now))[0])
+    total = _total(_days(store.usage_days(org_id, start, now)))
     counts = store.memory_counts(org_id)
     dimensions = [{"dimension": d, "used": sum(total.get(n, 0) for n in names), "limit": None}
                   for d, names in DIMENSIONS.items()]
@@ -177,11 +183,18 @@ def memsy_summary(store: Store, org_id: str, now: datetime | None = None) -> dic
             "dimensions": dimensions}
 
 
-def memsy_timeseries(store: Store, org_id: str, start: datetime, end: datetime, dimension: str | None,
-                     key_id: str | None = None) -> list[dict[str, Any]]:
-    """memsy's timeseries points: one per day and dimension that has a count (a key's, if named)."""
-    by_day, by_key_day = _split_days(store.usage_days(org_id, start, end), key_id)
-    source = by_key_day if key_id is not None else by_day
+def memsy_timeseries(store: Store, org_id: str, start: datetime | None, end: datetime | None,
+                     dimension: str | None, key_id: str | None = None) -> list[dict[str, Any]]:
+    """memsy's timeseries points: one per day and dimension that has a count (a key's, if
+    named), from `start` to `end` (default: the 30 days up to now)."""
+    end = end or utcnow()
+    if start is None:
+        floor = datetime.min.replace(tzinfo=timezone.utc)  # an end in the first month of year 1
+        start = end - timedelta(days=30) if end - floor > timedelta(days=30) else floor
+    if start > end:
+        raise ValidationFailed([{"loc": ["query", "period_start"], "msg": "must not be after period_end",
+                                 "type": "value_error"}])
+    source = _days(store.usage_days(org_id, start, end), key_id)
     points = []
     for day in sorted(source):
         for d, names in DIMENSIONS.items():
@@ -191,17 +204,3 @@ def memsy_timeseries(store: Store, org_id: str, start: datetime, end: datetime, 
             if quantity:
                 points.append({"date": day.isoformat(), "dimension": d, "quantity": quantity})
     return points
-
-
-def _split_days(rows: list[tuple[date, str, int]], key_id: str | None
-                ) -> tuple[dict[date, dict[str, int]], dict[date, dict[str, int]]]:
-    """(the org's counters by day, the key's counters by day)."""
-    org: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    key: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    prefix = f"{KEY_PREFIX}{key_id}:" if key_id else None
-    for day, name, value in rows:
-        if prefix and name.startswith(prefix):
-            key[day][name[len(prefix):]] += value
-        elif not name.startswith(KEY_PREFIX):
-            org[day][name] += value
-    return org, key

@@ -4,7 +4,6 @@ shape, and memsy's control-plane views (`/v1/usage/summary`, `/v1/usage/timeseri
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -16,7 +15,6 @@ from engram.api.deps import admin, reader, service
 from engram.api.errors import documented
 from engram.api.fields import Instant
 from engram.auth import Principal
-from engram.errors import ServiceError, ValidationFailed
 from engram.service import Service
 
 router = APIRouter(prefix="/v1", tags=["usage"], route_class=StrictJSONRoute)
@@ -48,33 +46,14 @@ async def usage_timeseries(dimension: Dimension | None = None, granularity: Lite
                            principal: Principal = Depends(admin), svc: Service = Depends(service)) -> dict[str, Any]:
     """memsy's `control.usage.timeseries()`: one point per day and dimension (counters are kept
     per day, so `granularity` is `daily` only); the last 30 days unless a period is given."""
-    end, start = _period(period_start, period_end)
-    points = await run_in_threadpool(usage.memsy_timeseries, svc.store, principal.org_id, start, end, dimension)
+    points = await run_in_threadpool(usage.memsy_timeseries, svc.store, principal.org_id, period_start, period_end,
+                                     dimension)
     return {"org_id": principal.org_id, "granularity": granularity, "data": points}
 
 
 @router.get("/keys/{key_id}/usage", responses=documented(401, 403, 404, 422))
 async def key_usage(key_id: str, principal: Principal = Depends(admin), svc: Service = Depends(service)) -> dict[str, Any]:
     """memsy's `control.keys.usage(id)`: the key's points of the last 30 days."""
-    keys = await run_in_threadpool(svc.admin.list_keys, principal, None)
-    known = {k.id: k for k in keys}
-    if key_id not in known and not svc.admin.is_operator(principal):
-        raise ServiceError("key_not_found", f"no key {key_id!r} in this org")
-    key = known.get(key_id) or next((k for k in await run_in_threadpool(svc.store.list_keys, None)
-                                     if k.id == key_id), None)
-    if key is None:
-        raise ServiceError("key_not_found", f"no key {key_id!r}")
-    end, start = _period(None, None)
-    points = await run_in_threadpool(usage.memsy_timeseries, svc.store, key.org_id, start, end, None, key_id)
+    key = await run_in_threadpool(svc.admin.key, principal, key_id)
+    points = await run_in_threadpool(usage.memsy_timeseries, svc.store, key.org_id, None, None, None, key_id)
     return {"key_id": key_id, "usage": points}
-
-
-def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = end or datetime.now(timezone.utc)
-    if start is None:
-        start = end - timedelta(days=30) if end - datetime.min.replace(tzinfo=timezone.utc) > timedelta(days=30) \
-            else datetime.min.replace(tzinfo=timezone.utc)  # an end in the first month of year 1
-    if start > end:
-        raise ValidationFailed([{"loc": ["query", "period_start"], "msg": "must not be after period_end",
-                                 "type": "value_error"}])
-    return end, start

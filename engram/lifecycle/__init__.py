@@ -56,20 +56,20 @@ class Lifecycle:
     def embedder_name(self) -> str:
         return self._embedder_name()
 
-    def _check_ids(self, **ids: str | None) -> None:
+    def _check_ids(self, where: str, **ids: str | None) -> None:
+        """The ids a request names obey the id rule, as ingested ids do; 422 naming each that does not."""
         check = FieldChecks(self.settings.limits)
         for name, value in ids.items():
-            check.id(("query" if name != "user_id_path" else "path", name.removesuffix("_path")), value,
-                     required=True)
+            check.id((where, name), value, required=True)
         check.raise_if_any()
 
     # ------------------------------------------------------------------ erase and retract
     def erase_user(self, org_id: str, user_id: str) -> Erasure:
-        self._check_ids(user_id_path=user_id)
+        self._check_ids("path", user_id=user_id)
         return self.store.erase_user(org_id, user_id, utcnow())
 
     def retract_conversation(self, org_id: str, user_id: str | None, conv_id: str) -> Retraction:
-        self._check_ids(user_id=user_id, conv_id=conv_id)
+        self._check_ids("query", user_id=user_id, conv_id=conv_id)
         assert user_id is not None
         return self.store.retract_conversation(org_id, user_id, conv_id, utcnow())
 
@@ -80,7 +80,7 @@ class Lifecycle:
     def replay(self, org_id: str, user_id: str | None, conv_id: str) -> Job:
         """A job that extracts the conversation's remembered turns again with the current
         extractor; its old facts are superseded by what it finds (pipeline/process.py)."""
-        self._check_ids(user_id=user_id, conv_id=conv_id)
+        self._check_ids("query", user_id=user_id, conv_id=conv_id)
         assert user_id is not None
         if not self.store.export_events(org_id, user_id, conv_id, "", 1):
             raise ServiceError("not_found", f"user {user_id!r} has no conversation {conv_id!r} in this org")
@@ -93,9 +93,9 @@ class Lifecycle:
         """The user's (or the conversation's) events and memories as JSON Lines, read a page at
         a time while the lines are sent (never the whole export in memory)."""
         if conv_id is None:
-            self._check_ids(user_id_path=user_id)
+            self._check_ids("path", user_id=user_id)
         else:
-            self._check_ids(user_id=user_id, conv_id=conv_id)
+            self._check_ids("query", user_id=user_id, conv_id=conv_id)
         return self._lines(org_id, user_id, conv_id)
 
     def _lines(self, org_id: str, user_id: str, conv_id: str | None) -> Iterator[bytes]:
