@@ -143,6 +143,36 @@ def server_on_postgres(postgres: "PgServer", data_dir: Path, name: str,
         postgres.drop_database(url)
 
 
+@contextmanager
+def serve_on(backend: str, request: pytest.FixtureRequest, tmp: Path, name: str,
+             env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """An `engram serve` on the embedded store ("sqlite") or on a fresh database of the session's
+    PostgreSQL ("postgres"): what a test parametrised over both stores runs against."""
+    if backend == "sqlite":
+        srv = ServerProcess(tmp / "data", env=env or {}).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+            srv.kill()
+        return
+    with server_on_postgres(request.getfixturevalue("postgres"), tmp / "data", name, env=env) as srv:
+        yield srv
+
+
+def wait_healthy(url: str, timeout_s: float = 90, procs: list["EngramProcess"] | None = None) -> None:
+    """Until `url`'s /v1/health answers 200 (a process started on its own)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, [p.log.read_text(errors="replace") for p in procs or []]
+        time.sleep(0.1)
+
+
 def create_key(srv: ServerProcess, org: str, scopes: str = "read,write") -> str:
     result = srv.cli("keys", "create", "--org", org, "--scopes", scopes)
     assert result.returncode == 0, result.stderr

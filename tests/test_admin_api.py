@@ -12,20 +12,12 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, create_key, server_on_postgres
+from tests.conftest import ServerProcess, create_key, serve_on
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp(f"admin-{request.param}")
-    if request.param == "sqlite":
-        server = ServerProcess(tmp / "data").start()
-        try:
-            yield server
-        finally:
-            server.stop()
-        return
-    with server_on_postgres(request.getfixturevalue("postgres"), tmp / "data", "engram_admin") as server:
+    with serve_on(request.param, request, tmp_path_factory.mktemp(f"admin-{request.param}"), "engram_admin") as server:
         yield server
 
 

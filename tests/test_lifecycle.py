@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ServerProcess, create_key, server_on_postgres, wait_job
+from tests.conftest import ServerProcess, create_key, serve_on, server_on_postgres, wait_job
 
 ENV = {"ENGRAM_EPISODE_EVERY_TURNS": "4", "ENGRAM_EPISODE_IDLE_S": "100000"}
 
@@ -64,17 +64,10 @@ def _postgres_holds(url: str) -> Callable[[str], int]:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp(f"lifecycle-{request.param}")
-    if request.param == "sqlite":
-        srv = ServerProcess(tmp / "data", env=ENV).start()
-        try:
-            yield Deployment("sqlite", srv, _sqlite_holds(tmp / "data" / "engram.db"))
-        finally:
-            srv.stop()
-            srv.kill()
-        return
-    postgres = request.getfixturevalue("postgres")
-    with server_on_postgres(postgres, tmp / "data", "engram_lifecycle", env=ENV) as srv:
-        yield Deployment("postgres", srv, _postgres_holds(srv.env["ENGRAM_DATABASE_URL"]))
+    with serve_on(request.param, request, tmp, "engram_lifecycle", env=ENV) as srv:
+        holds = _sqlite_holds(tmp / "data" / "engram.db") if request.param == "sqlite" else \
+            _postgres_holds(srv.env["ENGRAM_DATABASE_URL"])
+        yield Deployment(request.param, srv, holds)
 
 
 def _tag() -> str:
@@ -320,7 +313,7 @@ def test_an_export_holds_events_memories_revisions_and_its_embedder(deployment: 
         new = next(m for m in memories if m["details"].get("supersedes"))
         assert any(m["id"] == new["details"]["supersedes"] and m["status"] == "superseded" for m in memories)
         assert all(m["vector"] for m in memories) and all(e["content"] for e in events)
-        part = _export(c, f"/v1/conversations/b/export", user_id=fay)
+        part = _export(c, "/v1/conversations/b/export", user_id=fay)
         assert part[0]["scope"] == {"user_id": fay, "conv_id": "b"}
         assert {r["conv_id"] for r in part if r["record"] == "event"} == {"b"}
         assert part[-1]["events"] == 2

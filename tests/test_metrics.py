@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import EngramProcess, ServerProcess, create_key, free_port, wait_job
+from tests.conftest import EngramProcess, ServerProcess, create_key, free_port, wait_healthy, wait_job
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json"
 
@@ -108,15 +107,7 @@ def test_on_postgres_two_apis_and_two_workers_share_one_metrics_directory(postgr
         procs += [EngramProcess(["worker", "--data", str(tmp_path / f"w{i}")], env, tmp_path / f"w{i}.log")
                   for i in range(2)]
         for p in ports:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{p}/v1/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, [x.log.read_text() for x in procs]
-                time.sleep(0.1)
+            wait_healthy(f"http://127.0.0.1:{p}", procs=procs)
         key = create_key(ServerProcess(tmp_path / "cli", env={"ENGRAM_DATABASE_URL": url}), "metrics-pg", "read,write")
         jobs = []
         for i, p in enumerate(ports * 3):

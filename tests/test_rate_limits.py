@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.conftest import EngramProcess, ServerProcess, create_key, free_port
+from tests.conftest import EngramProcess, ServerProcess, create_key, free_port, wait_healthy
 
 LIMITS = {"ENGRAM_RATE_LIMIT_REQUESTS_PER_MIN": "30", "ENGRAM_RATE_LIMIT_EVENTS_PER_MIN": "12",
           "ENGRAM_RATE_LIMIT_ORG_REQUESTS_PER_MIN": "50"}
@@ -139,15 +139,7 @@ def test_two_api_processes_on_postgres_admit_at_most_the_limit_together(postgres
         procs += [EngramProcess(["worker", "--data", str(tmp_path / f"w{i}")], env, tmp_path / f"w{i}.log")
                   for i in range(2)]
         for p in ports:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{p}/v1/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_healthy(f"http://127.0.0.1:{p}", procs=procs)
         key = ServerProcess(tmp_path / "cli", env={"ENGRAM_DATABASE_URL": url}).cli(
             "keys", "create", "--org", "rl-pg", "--scopes", "read,write").stdout.strip().splitlines()[-1]
         # The workers go on with the jobs the limited key got in: nothing accepted is lost.

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.conftest import ServerProcess, create_key, server_on_postgres, wait_job
+from tests.conftest import ServerProcess, create_key, serve_on, wait_job
 
 CONTRACT = Path(__file__).resolve().parents[1].parent / "shared" / "contracts" / "xtrace-memory-openapi-v1.0.json"
 
@@ -29,15 +29,7 @@ def _validator(schema_name: str) -> Draft202012Validator:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp(f"usage-{request.param}")
-    if request.param == "sqlite":
-        server = ServerProcess(tmp / "data").start()
-        try:
-            yield server
-        finally:
-            server.stop()
-        return
-    with server_on_postgres(request.getfixturevalue("postgres"), tmp / "data", "engram_usage") as server:
+    with serve_on(request.param, request, tmp_path_factory.mktemp(f"usage-{request.param}"), "engram_usage") as server:
         yield server
 
 

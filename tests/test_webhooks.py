@@ -18,10 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
-from tests.conftest import ServerProcess, create_key, server_on_postgres, wait_job
+from tests.conftest import ServerProcess, create_key, serve_on, wait_job
 
 SDK = Path(__file__).resolve().parents[1].parent / "shared" / "clients" / "xtrace-memory-sdk-ts-0.5.0"
 ENV = {"ENGRAM_WEBHOOK_ALLOW_PRIVATE": "true", "ENGRAM_WEBHOOK_RETRY_BASE_S": "0.2"}
@@ -68,15 +67,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp(f"webhooks-{request.param}")
-    if request.param == "sqlite":
-        server = ServerProcess(tmp / "data", env=ENV).start()
-        try:
-            yield server
-        finally:
-            server.stop()
-        return
-    with server_on_postgres(request.getfixturevalue("postgres"), tmp / "data", "engram_webhooks", env=ENV) as server:
+    with serve_on(request.param, request, tmp_path_factory.mktemp(f"webhooks-{request.param}"), "engram_webhooks", env=ENV) as server:
         yield server
 
 
