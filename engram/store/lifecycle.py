@@ -96,6 +96,7 @@ class LifecycleRules:
     _move_version: Callable[..., int]
     _announce_end: Callable[[Tx, str], None]
     _insert_sources: Callable[[Tx, Sequence[NewMemory]], None]
+    _remove_memories: Callable[[Tx, str, Sequence[str]], None]
     _add_usage: Callable[..., None]
     _forget_callbacks: list[Callable[[], None]]
     _epoch_seen: list[Any]
@@ -165,8 +166,7 @@ class LifecycleRules:
                 report.memories[m["type"]] = report.memories.get(m["type"], 0) + 1
                 report.memories_by_status[m["status"]] = report.memories_by_status.get(m["status"], 0) + 1
             if ids:
-                tx.run("delete_memory_sources", {"ids": d.array(ids)})
-                d.delete_memories(tx, org_id, ids)
+                self._remove_memories(tx, org_id, ids)
             # Events of the user's jobs and imported ones (no job); an accept committing
             # meanwhile brought new turns, with their own job, which run as usual.
             report.events = tx.run("delete_user_events", {"org_id": org_id, "user_id": user_id, "job_ids": all_jobs})
@@ -222,8 +222,7 @@ class LifecycleRules:
                 else:
                     removed.append(m["id"])
             if removed:
-                tx.run("delete_memory_sources", {"ids": d.array(removed)})
-                d.delete_memories(tx, org_id, removed)
+                self._remove_memories(tx, org_id, removed)
                 report.memories_removed = removed
             report.events_deleted = tx.run("mark_conversation_deleted", scope)
             unfinished = [j["id"] for j in jobs]
