@@ -88,8 +88,8 @@ class MemorySearchBody(BaseModel):
 # ---------------------------------------------------------------------- wire shapes
 def job_wire(job: Job) -> dict[str, Any]:
     result = job.result if job.status == "succeeded" else None
-    if result is not None and job.params.get("ignored_group_ids"):
-        result = {**result, "ignored_group_ids": job.params["ignored_group_ids"]}
+    if result is not None:  # v1.0's IngestResult always names what it dropped (often nothing)
+        result = {**result, "ignored_group_ids": list(job.params.get("ignored_group_ids") or [])}
     return {
         "object": "ingest_job",
         "id": job.id,
