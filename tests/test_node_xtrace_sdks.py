@@ -71,6 +71,8 @@ def test_ingest_and_its_job(runs: dict[str, dict[str, Any]], version: str) -> No
     assert any("Lisbon" in m["text"] for m in done["created"]), done
     assert value_of(r["memories.jobs.get"]) == done
     assert value_of(r["ingest.wait"])["status"] == "succeeded"  # wait=true: terminal in the response
+    if version == "0.5.0":  # the SDK's IngestJobResult: ignored_group_ids is always a list
+        assert done["ignored_group_ids"] == [] and value_of(r["ingest.wait"])["ignored_group_ids"] == []
     assert error_of(r["jobs.get.missing"]) == {"cls": "MemoryNotFound", "code": "job_not_found", "status": 404}
     assert error_of(r["ingest.empty"]) == {"cls": "BadRequest", "code": "invalid_messages", "status": 400}
 
@@ -82,7 +84,7 @@ def test_list_pages_and_iterates_one_users_memories(runs: dict[str, dict[str, An
     assert page["user_ids"] == [alice] and page["count"] >= 2 and page["has_more"] is False
     walked = value_of(r["memories.list"])  # limit 1: the iterator follows next_cursor
     assert walked["count"] == walked["distinct"] >= 2 and walked["user_ids"] == [alice]
-    assert error_of(r["listPage.limit_501"])["cls"] == "Unprocessable"
+    assert error_of(r["listPage.limit_501"]) == {"cls": "Unprocessable", "code": "validation_error", "status": 422}
 
 
 @both
@@ -106,7 +108,7 @@ def test_search_modes_and_the_legacy_filters_shape(runs: dict[str, dict[str, Any
     retrieved = value_of(r["memories.retrieve"])["context"]  # retrieve() is compose sugar
     assert isinstance(retrieved, str) and retrieved.strip()
     assert value_of(r["search.legacy_filters"])["user_ids"] == [bob]
-    assert error_of(r["search.bad_mode"])["cls"] == "Unprocessable"
+    assert error_of(r["search.bad_mode"]) == {"cls": "Unprocessable", "code": "validation_error", "status": 422}
 
 
 @both
@@ -139,14 +141,15 @@ def test_groups_round_trip(runs: dict[str, dict[str, Any]], version: str) -> Non
     prompted, catch_all = value_of(r["groups.create"]), value_of(r["groups.create.catch_all"])
     assert prompted["id"].startswith("grp_") and prompted["object"] == "group" and prompted["status"] == "active"
     assert prompted["prompt"] == "Facts about the Lisbon offsite." and catch_all["prompt"] is None
-    assert error_of(r["groups.create.empty_prompt"])["cls"] == "Unprocessable"
+    blank = {"cls": "Unprocessable", "code": "invalid_request", "status": 422}  # only omission means catch-all
+    assert error_of(r["groups.create.empty_prompt"]) == blank
     listed = {g["id"]: g for g in value_of(r["groups.list"])}
     assert listed[catch_all["id"]]["prompt"] is None and prompted["id"] in listed
     assert value_of(r["groups.get"]) == catch_all
-    assert error_of(r["groups.get.other_org"])["cls"] == "MemoryNotFound"
+    assert error_of(r["groups.get.other_org"]) == {"cls": "MemoryNotFound", "code": "group_not_found", "status": 404}
     converted = value_of(r["groups.update"])
     assert converted["prompt"] == "Facts about tabletop games." and converted["name"].startswith("games renamed")
-    assert error_of(r["groups.update.empty_prompt"])["cls"] == "Unprocessable"
+    assert error_of(r["groups.update.empty_prompt"]) == blank  # a prompt is never removed
     assert value_of(r["groups.archive"])["status"] == "archived"
 
 
@@ -171,13 +174,13 @@ def test_recall_unions_personal_and_group_pools(runs: dict[str, dict[str, Any]],
 
 
 @v1_only
-def test_trigger_recalls_directives_by_the_symbol_tripwire(runs: dict[str, dict[str, Any]], version: str) -> None:
+def test_trigger_raises_the_sdks_typed_error(runs: dict[str, dict[str, Any]], version: str) -> None:
+    # engram learns no lessons or procedures, so it has none to recall: 501 `not_supported`
+    # rather than an empty list that would read as "nothing applies" (docs/compatibility.md)
     r = results(runs, version)
-    fired = value_of(r["memories.trigger"])
-    assert fired["object"] == "list" and fired["context"] is None  # mode retrieve
-    composed = value_of(r["trigger.compose"])
-    assert composed["object"] == "list" and (composed["context"] is None or isinstance(composed["context"], str))
-    assert error_of(r["trigger.no_scope"])["cls"] == "Unprocessable"
+    unsupported = {"cls": "ServerError", "code": "not_supported", "status": 501}
+    for call in ("memories.trigger", "trigger.compose", "trigger.no_scope"):
+        assert error_of(r[call]) == unsupported, call
 
 
 @v1_only
@@ -194,7 +197,7 @@ def test_webhooks_are_delivered_signed_as_the_sdk_verifies(runs: dict[str, dict[
     assert event["event"] == "memory.learning.completed" and event["user_id"] == runs[version]["alice"]
     assert event["job_id"].startswith("job_") and event["memories"] >= 1
     assert value_of(r["webhooks.delete"]) is None
-    assert error_of(r["webhooks.get.after_delete"])["cls"] == "MemoryNotFound"
+    assert error_of(r["webhooks.get.after_delete"]) == {"cls": "MemoryNotFound", "code": "not_found", "status": 404}
 
 
 @v1_only
@@ -223,10 +226,12 @@ def test_the_ai_sdk_helpers_talk_to_engram(runs: dict[str, dict[str, Any]], vers
     assert chat["text"] == "You live in Lisbon." and chat["system"].splitlines()[1:] == [f"- {m['text']}" for m in found]
     assert [x["status"] for x in sent if x["path"] == "/v1/memories" and x["method"] == "POST"] in ([200], [202])
     if version == "0.5.0":
-        # the wrapper is fail-open: only the exchange shows whether its trigger call was answered
+        # the wrapper is fail-open by design: the tool runs and returns its own result, and the
+        # exchange shows the recall it attempted got trigger's typed 501
         assert value_of(r["ai-sdk.withDirectiveRecall"]) == "edited src/billing/refunds.py"
         fired = [x for x in run["exchanges"] if x["call"] == "ai-sdk.withDirectiveRecall"]
-        assert [(x["path"], x["status"]) for x in fired] == [("/v1/memories/trigger", 200)]
+        assert [(x["path"], x["status"], x["body"]["error"]["code"]) for x in fired] == [
+            ("/v1/memories/trigger", 501, "not_supported")]
 
 
 @both

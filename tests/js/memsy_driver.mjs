@@ -9,7 +9,7 @@
 // the operator's (docs/design.md); an org's own admin key manages its org, roles and teams.
 //
 // The SDK calls the global fetch; it is wrapped here (requests unchanged) to record exchanges.
-import { Campaign, publicMethods } from "./harness.mjs";
+import { Campaign, exportedFunctions, publicMethods } from "./harness.mjs";
 
 const [sdkDir, baseUrl, adminKey, orgId, readKey, operatorKey] = process.argv.slice(2);
 const sdk = await import(`${sdkDir}/dist/index.mjs`);
@@ -35,6 +35,7 @@ const methods = [
   ...publicMethods(control.billing, "control.billing"),
   ...publicMethods(control.events, "control.events"),
   ...publicMethods(control.interest, "control.interest"),
+  ...exportedFunctions(sdk, ""),  // none in 0.3.2: a helper added later shows up here
 ];
 
 const stamp = Date.now();
