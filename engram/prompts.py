@@ -28,7 +28,7 @@ _AUDIENCE = {"org": "the organisation {name}", "role": "people in the role {name
 def template_prompt(kind: str, name: str, focus: str) -> str:
     """The prompt built from `focus` without a model (TEMPLATE_VERSION names this wording)."""
     audience = _AUDIENCE[kind].format(name=name)
-    return (f"What matters to {audience}: {focus.strip()}\n"
+    return (f"What matters to {audience}: {' '.join(focus.split()).rstrip('.')}. "
             f"When the conversation touches on this, remember those facts in particular, with the details that "
             f"make them useful later (names, numbers, dates, decisions). Facts outside this focus are still "
             f"remembered when they matter to the person speaking. Never record what the conversation does not say.")

@@ -577,12 +577,13 @@ DELETE FROM org_units WHERE org_id = :org_id AND kind = :kind AND id = :id
 
 -- ================================================================== memsy console reads (store/console.py)
 -- fragment: console_memory_filter
--- The console's memory filters; an unset one (NULL) admits every row. `pattern` is a LIKE
+-- The console's memory filters; an unset one (NULL) admits every row (cast: PostgreSQL must
+-- know a parameter's type to test it for NULL). `pattern` is a LIKE
 -- pattern in ASCII lower case whose own `%`, `_` and `\` the caller escaped with `\`
 -- (store/console.py `contains`): ASCII letters match in any case, others as written, on both.
-m.org_id = :org_id AND m.status = :status AND (:user_id IS NULL OR m.user_id = :user_id)
-  AND (:type IS NULL OR m.type = :type)
-  AND (:pattern IS NULL OR {{ascii_lower:text}} LIKE :pattern ESCAPE '\')
+m.org_id = :org_id AND m.status = :status AND (CAST(:user_id AS TEXT) IS NULL OR m.user_id = :user_id)
+  AND (CAST(:type AS TEXT) IS NULL OR m.type = :type)
+  AND (CAST(:pattern AS TEXT) IS NULL OR {{ascii_lower:text}} LIKE :pattern ESCAPE '\')
 
 -- name: console_memories
 SELECT {{memory_columns}} FROM memories m WHERE {{console_memory_filter}}
@@ -602,8 +603,8 @@ SELECT user_id, min(created_at) AS first_at, max(created_at) AS last_at, count(*
        sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS active
 FROM memories
 WHERE org_id = :org_id AND user_id IS NOT NULL
-  AND (:pattern IS NULL OR {{ascii_lower:user_id}} LIKE :pattern ESCAPE '\')
-  AND (:user_id IS NULL OR user_id = :user_id)
+  AND (CAST(:pattern AS TEXT) IS NULL OR {{ascii_lower:user_id}} LIKE :pattern ESCAPE '\')
+  AND (CAST(:user_id AS TEXT) IS NULL OR user_id = :user_id)
 GROUP BY user_id
 
 -- name: actors_first_memory_desc
@@ -627,8 +628,8 @@ SELECT DISTINCT user_id, {{metadata_text:role_id}} AS role_id, {{metadata_text:t
 FROM memories WHERE org_id = :org_id AND user_id {{in:user_ids}}
 
 -- fragment: console_event_filter
-org_id = :org_id AND (:user_id IS NULL OR user_id = :user_id) AND (:conv_id IS NULL OR conv_id = :conv_id)
-  AND (:kind IS NULL OR kind = :kind)
+org_id = :org_id AND (CAST(:user_id AS TEXT) IS NULL OR user_id = :user_id) AND (CAST(:conv_id AS TEXT) IS NULL OR conv_id = :conv_id)
+  AND (CAST(:kind AS TEXT) IS NULL OR kind = :kind)
 
 -- name: console_events
 SELECT * FROM events WHERE {{console_event_filter}}
