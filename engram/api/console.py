@@ -89,12 +89,12 @@ async def list_memories(actor_id: str | None = None, kind: str | None = None, ty
     return {"items": [memory_item(m) for m in items], "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/console/memories/stats", responses=documented(401, 403))
+@router.get("/console/memories/stats", responses=documented(401, 403, 422))
 async def memory_stats(principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
     return stats_wire(await run_in_threadpool(svc.console.stats, principal.org_id))
 
 
-@router.get("/console/memories/{memory_id}", responses=documented(401, 403, 404))
+@router.get("/console/memories/{memory_id}", responses=documented(401, 403, 404, 422))
 async def get_memory(memory_id: str, principal: Principal = Depends(reader),
                      svc: Service = Depends(service)) -> dict[str, Any]:
     return memory_item(await run_in_threadpool(svc.console.memory, principal.org_id, memory_id))

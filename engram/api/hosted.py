@@ -47,8 +47,9 @@ def _not_offered(feature: str, what: str):  # type: ignore[no-untyped-def]
 
 def _route(spec: str, endpoint, name: str) -> None:  # type: ignore[no-untyped-def]
     method, path = spec.split(" ", 1)
-    router.add_api_route(path, endpoint, methods=[method], name=name, responses=documented(401, 403), response_model=None,
-                         status_code=200)
+    statuses = (401, 403, 404, 422) if "{" in path else (401, 403, 422)
+    router.add_api_route(path, endpoint, methods=[method], name=name, responses=documented(*statuses),
+                         response_model=None, status_code=200)
 
 
 for _spec in BILLING:
