@@ -110,6 +110,8 @@ class Onboarding:
         if existing is None:
             if org_id not in (None, principal.org_id) and not Admin.is_operator(principal):
                 raise ServiceError("org_mismatch", f"this key belongs to org {principal.org_id!r}, not {org_id!r}")
+            if org_id is not None and name not in (None, org_id) and self._name_taken(name):
+                raise ServiceError("org_exists", f"an org named {name!r} exists")  # before anything is made
             org = self.admin.create_org(principal, org_id or name or "")  # the operator's alone; 409 if taken
             if focus is None:
                 return org if name in (None, org.name) else self._save(replace(org, name=name))
@@ -149,6 +151,9 @@ class Onboarding:
         """Remove the customization (focus, prompt); the org, its keys and memories stay."""
         org = self.org_for(principal, org_id, "admin")
         self._save(replace(org, focus=None, promotion_prompt=None, prompt_meta=None, updated_at=utcnow()))
+
+    def _name_taken(self, name: str | None) -> bool:
+        return name is not None and any(o.name == name or o.id == name for o in self.store.list_orgs())
 
     def _save(self, org: Org) -> Org:
         try:

@@ -261,7 +261,8 @@ def test_every_control_client_method(srv: ServerProcess, keys: dict[str, str], a
                            EventPayload(actor_id=actor, session_id="s2", kind="assistant_message", content="Noted.")
                            ]).event_ids
     call = Driver(control_client(srv, keys["admin"], asynchronous))
-    assert call("health").status == "ok"
+    health = call("health")
+    assert health.status == "ok" and health.billing_enabled is False
     me = call("me")
     assert me.org_id == ORG and me.tier == "self-hosted" and me.org_role == "admin" and not me.is_superadmin
 

@@ -12,9 +12,12 @@ import pytest
 
 from engram.domain.records import utcnow
 from engram.store.onboarding import NameTaken, OrgUnit
-from tests.test_store_conformance import (  # noqa: F401 - the fixtures, on both backends
-    ORG, OTHER, T0, memory, pg_conformance_url, run_job, store, unit,
-)
+from tests import test_store_conformance as conformance
+from tests.test_store_conformance import ORG, OTHER, T0, memory, run_job, unit
+
+# the conformance suite's fixtures: every test here runs on each backend
+store = conformance.store
+pg_conformance_url = conformance.pg_conformance_url
 
 
 def role(org: str, unit_id: str, name: str, at_s: int = 0, kind: str = "role") -> OrgUnit:
@@ -41,8 +44,10 @@ def test_roles_and_teams_page_per_org_and_kind(store: Any) -> None:
 def test_an_orgs_record_renames_it_and_keeps_its_id(store: Any) -> None:
     org = store.get_org(ORG)
     assert org.focus is None and org.promotion_prompt is None and org.prompt_meta is None
-    with pytest.raises(NameTaken):
-        store.update_org_profile(replace(org, name=OTHER))
+    store.update_org_profile(replace(store.get_org(OTHER), name="Org B Ltd"))
+    for taken in ("Org B Ltd", OTHER):  # another org's name, or its id (which name lookups match)
+        with pytest.raises(NameTaken):
+            store.update_org_profile(replace(org, name=taken))
     saved = store.update_org_profile(replace(org, name="Org A Inc", focus="f", promotion_prompt="p",
                                              prompt_meta={"generator": "llm", "llm": True}, updated_at=utcnow()))
     assert (saved.id, saved.name, saved.focus, saved.prompt_meta) == (ORG, "Org A Inc", "f",

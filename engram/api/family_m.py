@@ -184,4 +184,5 @@ async def search(body: EventSearchBody, principal: Principal = Depends(reader),
 
 @router.get("/health")
 async def health(svc: Service = Depends(service)) -> dict[str, Any]:
-    return await run_in_threadpool(svc.health)
+    # memsy's clients read `billing_enabled`: a self-hosted engram bills no one (api/hosted.py)
+    return {**await run_in_threadpool(svc.health), "billing_enabled": False}

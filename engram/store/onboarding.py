@@ -45,14 +45,15 @@ class OnboardingRules:
     # ------------------------------------------------------------------ the org's own record
     def update_org_profile(self, org: Org) -> Org | None:
         """Write the org's name and customization as `org` has them; None when there is no such
-        org. A name another org has is `NameTaken` (checked under a lock, so two renames cannot
-        both take one name)."""
+        org. A name another org has, or another org's id, is `NameTaken` (checked under a lock,
+        so two renames cannot both take one name)."""
         d = self.dialect
         with d.transaction() as tx:
             d.lock(tx, "org names")
-            taken = tx.one("org_by_name", {"name": org.name})
-            if taken is not None and taken["id"] != org.id:
-                raise NameTaken(org.name)
+            # another org's name, or another org's id (lookups by name also match ids: ensure_org)
+            for taken in (tx.one("org_by_name", {"name": org.name}), tx.one("org_by_id", {"id": org.name})):
+                if taken is not None and taken["id"] != org.id:
+                    raise NameTaken(org.name)
             changed = tx.run("update_org_profile", {
                 "id": org.id, "name": org.name, "focus": org.focus, "promotion_prompt": org.promotion_prompt,
                 "prompt_meta": None if org.prompt_meta is None else d.json(org.prompt_meta),
