@@ -56,11 +56,9 @@ class PromptWriter:
         self._provider: Any = None
 
     def _default_provider(self) -> Any:
-        from engram.llm.provider import Provider
-        from engram.runtime import _retry_policy
+        from engram.runtime import build_llm_provider  # assembling parts is the runtime's
 
-        s = self.settings
-        return Provider(s.llm_base_url or "", s.llm_api_key, timeout_s=s.llm_timeout_s, retry=_retry_policy(s))
+        return build_llm_provider(self.settings)
 
     def write(self, kind: str, name: str, focus: str) -> WrittenPrompt:
         at = iso(utcnow())

@@ -23,6 +23,8 @@ from engram.config import Limits
 from engram.domain.cursors import MAX_CURSOR_CHARS
 from engram.domain.inputs import ROLE_BY_KIND
 from engram.errors import ServiceError
+from engram.onboarding import MAX_FOCUS_CHARS
+from engram.prompts import MAX_PROMPT_CHARS
 from engram.service import Service
 
 log = logging.getLogger("engram.api")
@@ -222,6 +224,10 @@ def _document_limits(schemas: dict[str, Any], limits: Limits) -> None:
                       "actor_id": ids, "session_id": ids, "role_id": ids, "team_id": ids, "event_id": ids,
                       "metadata": {"maxLength": limits.max_metadata_chars}},
         "StatusBody": {"event_ids": {"maxItems": limits.max_status_ids, "items": ids}},
+        "OrgCreateBody": {"org_id": ids, "name": ids, "focus": {"maxLength": MAX_FOCUS_CHARS, **text}},
+        "UnitCreateBody": {"org_id": ids, "name": ids, "focus": {"maxLength": MAX_FOCUS_CHARS, **text}},
+        "RecordUpdateBody": {"name": ids, "focus": {"maxLength": MAX_FOCUS_CHARS, **text},
+                             "promotion_prompt": {"maxLength": MAX_PROMPT_CHARS, **text}},
         "EventSearchBody": {"query": {"maxLength": limits.max_query_chars, **text}, "actor_id": unset_or_id,
                             "session_id": unset_or_id, "exclude_session_id": unset_or_id,
                             "role_ids": {"items": ids}, "team_ids": {"items": ids}},

@@ -6,7 +6,7 @@ filters are engram/console.py's, and what each engram field becomes is docs/desi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,13 @@ from engram.store.console import ActorRow
 router = APIRouter(prefix="/v1", tags=["console"], route_class=StrictJSONRoute)
 
 MAX_OFFSET = 1_000_000
+# The values each filter takes, declared so the OpenAPI document says them (engram/console.py checks them too).
+MemoryKind = Literal["semantic", "episodic", "artifact"]
+MemoryType = Literal["fact", "artifact", "episode"]
+MemoryStatus = Literal["active", "superseded", "retracted"]
+MemorySort = Literal["observed_at_desc", "observed_at_asc", "created_at_desc", "strength_desc", "confidence_desc"]
+ActorSort = Literal["first_memory_desc", "first_memory_asc", "last_memory_desc", "actor_id_asc"]
+EventSort = Literal["ts_desc", "ts_asc"]
 # What engram does not model, as one value for every memory (docs/design.md, "Console reads").
 CONFIDENCE = 1.0  # engram keeps what was said; it does not grade belief
 STRENGTH = 1.0  # memsy's starting strength: nothing reinforces or decays a memory here
@@ -79,8 +86,9 @@ def event_wire(e: Event) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- memories
 @router.get("/console/memories", responses=documented(401, 403, 422))
-async def list_memories(actor_id: str | None = None, kind: str | None = None, type: str | None = None,
-                        status: str | None = None, sort: str = "observed_at_desc", search: str | None = None,
+async def list_memories(actor_id: str | None = None, kind: MemoryKind | None = None, type: MemoryType | None = None,
+                        status: MemoryStatus | None = None, sort: MemorySort = "observed_at_desc",
+                        search: str | None = None,
                         limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                         principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
     items, total = await run_in_threadpool(lambda: svc.console.memories(
@@ -103,7 +111,7 @@ async def get_memory(memory_id: str, principal: Principal = Depends(reader),
 # ---------------------------------------------------------------------- actors
 @router.get("/actors", responses=documented(401, 403, 404, 422))
 async def list_actors(org_id: str | None = None, limit: int = Query(100, ge=1, le=500),
-                      offset: int = Query(0, ge=0, le=MAX_OFFSET), sort: str = "first_memory_desc",
+                      offset: int = Query(0, ge=0, le=MAX_OFFSET), sort: ActorSort = "first_memory_desc",
                       q: str | None = None, principal: Principal = Depends(reader),
                       svc: Service = Depends(service)) -> dict[str, Any]:
     def read() -> tuple[list[ActorRow], int]:
@@ -129,7 +137,7 @@ async def get_actor(actor_id: str, org_id: str | None = None, principal: Princip
 # ---------------------------------------------------------------------- events
 @router.get("/console/events", responses=documented(401, 403, 422))
 async def list_events(actor_id: str | None = None, session_id: str | None = None, kind: str | None = None,
-                      sort: str = "ts_desc", limit: int = Query(50, ge=1, le=200),
+                      sort: EventSort = "ts_desc", limit: int = Query(50, ge=1, le=200),
                       offset: int = Query(0, ge=0, le=MAX_OFFSET), principal: Principal = Depends(reader),
                       svc: Service = Depends(service)) -> dict[str, Any]:
     items, total = await run_in_threadpool(lambda: svc.console.events(
