@@ -87,7 +87,7 @@ async def update_org(org_id: str, body: RecordUpdateBody, principal: Principal =
         principal, org_id, name=body.name, focus=body.focus, promotion_prompt=body.promotion_prompt)))
 
 
-@router.post("/orgs/{org_id}/regenerate-prompt", responses=documented(401, 403, 404, 422))
+@router.post("/orgs/{org_id}/regenerate-prompt", responses=documented(400, 401, 403, 404, 422))
 async def regenerate_org_prompt(org_id: str, principal: Principal = Depends(authenticated),
                                 svc: Service = Depends(service)) -> dict[str, Any]:
     return org_wire(await run_in_threadpool(_core(svc).regenerate_org_prompt, principal, org_id))
