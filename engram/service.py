@@ -32,7 +32,7 @@ from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
 from engram import metrics, usage
 from engram.admin import Admin
-from engram.console import Console
+from engram.memsy_console import Console
 from engram.groups import Groups
 from engram.onboarding import Onboarding
 from engram.lifecycle import Lifecycle

@@ -1,6 +1,6 @@
 """memsy's onboarding records and console reads as store rules, on every backend (SQLite and
 PostgreSQL, the conformance suite's fixtures): written once (store/onboarding.py,
-store/console.py), so they must answer alike."""
+store/memsy_console.py), so they must answer alike."""
 
 from __future__ import annotations
 

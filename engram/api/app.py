@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__, metrics
-from engram.api import (admin, console, errors, family_m, family_x, groups, hosted, lifecycle, onboarding, usage,
-                        webhooks)
+from engram.api import (admin, errors, family_m, family_x, groups, hosted, lifecycle, memsy_console, onboarding,
+                        usage, webhooks)
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
@@ -165,7 +165,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(groups.router)
     app.include_router(onboarding.router)
-    app.include_router(console.router)
+    app.include_router(memsy_console.router)
     app.include_router(hosted.router)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,

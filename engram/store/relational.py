@@ -31,7 +31,7 @@ from engram.store.base import (
     resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
-from engram.store.console import ConsoleRules
+from engram.store.memsy_console import ConsoleRules
 from engram.store.groups import GroupRules
 from engram.store.lifecycle import LifecycleRules
 from engram.store.onboarding import OnboardingRules
@@ -60,7 +60,7 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
 class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, OnboardingRules, ConsoleRules):
     """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py;
     re-embedding: store/reindex.py; memsy's onboarding records and console reads:
-    store/onboarding.py, store/console.py)."""
+    store/onboarding.py, store/memsy_console.py)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect

@@ -617,12 +617,12 @@ ON CONFLICT (org_id, kind, id) DO UPDATE SET name = excluded.name, focus = exclu
 -- name: delete_org_unit
 DELETE FROM org_units WHERE org_id = :org_id AND kind = :kind AND id = :id
 
--- ================================================================== memsy console reads (store/console.py)
+-- ================================================================== memsy console reads (store/memsy_console.py)
 -- fragment: console_memory_filter
 -- The console's memory filters; an unset one (NULL) admits every row (cast: PostgreSQL must
 -- know a parameter's type to test it for NULL). `pattern` is a LIKE
 -- pattern in ASCII lower case whose own `%`, `_` and `\` the caller escaped with `\`
--- (store/console.py `contains`): ASCII letters match in any case, others as written, on both.
+-- (store/memsy_console.py `contains`): ASCII letters match in any case, others as written, on both.
 m.org_id = :org_id AND m.status = :status AND (CAST(:user_id AS TEXT) IS NULL OR m.user_id = :user_id)
   AND (CAST(:type AS TEXT) IS NULL OR m.type = :type)
   AND (CAST(:pattern AS TEXT) IS NULL OR {{ascii_lower:text}} LIKE :pattern ESCAPE '\')

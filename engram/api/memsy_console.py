@@ -1,6 +1,6 @@
 """memsy's console reads: `/v1/console/memories` (list, stats, one), `/v1/actors` (derived from
 the memories) and the control client's `/v1/console/events`. Only wire shapes live here; the
-filters are engram/console.py's, and what each engram field becomes is docs/design.md's
+filters are engram/memsy_console.py's, and what each engram field becomes is docs/design.md's
 ("Console reads").
 """
 
