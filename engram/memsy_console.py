@@ -13,7 +13,7 @@ from engram.domain.records import Event, Memory
 from engram.domain.validation import FieldChecks
 from engram.errors import ServiceError
 from engram.store.base import Store
-from engram.store.console import ACTOR_SORTS, ActorRow, TypeStatusCount
+from engram.store.memsy_console import ACTOR_SORTS, ActorRow, TypeStatusCount
 
 # engram's memory types as memsy's memory kinds: a fact is what someone knows (semantic), an
 # episode what happened in a conversation (episodic); an artifact (a document or code kept

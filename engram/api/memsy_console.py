@@ -15,16 +15,16 @@ from engram.api.codec import StrictJSONRoute
 from engram.api.deps import reader, service
 from engram.api.errors import documented
 from engram.auth import Principal
-from engram.console import MEMORY_KIND, MemoryStats
+from engram.memsy_console import MEMORY_KIND, MemoryStats
 from engram.domain.details import FactDetails
 from engram.domain.records import Event, Memory, iso
 from engram.service import Service
-from engram.store.console import ActorRow
+from engram.store.memsy_console import ActorRow
 
 router = APIRouter(prefix="/v1", tags=["console"], route_class=StrictJSONRoute)
 
 MAX_OFFSET = 1_000_000
-# The values each filter takes, declared so the OpenAPI document says them (engram/console.py checks them too).
+# The values each filter takes, declared so the OpenAPI document says them (engram/memsy_console.py checks them too).
 MemoryKind = Literal["semantic", "episodic", "artifact"]
 MemoryType = Literal["fact", "artifact", "episode"]
 MemoryStatus = Literal["active", "superseded", "retracted"]
