@@ -129,12 +129,13 @@ def test_per_call_is_one_job_with_the_calls_fields() -> None:
     turns = x_turns(3, metadata, agent_id="ag", app_id="ap")
     turns[1].occurred_at = NOW - timedelta(days=1)
     turns[2].role = "narrator"
-    options = AcceptOptions(Grouping.PER_CALL, 100, extract_artifacts=True, group_ids=["g2", "g1", "g2"])
+    options = AcceptOptions(Grouping.PER_CALL, 100, extract_artifacts=True, group_ids=["g2", "g1", "g2"],
+                            active_group_ids=["g1"])
     result = plan(turns, options)
     [new] = result.jobs
     assert (new.job.user_id, new.job.conv_id, new.job.status) == ("u", "c", "pending")
     assert new.job.params == {"agent_id": "ag", "app_id": "ap", "extract_artifacts": True,
-                              "ignored_group_ids": ["g2", "g1"]}
+                              "group_ids": ["g1"], "ignored_group_ids": ["g2"]}, "the active ones tag, the rest are echoed"
     assert [e.id for e in new.events] == result.event_ids == sorted(result.event_ids)
     assert [(e.role, e.kind) for e in new.events] == [("user", "user_message"), ("assistant", "assistant_message"),
                                                       ("narrator", "app_event")]
