@@ -14,7 +14,7 @@ import { Campaign, exportedFunctions, publicMethods } from "./harness.mjs";
 const [sdkDir, baseUrl, apiKey, orgId, otherKey, otherOrg] = process.argv.slice(2);
 const sdk = await import(`${sdkDir}/dist/index.js`);
 const aiSdk = await import(`${sdkDir}/dist/ai-sdk/index.js`);
-const { generateText } = await import("ai");
+const { generateText, streamText } = await import("ai");
 
 const run = new Campaign();
 const client = new sdk.MemoryClient({ apiKey, orgId, baseUrl, fetch: run.fetch, maxRetries: 0 });
@@ -195,7 +195,14 @@ const standIn = {
     return { content: [{ type: "text", text: "You live in Lisbon." }], finishReason: { unified: "stop", raw: "stop" },
              usage: { inputTokens: { total: 1 }, outputTokens: { total: 1 } }, warnings: [] };
   },
-  async doStream() { throw new Error("not used"); },
+  async doStream(options) {
+    seenPrompts.push(options.prompt);
+    const parts = [{ type: "stream-start", warnings: [] }, { type: "text-start", id: "t" },
+                   { type: "text-delta", id: "t", delta: "You live " }, { type: "text-delta", id: "t", delta: "in Lisbon." },
+                   { type: "text-end", id: "t" },
+                   { type: "finish", finishReason: { unified: "stop", raw: "stop" }, usage: { inputTokens: { total: 1 }, outputTokens: { total: 2 } } }];
+    return { stream: new ReadableStream({ start(c) { for (const p of parts) c.enqueue(p); c.close(); } }) };
+  },
 };
 await run.call("ai-sdk.createXtraceMemory", async () => {
   const wrap = aiSdk.createXtraceMemory({ apiKey, orgId, baseUrl, client, user_id: alice, conv_id: `${alice}_chat` });
@@ -203,7 +210,12 @@ await run.call("ai-sdk.createXtraceMemory", async () => {
   // auto-ingest is fire-and-forget inside the helper: wait for its request to come back
   await run.until(() => run.exchangesOf("ai-sdk.createXtraceMemory").some((x) => x.method === "POST" && x.path === "/v1/memories"));
   const system = (seenPrompts[0] ?? []).filter((m) => m.role === "system").map((m) => m.content).join("\n");
-  return { text: out.text, system };
+  // the streaming path: the same search before, and the streamed text ingested when the stream ends
+  const streamed = streamText({ model: wrap(standIn), prompt: "Which city do I live in?" });
+  const streamedText = await streamed.text;
+  await run.until(() => run.exchangesOf("ai-sdk.createXtraceMemory").filter((x) => x.method === "POST" && x.path === "/v1/memories").length === 2);
+  const streamSystem = (seenPrompts[1] ?? []).filter((m) => m.role === "system").map((m) => m.content).join("\n");
+  return { text: out.text, system, streamedText, streamSystem };
 });
 
 // --- deletion last: hard delete, then the SDK's MemoryNotFound (on 0.1.1, of the fact its update made)
