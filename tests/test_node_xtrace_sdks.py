@@ -96,7 +96,10 @@ def test_search_by_user_never_returns_another_users_or_orgs_memories(runs: dict[
     assert {alice, bob} <= set(value_of(r["search.org_wide"])["user_ids"])
     other_org = value_of(r["search.other_org"])  # the same user id in another org is another person
     assert other_org["texts"] and all("too" in t for t in other_org["texts"]), other_org
-    assert value_of(r["memories.retrieve"])["user_ids"] == [alice]
+    retrieved = value_of(r["memories.retrieve"])
+    assert retrieved["user_ids"] == [alice]
+    if version == "0.1.1":  # 0.1.1's retrieve() asks for include=context_prompt: a ready-to-paste block
+        assert isinstance(retrieved["context_prompt"], str) and retrieved["texts"][0] in retrieved["context_prompt"]
 
 
 @v1_only

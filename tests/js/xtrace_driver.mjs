@@ -40,7 +40,8 @@ const job = (j) => j && { object: j.object, status: j.status, error: j.error,
 const listing = (l) => l && { object: l.object, count: l.data.length, has_more: l.has_more,
                               user_ids: [...new Set(l.data.map((m) => m.user_id))],
                               texts: l.data.map((m) => m.text), context: l.context === undefined ? "absent" : l.context,
-                              scores: l.data.map((m) => m.score), group_ids: l.data.map((m) => m.group_ids ?? null) };
+                              scores: l.data.map((m) => m.score), group_ids: l.data.map((m) => m.group_ids ?? null),
+                              context_prompt: l.extras?.context_prompt ?? null };
 const group = (g) => g && { id: g.id, object: g.object, name: g.name, prompt: g.prompt, status: g.status };
 
 const stamp = Date.now();
