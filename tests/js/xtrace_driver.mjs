@@ -118,7 +118,7 @@ if (v1) {
   await run.call("groups.update", () => client.groups.update(convertee?.id ?? catchAllId, { name: `games renamed ${stamp}`, prompt: "Facts about tabletop games." }), group);
   await run.call("groups.update.empty_prompt", () => client.groups.update(promptedId, { prompt: "" }), group);
   const archived = await run.call("groups.archive", () => client.groups.archive(promptedId), group);
-  const tagged = await run.call("ingest.group_ids", () => client.memories.ingest({
+  await run.call("ingest.group_ids", () => client.memories.ingest({
     messages: [{ role: "user", content: "The team standup moved to 9:30am on Tuesdays in the Aurora room." }],
     user_id: alice, conv_id: `${alice}_team`, group_ids: [catchAllId, archived?.id ?? promptedId, "grp_ffffffffffffffffffffffffffffffff"],
     extract_artifacts: false,
@@ -133,7 +133,6 @@ if (v1) {
   }), listing);
   await run.call("trigger.compose", () => client.memories.trigger({ user_id: alice, entities: ["src/billing/refunds.py"], task: "fix refunds" }), listing);
   await run.call("trigger.no_scope", () => client.memories.trigger({ entities: ["src/billing/refunds.py"] }), listing);
-  void tagged;
 }
 
 // --- renderMemoriesPrompt (client-side, over what engram returned)
