@@ -152,6 +152,7 @@ class Settings(BaseModel):
     # (docs/benchmarks.md). 0: one less than the machine's cores, at least 1.
     search_concurrency: int = Field(0, ge=0, le=256)
     max_keys_per_org: int = Field(1000, ge=1, le=1_000_000)  # the admin API's cap (key_limit_reached)
+    max_groups_per_org: int = Field(100, ge=1, le=100_000)  # active groups an org may hold (groups_quota_exceeded)
     # Token buckets (engram/ratelimit.py); 0 = off. Per key, and for a whole org.
     rate_limit_requests_per_min: int = Field(120_000, ge=0, le=1_000_000_000)
     rate_limit_events_per_min: int = Field(3_000_000, ge=0, le=1_000_000_000)

@@ -25,6 +25,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "memory_not_found": 404,
     "key_not_found": 404,
     "org_not_found": 404,
+    "group_not_found": 404,
     # 409: an id the request would keep already belongs to another org of this server
     "id_conflict": 409,
     "org_exists": 409,
@@ -44,10 +45,15 @@ STATUS_BY_CODE: dict[str, int] = {
     "empty_text_field": 422,
     "unsupported_include_option": 422,
     "invalid_import": 422,
+    "groups_quota_exceeded": 422,
+    "invalid_group_ids": 422,
+    "contradictory_group_ids": 422,
+    "empty_patch": 422,
     # 429
     "rate_limit_exceeded": 429,
     # 5xx: our fault, never the caller's input
     "server_error": 500,
+    "not_supported": 501,  # a documented part of a contract this server does not do (docs/compatibility.md)
     "unavailable": 503,
 }
 

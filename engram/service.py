@@ -20,7 +20,7 @@ from engram import __version__
 from engram.config import Settings
 from engram.domain.cursors import Cursors, query_scope
 from engram.domain.details import FactDetails
-from engram.domain.filters import MATCH_ALL, MATCH_NONE, Cmp, Node, conjoin, mentions
+from engram.domain.filters import GROUP_FIELD, MATCH_ALL, Cmp, Node, conjoin, mentions
 from engram.domain.inputs import (
     RESERVED_METADATA_KEYS, ROLE_BY_KIND, AcceptOptions, Grouping, SearchQuery, Turn, dedup_hash, kind_for_role,
 )
@@ -32,6 +32,7 @@ from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
 from engram import metrics, usage
 from engram.admin import Admin
+from engram.groups import Groups
 from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
@@ -137,6 +138,7 @@ class Service:
         self._search_slots: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         self.lifecycle = Lifecycle(store, settings, embedder, lambda: _embedder_name(settings), wake=self._on_accept)
         self.admin = Admin(store, settings)
+        self.groups = Groups(store, settings)
         self.usage = UsageMeter(store).start()  # requests, messages, searches: added to the store each second
         self.rate = RateLimiter(settings)
         self.webhooks = Webhooks(store, settings)
@@ -157,6 +159,9 @@ class Service:
         it created then; with another body it is `idempotency_key_reused`. Errors name neutral
         locations (`("turns", 0, "content")`, `("idempotency_key",)`) that each route renames
         to its wire names (`validation.relocate`)."""
+        if options.group_ids:  # which named groups are active decides what the job may tag
+            kept, ignored = await anyio.to_thread.run_sync(self.groups.for_ingest, org_id, options.group_ids)
+            options = replace(options, group_ids=tuple(options.group_ids), active_group_ids=tuple(kept))
         plan = plan_accept(org_id, turns, options, self.settings, idempotency_key=idempotency_key)
         self.rate.events(org_id, key_id, len(turns))  # 429 before anything is written
         try:
@@ -329,15 +334,15 @@ class Service:
 
     def list_memories(self, org_id: str, scope: Mapping[str, str | None], *, ascending: bool, cursor: str | None,
                       limit: int, in_group: str | None = None) -> MemoryPage:
-        """One page of memories matching every field of `scope` that is set (exact match).
-        `in_group` (the v1.0 contract's group filter) matches nothing: engram has no groups yet."""
+        """One page of memories matching every field of `scope` that is set (exact match), and
+        tagged with group `in_group` when it is set."""
         check = FieldChecks(self.settings.limits)
         for name, value in scope.items():
             check.id(("query", name), value)
         check.id(("query", "group_id"), in_group)
         check.raise_if_any()
         where = conjoin(*(Cmp(name, "eq", value) for name, value in scope.items() if value is not None),
-                        MATCH_NONE if in_group is not None else MATCH_ALL)
+                        Cmp(GROUP_FIELD, "eq", in_group) if in_group is not None else MATCH_ALL)
         where = _default_to_active(where)
         cursor_scope = query_scope("list", ascending)
         after = tuple(self._cursors.decode(cursor, org_id, cursor_scope, _is_list_position)) if cursor else None
@@ -347,6 +352,10 @@ class Service:
             last = page.items[-1]
             next_cursor = self._cursors.encode(org_id, cursor_scope, [_iso(last.created_at), last.id])
         return MemoryPage(page.items, page.has_more, next_cursor)
+
+    def group_tags(self, org_id: str, memory_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The groups each memory is tagged with (absent: none)."""
+        return self.store.group_tags(org_id, memory_ids)
 
     def source_events(self, org_id: str, memories: Sequence[Memory]) -> dict[str, list[Event]]:
         wanted = [e for m in memories for e in m.source_event_ids]
@@ -559,7 +568,10 @@ def plan_accept(org_id: str, turns: Sequence[Turn], options: AcceptOptions, sett
     params: dict[str, Any] = {"agent_id": first.agent_id, "app_id": first.app_id} if one_call else {}
     params["extract_artifacts"] = options.extract_artifacts
     if options.group_ids:
-        params["ignored_group_ids"] = list(dict.fromkeys(options.group_ids))
+        active = set(options.active_group_ids)
+        named = list(dict.fromkeys(options.group_ids))
+        params["group_ids"] = [g for g in named if g in active]
+        params["ignored_group_ids"] = [g for g in named if g not in active]
     groups: dict[tuple[str, str], NewJob] = {}
     event_ids = new_event_ids(len(turns))
     dedup = options.dedup

@@ -174,14 +174,17 @@ def test_patch_text_on_episode_or_artifact_is_invalid_request_422(client: httpx.
 
 
 # ---------------------------------------------------------------------- DELETE
-def test_delete_retracts_a_fact_keeps_its_history_and_hides_it(client: httpx.Client) -> None:
+def test_delete_removes_a_fact_and_its_revision_chain_stops_where_it_was(client: httpx.Client) -> None:
+    """Both contracts' examples pass with a hard delete (docs/design.md, "Two contracts"): the
+    deleted fact answers 404, and its predecessor is not revived."""
     user = uid()
     first = a_fact(client, user, "I live in Oslo.")
     second = patch(client, first, json={"text": "The user lives in Bergen."}).json()["id"]
     assert checked(client.delete(f"/v1/memories/{second}")).status_code == 204
-    assert get(client, second)["details"]["status"] == "retracted"
-    assert [(m["id"], m["details"]["status"]) for m in revisions(client, first)] == \
-        [(first, "superseded"), (second, "retracted")], "a retracted fact stays in the history"
+    assert error_code(checked(client.get(f"/v1/memories/{second}")), 404) == "memory_not_found"
+    assert error_code(client.get(f"/v1/memories/{second}/revisions"), 404) == "memory_not_found"  # engram's own path
+    assert [(m["id"], m["details"]["status"]) for m in revisions(client, first)] == [(first, "superseded")], \
+        "the chain stops at the deleted fact; the old value stays superseded"
     listed = client.get("/v1/memories", params={"user_id": user}).json()["data"]
     assert listed == [], "neither the retracted nor the superseded fact is listed"
     hits = client.post("/v1/memories/search", json={"query": "bergen", "filters": {"user_id": user}}).json()["data"]

@@ -129,14 +129,14 @@ def test_repeated_fact_updates_and_changed_attribute_supersedes(client: httpx.Cl
     assert [h["id"] for h in history] == [original]
 
 
-def test_delete_retracts_facts_and_removes_episodes(client: httpx.Client) -> None:
+def test_delete_removes_facts_and_episodes(client: httpx.Client) -> None:
     user = uid()
     result = run(client, user, "c", [{"role": "user", "content": f"I have {n} houseplants named after planets."}
                                      for n in range(6)])
     fact = next(r["id"] for r in result["memories_created"] if r["type"] == "fact")
     episode = next(r["id"] for r in result["memories_created"] if r["type"] == "episode")
     assert checked(client.delete(f"/v1/memories/{fact}")).status_code == 204
-    assert get(client, fact)["details"]["status"] == "retracted"
+    assert checked(client.get(f"/v1/memories/{fact}")).status_code == 404
     listed = client.get("/v1/memories", params={"user_id": user, "type": "fact", "limit": 100}).json()["data"]
     assert fact not in {m["id"] for m in listed}
     again = checked(client.delete(f"/v1/memories/{fact}"))

@@ -406,20 +406,23 @@ def test_sources_supersession_and_episodes_commit_with_the_job(store: Any) -> No
     assert store.reconcile_candidates(ORG, "u1", ["ann:lives_in"], [])[0].id == new.id
 
 
-def test_delete_retracts_facts_and_removes_the_rest(store: Any) -> None:
+def test_delete_removes_a_memory_with_its_vectors_lexical_entries_and_tags(store: Any) -> None:
     fact = memory(ORG, "u1", "Ann keeps bees")
     episode = memory(ORG, "u1", "bee keeping chat", type_="episode", details={"title": "bees"})
     run_job(store, ORG, "u1", "c1", [(fact, unit(1)), (episode, unit(2))])
+    group = store.create_group(ORG, "hives", None, utcnow(), max_active=10)
+    assert store.retag_memory(ORG, fact.id, [group.id], [])
     assert not store.delete_memory(OTHER, fact.id, utcnow()), "another org's id is unknown"
     assert store.delete_memory(ORG, fact.id, utcnow())
-    assert store.get_memory(ORG, fact.id).status == "retracted"
+    assert store.get_memory(ORG, fact.id) is None
+    assert store.group_tags(ORG, [fact.id]) == {}, "its tags went with it"
     assert not store.delete_memory(ORG, fact.id, utcnow()), "a second delete finds nothing"
     assert store.delete_memory(ORG, episode.id, utcnow())
     assert store.get_memory(ORG, episode.id) is None
-    active = Cmp("status", "eq", "active")
-    assert store.dense_candidates(ORG, active, unit(2), 5) == []
-    assert store.lexical_candidates(ORG, active, "bees bee keeping", 5) == []
-    assert ids(store.dense_candidates(ORG, Cmp("status", "eq", "retracted"), unit(1), 5)) == [fact.id]
+    for status in ("active", "retracted", "superseded"):
+        where = Cmp("status", "eq", status)
+        assert store.dense_candidates(ORG, where, unit(1), 5) == store.dense_candidates(ORG, where, unit(2), 5) == []
+        assert store.lexical_candidates(ORG, where, "bees bee keeping", 5) == []
 
 
 def test_tenancy_nothing_crosses_orgs(store: Any) -> None:
@@ -875,21 +878,20 @@ def test_two_jobs_of_one_user_stating_one_fact_at_once_store_it_once(store: Any)
     assert result_b["memories_created"] == [] and [m["id"] for m in result_b["memories_updated"]] == [facts[0].id]
 
 
-def test_a_fact_retracted_while_a_job_restates_it_is_neither_revived_nor_swallowed(store: Any) -> None:
+def test_a_fact_deleted_while_a_job_restates_it_is_neither_revived_nor_swallowed(store: Any) -> None:
     pipeline = _pipeline(store)
     old = memory(ORG, "u1", "Ann keeps bees")
-    _, (first_event,) = run_job(store, ORG, "u1", "c0", [(old, unit("Ann keeps bees"))])
+    run_job(store, ORG, "u1", "c0", [(old, unit("Ann keeps bees"))])
     lease, outcome = _in_flight(store, pipeline, "conv-a", "Ann keeps bees")  # decided: repeats `old`
     assert store.delete_memory(ORG, old.id, utcnow())  # DELETE /v1/memories/{id} before the job commits
     _commit(store, lease, outcome)
-    gone = store.get_memory(ORG, old.id)
-    assert gone.status == "retracted" and gone.source_event_ids == [first_event], "the retracted row is not touched"
+    assert store.get_memory(ORG, old.id) is None, "the deleted fact is not revived"
     facts = _active_facts(store)
     assert [(f.text, f.source_event_ids) for f in facts] == [("Ann keeps bees", [lease.events[0].id])], \
         "the restatement is new evidence after the delete: a new active fact"
 
 
-def test_a_fact_retracted_while_a_job_supersedes_it_stays_retracted(store: Any) -> None:
+def test_a_fact_deleted_while_a_job_supersedes_it_stays_deleted(store: Any) -> None:
     pipeline = _pipeline(store)
     pipeline.extractor.keys["Ann lives in Lisbon"] = "lives_in"  # the pipeline qualifies it: ann:lives_in
     old = memory(ORG, "u1", "Ann lives in Porto", key="ann:lives_in")
@@ -898,7 +900,7 @@ def test_a_fact_retracted_while_a_job_supersedes_it_stays_retracted(store: Any) 
     assert outcome.superseded, "the job decided to supersede the fact"
     assert store.delete_memory(ORG, old.id, utcnow())
     _commit(store, lease, outcome)
-    assert store.get_memory(ORG, old.id).status == "retracted", "a delete is never undone into `superseded`"
+    assert store.get_memory(ORG, old.id) is None, "a delete is never undone into `superseded`"
     (new,) = _active_facts(store)
     assert new.text == "Ann lives in Lisbon" and new.details["supersedes"] is None and new.key == "ann:lives_in"
     assert store.get_job(ORG, lease.job.id).result["memories_superseded_by"] == {}
@@ -981,7 +983,7 @@ def test_the_worker_reconciles_again_when_a_delete_lands_before_its_commit(store
         f"job {job_id}: the user's memory changed before its commit; reconciling again (1)"]
     job = store.get_job(ORG, job_id)
     assert job.status == "succeeded" and len(job.result["memories_created"]) == 1
-    assert store.get_memory(ORG, old.id).status == "retracted"
+    assert store.get_memory(ORG, old.id) is None
     assert [f.id for f in _active_facts(store)] == [job.result["memories_created"][0]["id"]]
     assert embedded == [["Ann keeps bees"]], "embedded once: the second reconcile reuses the vectors"
 
@@ -1090,8 +1092,7 @@ def test_commit_refuses_to_supersede_or_cite_a_fact_that_is_no_longer_active(sto
                      details={"fact_type": "fact", "supersedes": fact.id, "episode_id": None})
         assert store.complete(lease, build(new, events)) is CommitResult.STALE
         assert store.get_memory(ORG, new.id) is None and store.get_job(ORG, job_id).status == "running"
-        again = store.get_memory(ORG, fact.id)
-        assert again.status == "retracted" and again.source_event_ids == fact.source_event_ids
+        assert store.get_memory(ORG, fact.id) is None
         assert store.fail(lease, JobError("ingest_failed", "test"))
 
 

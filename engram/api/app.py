@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__, metrics
-from engram.api import admin, errors, family_m, family_x, lifecycle, usage, webhooks
+from engram.api import admin, errors, family_m, family_x, groups, lifecycle, usage, webhooks
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
@@ -160,6 +160,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(usage.router)
     app.include_router(webhooks.router)
+    app.include_router(groups.router)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
@@ -210,7 +211,8 @@ def _document_limits(schemas: dict[str, Any], limits: Limits) -> None:
                         "name": label, "dia_id": label},
         "MemorySearchBody": {"query": {"maxLength": limits.max_query_chars, **text},
                              "cursor": {"maxLength": MAX_CURSOR_CHARS},
-                             "include": {"items": {"enum": sorted(family_x.SEARCH_INCLUDES)}, "uniqueItems": True},
+                             "include": {"items": {"enum": sorted(family_x.SEARCH_INCLUDES | family_x.CORPORA)},
+                                         "uniqueItems": True},
                              "user_id": ids, "agent_id": ids, "app_id": ids, "group_ids": {"items": ids}},
         "UpdateBody": {"text": {"maxLength": limits.max_content_chars_x, **text}},
         "EventsIngestBody": {"events": {"minItems": 1, "maxItems": limits.max_items_per_call}},

@@ -197,6 +197,7 @@ _WHY = {
     413: "The body is larger than ENGRAM_MAX_BODY_BYTES (payload_too_large).",
     422: "A field breaks a rule (validation_error, invalid_cursor, cursor_mismatch, …).",
     429: "The embedding provider is rate-limited (rate_limit_exceeded); see Retry-After.",
+    501: "A part of a published contract this server does not do (not_supported); docs/compatibility.md.",
     503: "The embedding provider is unavailable (unavailable).",
 }
 

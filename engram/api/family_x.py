@@ -17,7 +17,7 @@ from engram.api.deps import reader, service, writer
 from engram.api.errors import documented
 from engram.api.fields import Instant
 from engram.auth import Principal
-from engram.domain.filters import MATCH_NONE, Cmp, conjoin, parse_filter
+from engram.domain.filters import GROUP_FIELD, MATCH_NONE, Cmp, conjoin, parse_filter
 from engram.domain.inputs import AcceptOptions, Grouping, SearchQuery, Turn
 from engram.domain.records import Event, Job, Memory, iso
 from engram.domain.validation import Loc, relocate
@@ -27,6 +27,7 @@ from engram.service import SearchHit, Service
 router = APIRouter(prefix="/v1/memories", tags=["memories"], route_class=StrictJSONRoute)
 
 SEARCH_INCLUDES = {"full_content", "source_events", "context_prompt"}
+CORPORA = {"fact", "artifact", "episode"}
 
 
 class MessageBody(BaseModel):
@@ -45,14 +46,19 @@ class MessagesIngestBody(BaseModel):
     app_id: str | None = None
     metadata: dict[str, Any] | None = None
     extract_artifacts: bool = False
-    # The v1.0 contract's group scope. engram has no groups yet, so every id is unknown: as the
-    # contract says of unknown ids, they are dropped and echoed in `result.ignored_group_ids`.
+    # The v1.0 contract's groups: the job may tag its new memories with the active ones
+    # (engram/groups.py); unknown or archived ids are echoed in `result.ignored_group_ids`.
     group_ids: list[str] = Field(default_factory=list)
 
 
 class UpdateBody(BaseModel):
+    """Both contracts' PATCH: v0.1 edits `text` (facts) and `metadata`; v1.0 adds and removes
+    group tags. A body may carry either or both (docs/design.md, "Two contracts")."""
+
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    add_group_ids: list[str] | None = None
+    remove_group_ids: list[str] | None = None
 
 
 class MemorySearchBody(BaseModel):
@@ -60,21 +66,30 @@ class MemorySearchBody(BaseModel):
     filters: dict[str, Any] | None = None
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = None
+    # v0.1's options (full_content, source_events, context_prompt) and v1.0's corpora
+    # (fact, artifact, episode: restrict the types searched) in one list.
     include: list[str] = Field(default_factory=list)
-    # The v1.0 contract's scope axes at the top level (the current SDK sends them there): each
-    # is ANDed with `filters`, so a search can only narrow. No memory belongs to a group yet,
-    # so a non-empty `group_ids` matches nothing (never everything).
+    # The v1.0 contract's scope axes at the top level: each is ANDed with `filters`, so a
+    # search can only narrow; `group_ids` reads the memories tagged with any of them.
     user_id: str | None = None
     agent_id: str | None = None
     app_id: str | None = None
     group_ids: list[str] | None = None
+    mode: Literal["retrieve", "compose"] | None = None
+
+    def speaks_v1(self) -> bool:
+        """Whether the request is the v1.0 contract's (its response is v1.0's `search` object,
+        not v0.1's list envelope): it names a mode, a top-level scope axis or a corpus."""
+        return (self.mode is not None or any(v is not None for v in (self.user_id, self.agent_id, self.app_id,
+                                                                        self.group_ids))
+                or bool(set(self.include) & CORPORA))
 
 
 # ---------------------------------------------------------------------- wire shapes
 def job_wire(job: Job) -> dict[str, Any]:
     result = job.result if job.status == "succeeded" else None
-    if result is not None and job.params.get("ignored_group_ids"):
-        result = {**result, "ignored_group_ids": job.params["ignored_group_ids"]}
+    if result is not None:  # v1.0's IngestResult always names what it dropped (often nothing)
+        result = {**result, "ignored_group_ids": list(job.params.get("ignored_group_ids") or [])}
     return {
         "object": "ingest_job",
         "id": job.id,
@@ -93,7 +108,7 @@ def source_event_wire(event: Event) -> dict[str, Any]:
 
 
 def memory_wire(memory: Memory, *, score: float | None = None, full_content: bool = False,
-                source_events: list[Event] | None = None) -> dict[str, Any]:
+                source_events: list[Event] | None = None, group_ids: list[str] | None = None) -> dict[str, Any]:
     details = dict(memory.details)
     if memory.type == "fact":
         details["status"] = memory.status
@@ -112,6 +127,7 @@ def memory_wire(memory: Memory, *, score: float | None = None, full_content: boo
         "agent_id": memory.agent_id,
         "conv_id": memory.conv_id,
         "app_id": memory.app_id,
+        "group_ids": group_ids or [],
         "metadata": memory.metadata,
         "categories": memory.categories,
         "created_at": iso(memory.created_at),
@@ -123,8 +139,9 @@ def memory_wire(memory: Memory, *, score: float | None = None, full_content: boo
     return wire
 
 
-def _hit_wire(hit: SearchHit, full_content: bool) -> dict[str, Any]:
-    return memory_wire(hit.memory, score=hit.score, full_content=full_content, source_events=hit.source_events)
+def _hit_wire(hit: SearchHit, full_content: bool, tags: dict[str, list[str]]) -> dict[str, Any]:
+    return memory_wire(hit.memory, score=hit.score, full_content=full_content, source_events=hit.source_events,
+                       group_ids=tags.get(hit.memory.id))
 
 
 # ---------------------------------------------------------------------- error locations
@@ -206,30 +223,47 @@ async def get_job(job_id: str, principal: Principal = Depends(reader), svc: Serv
 
 @router.post("/search", responses=documented(400, 401, 403, 413, 422, 429, 503))
 async def search(body: MemorySearchBody, principal: Principal = Depends(reader), svc: Service = Depends(service)) -> dict[str, Any]:
-    unknown = set(body.include) - SEARCH_INCLUDES
+    unknown = set(body.include) - SEARCH_INCLUDES - CORPORA
     if unknown:
         raise ServiceError("unsupported_include_option",
                           f"unsupported include option(s): {', '.join(sorted(unknown))}; "
-                          f"use {', '.join(sorted(SEARCH_INCLUDES))}")
+                          f"use {', '.join(sorted(SEARCH_INCLUDES | CORPORA))}")
     svc.check_scope({"user_id": body.user_id, "agent_id": body.agent_id, "app_id": body.app_id,
                      "group_ids": body.group_ids})
     scope = [Cmp(name, "eq", value) for name in ("user_id", "agent_id", "app_id")
              if (value := getattr(body, name)) is not None]
-    if body.group_ids:
-        scope.append(MATCH_NONE)
+    if body.group_ids is not None:  # any of them; an empty list names no group, so no memory
+        scope.append(Cmp(GROUP_FIELD, "in", tuple(body.group_ids)) if body.group_ids else MATCH_NONE)
+    corpora = sorted(set(body.include) & CORPORA)
+    if corpora:
+        scope.append(Cmp("type", "in", tuple(corpora)))
+    v1 = body.speaks_v1()
+    compose = v1 and body.mode != "retrieve"  # v1.0's default mode is compose
     query = SearchQuery(
         text=body.query, where=conjoin(*scope, parse_filter(body.filters)), limit=body.limit, cursor=body.cursor,
         with_source_events="source_events" in body.include, with_full_content="full_content" in body.include,
-        with_context_prompt="context_prompt" in body.include,
+        with_context_prompt=compose or "context_prompt" in body.include,
     )
     results = await svc.run_search(principal.org_id, query, key_id=principal.key_id)
-    return {
-        "object": "list",
-        "data": [_hit_wire(h, query.with_full_content) for h in results.hits],
-        "has_more": results.has_more,
-        "next_cursor": results.next_cursor,
-        "extras": {"context_prompt": results.context_prompt, "stage_timings": results.timings},
-    }
+    tags = await run_in_threadpool(svc.group_tags, principal.org_id, [h.memory.id for h in results.hits])
+    data = [_hit_wire(h, query.with_full_content, tags) for h in results.hits]
+    if not v1:
+        return {"object": "list", "data": data, "has_more": results.has_more, "next_cursor": results.next_cursor,
+                "extras": {"context_prompt": results.context_prompt, "stage_timings": results.timings}}
+    # v1.0: `compose` assembles the markdown block from the ranked rows; no model picks among
+    # them first, which `context_selection_applied: false` says (docs/design.md).
+    return {"object": "search", "mode": "compose" if compose else "retrieve", "data": data,
+            "context": results.context_prompt if compose else None, "stage_timings": results.timings,
+            "context_selection_applied": False, "has_more": results.has_more, "next_cursor": results.next_cursor}
+
+
+@router.post("/trigger", status_code=501, responses=documented(401, 403, 422, 501))
+async def trigger(principal: Principal = Depends(reader)) -> None:
+    """v1.0's procedural recall (lessons and procedures before a tool call). engram does not
+    learn lessons or procedures from sessions, so it has none to recall: it says so rather
+    than answer an empty list that would read as "nothing applies" (docs/compatibility.md)."""
+    raise ServiceError("not_supported", "engram does not extract lessons or procedures, so /v1/memories/trigger has "
+                       "nothing to recall; search (POST /v1/memories/search) reads every memory it keeps")
 
 
 @router.get("", responses=documented(401, 403, 422))
@@ -242,7 +276,7 @@ async def list_memories(
     app_id: str | None = None,
     type: Literal["fact", "artifact", "episode"] | None = None,
     cursor: str | None = None,
-    limit: int = Query(50, ge=1, le=100),
+    limit: int = Query(50, ge=1, le=500),
     order: Literal["created_at_desc", "created_at_asc"] = "created_at_desc",
     include: str | None = None,
     group_id: str | None = None,
@@ -251,12 +285,13 @@ async def list_memories(
     if includes - {"full_content"}:
         raise ServiceError("unsupported_include_option", "list supports include=full_content only")
     scope = {"user_id": user_id, "agent_id": agent_id, "conv_id": conv_id, "app_id": app_id, "type": type}
-    # The v1.0 contract's group filter: no memory belongs to a group yet, so it lists nothing.
     page = await run_in_threadpool(svc.list_memories, principal.org_id, scope, in_group=group_id,
                                    ascending=order == "created_at_asc", cursor=cursor, limit=limit)
+    tags = await run_in_threadpool(svc.group_tags, principal.org_id, [m.id for m in page.items])
     return {
         "object": "list",
-        "data": [memory_wire(m, full_content="full_content" in includes) for m in page.items],
+        "data": [memory_wire(m, full_content="full_content" in includes, group_ids=tags.get(m.id))
+                 for m in page.items],
         "has_more": page.has_more,
         "next_cursor": page.next_cursor,
     }
@@ -266,15 +301,26 @@ async def list_memories(
 async def get_memory(memory_id: str, principal: Principal = Depends(reader),
                      svc: Service = Depends(service)) -> dict[str, Any]:
     memory = await run_in_threadpool(svc.get_memory, principal.org_id, memory_id)
-    return memory_wire(memory, full_content=True)
+    return memory_wire(memory, full_content=True, group_ids=await _tags_of(svc, principal.org_id, memory.id))
+
+
+async def _tags_of(svc: Service, org_id: str, memory_id: str) -> list[str]:
+    return (await run_in_threadpool(svc.group_tags, org_id, [memory_id])).get(memory_id, [])
 
 
 @router.patch("/{memory_id}", responses=documented(400, 401, 403, 404, 413, 422, 429, 503))
 async def update_memory(memory_id: str, body: UpdateBody | None = None, principal: Principal = Depends(writer),
                         svc: Service = Depends(service)) -> dict[str, Any]:
     body = body or UpdateBody()
-    memory = await run_in_threadpool(svc.update_memory, principal.org_id, memory_id, body.text, body.metadata)
-    return memory_wire(memory, full_content=True)
+    retag = body.add_group_ids is not None or body.remove_group_ids is not None
+    if retag:
+        await run_in_threadpool(svc.groups.retag, principal.org_id, memory_id, body.add_group_ids or [],
+                                body.remove_group_ids or [])
+    if retag and body.text is None and not body.metadata:
+        memory = await run_in_threadpool(svc.get_memory, principal.org_id, memory_id)
+    else:
+        memory = await run_in_threadpool(svc.update_memory, principal.org_id, memory_id, body.text, body.metadata)
+    return memory_wire(memory, full_content=True, group_ids=await _tags_of(svc, principal.org_id, memory.id))
 
 
 @router.get("/{memory_id}/revisions", responses=documented(401, 403, 404, 422))
@@ -282,8 +328,9 @@ async def memory_revisions(memory_id: str, principal: Principal = Depends(reader
                            svc: Service = Depends(service)) -> dict[str, Any]:
     """engram's extension: the revision chain through this memory, oldest first."""
     chain = await run_in_threadpool(svc.memory_revisions, principal.org_id, memory_id)
-    return {"object": "list", "data": [memory_wire(m, full_content=True) for m in chain], "has_more": False,
-            "next_cursor": None}
+    tags = await run_in_threadpool(svc.group_tags, principal.org_id, [m.id for m in chain])
+    return {"object": "list", "data": [memory_wire(m, full_content=True, group_ids=tags.get(m.id)) for m in chain],
+            "has_more": False, "next_cursor": None}
 
 
 @router.delete("/{memory_id}", status_code=204, responses=documented(401, 403, 404, 422, list_422=True))

@@ -23,6 +23,10 @@ CORE_FIELDS = frozenset(
     {"id", "user_id", "agent_id", "conv_id", "app_id", "type", "status", "created_at", "updated_at", "valid_at"}
 )
 TIME_FIELDS = frozenset({"created_at", "updated_at", "valid_at"})
+# The groups a memory is tagged with (a set, not a column): `{"group_ids": "grp_…"}` matches a
+# memory in that group, `$in` one in any of them, `$ne`/`$nin` one in none, `$exists` one in some.
+GROUP_FIELD = "group_ids"
+GROUP_OPERATORS = frozenset({"eq", "ne", "in", "nin", "exists"})
 OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$gt", "$gte", "$lt", "$lte", "$between"})
 Scalar = Union[str, int, float, bool]
 
@@ -119,12 +123,31 @@ def _parse_entry(key: str, value: Any, depth: int, budget: _Budget) -> Node:
         raise _bad({key: value}, f"unknown operator {key} at field position")
     if not key or len(key) > 256:
         raise _bad({key: value}, "field names are 1-256 characters")
-    if key not in CORE_FIELDS and (_UNFILTERABLE_KEY.search(key) or unstorable(key)):
+    if key not in CORE_FIELDS and key != GROUP_FIELD and (_UNFILTERABLE_KEY.search(key) or unstorable(key)):
         raise _bad({key: value}, "metadata keys with quotes, backslashes or control characters are not filterable")
     return _parse_field(key, value, depth, budget)
 
 
 def _parse_field(field: str, value: Any, depth: int, budget: _Budget) -> Node:
+    node = _parse_value(field, value, depth, budget)
+    if field == GROUP_FIELD:
+        _check_group_clause(node, {field: value})
+    return node
+
+
+def _check_group_clause(node: Node, clause: Any) -> None:
+    for part in (node.clauses if isinstance(node, And) else (node,)):
+        assert isinstance(part, Cmp)
+        if part.op == "null":
+            continue  # no group at all
+        if part.op not in GROUP_OPERATORS:
+            raise _bad(clause, "group_ids takes a group id, $eq, $ne, $in, $nin or $exists")
+        values = part.value if part.op in ("in", "nin") else (part.value,) if part.op != "exists" else ()
+        if not all(isinstance(v, str) for v in values):
+            raise _bad(clause, "group ids are strings")
+
+
+def _parse_value(field: str, value: Any, depth: int, budget: _Budget) -> Node:
     if value is None:
         budget.spend({field: value})
         return Cmp(field, "null")

@@ -78,7 +78,8 @@ class AcceptOptions:
     # (user, conversation, kind, content) within it resolves to that event (family M).
     dedup: bool = False
     extract_artifacts: bool = False
-    group_ids: Sequence[str] = ()  # the v1.0 contract's group scope; no groups exist yet, so all are ignored
+    group_ids: Sequence[str] = ()  # the v1.0 contract's groups the call names (engram/groups.py)
+    active_group_ids: Sequence[str] = ()  # those of them active when the call came: the job may tag these
 
 
 def dedup_hash(user_id: str, conv_id: str, kind: str, content: str) -> str:

@@ -41,6 +41,20 @@ class Org:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A registered group of an org (the v1.0 sharing axis): memories tagged with its id are
+    read by a search that names it, whoever's they are. `prompt` None is a catch-all group."""
+
+    org_id: str
+    id: str
+    name: str
+    prompt: str | None
+    status: str  # active | archived
+    created_at: datetime
+    updated_at: datetime | None
+
+
 @dataclass(slots=True)
 class ApiKey:
     id: str

@@ -7,7 +7,7 @@ when an export comes from another embedder.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -227,7 +227,7 @@ class Importer:
                                                                            memories[i].memory.details) for i in again])
         out = list(memories)
         for i, vector in zip(again, vectors):
-            out[i] = ExportedMemory(memories[i].memory, np.asarray(vector, dtype=np.float32))
+            out[i] = replace(memories[i], vector=np.asarray(vector, dtype=np.float32))
         self.report.memories_embedded += len(again)
         return out
 

@@ -76,7 +76,7 @@ def memory_record(x: ExportedMemory) -> dict[str, Any]:
             "user_id": m.user_id, "agent_id": m.agent_id, "conv_id": m.conv_id, "app_id": m.app_id,
             "metadata": m.metadata, "categories": m.categories, "details": m.details,
             "source_event_ids": m.source_event_ids, "valid_at": iso(m.valid_at), "created_at": iso(m.created_at),
-            "updated_at": iso(m.updated_at),
+            "updated_at": iso(m.updated_at), "group_ids": list(x.group_ids),
             "vector": None if x.vector is None else base64.b64encode(np.asarray(x.vector, "<f4").tobytes()).decode()}
 
 
@@ -128,7 +128,10 @@ def to_memory(number: int, r: Mapping[str, Any], dim: int | None) -> ExportedMem
                     details=_object(number, r, "details"), source_event_ids=list(sources),
                     valid_at=_maybe_time(number, r, "valid_at"), created_at=_time(number, r, "created_at"),
                     updated_at=_time(number, r, "updated_at"))
-    return ExportedMemory(memory, _vector(number, r.get("vector"), dim))
+    groups = r.get("group_ids", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g and not unstorable(g) for g in groups):
+        raise BadLine(number, "`group_ids` must be a list of group ids")
+    return ExportedMemory(memory, _vector(number, r.get("vector"), dim), tuple(dict.fromkeys(groups)))
 
 
 def _vector(number: int, value: Any, dim: int | None) -> np.ndarray | None:

@@ -39,6 +39,7 @@ from engram.embed import Embedder
 from engram.ids import new_memory_id
 from engram.llm.usage import metering
 from engram.pipeline.content_filter import ContentFilter
+from engram.pipeline import sharing
 from engram.pipeline.reconcile import reconcile
 from engram.store.base import JobOutcome, Lease, NewMemory, Store
 from engram.stages import timed
@@ -459,11 +460,36 @@ class Pipeline:
     def _carry_out(self, lease: Lease, plan: "_Plan", outcome: JobOutcome) -> None:
         """The plan as the outcome the store commits."""
         outcome.created = self._build(lease, plan)
+        outcome.group_tags = self._group_tags(lease, outcome.created)
         outcome.added_sources = plan.added_sources
         outcome.superseded = plan.superseded
         outcome.retracted = plan.retracted
         if plan.episode is not None:
             outcome.episode_id, outcome.episode_event_ids = plan.episode.id, list(plan.episode.event_ids)
+
+    def _group_tags(self, lease: Lease, created: Sequence[NewMemory]) -> dict[str, list[str]]:
+        """The groups each new memory joins, of those the ingest named (pipeline/sharing.py).
+        A group archived since the accept tags nothing more."""
+        named = lease.job.params.get("group_ids") or []
+        if not named or not created:
+            return {}
+        found = self.store.groups_by_id(lease.job.org_id, named)
+        groups = [found[g] for g in named if g in found and found[g].status == "active"]
+        if not groups:
+            return {}
+        prompts = sharing.prompted(groups)
+        judge = sharing.Judge(groups, self.embedder.embed(prompts) if prompts else np.zeros((0, self.embedder.dim)))
+        said = {e.id: e.content for e in lease.events}
+        tags: dict[str, list[str]] = {}
+        for new in created:
+            m = new.memory
+            turns = [said[e] for e in m.source_event_ids if e in said]
+            # An episode speaks for its whole conversation; a fact or artifact for its sentences.
+            evidence = turns if m.type == "episode" else sharing.source_sentences(m.text, turns)
+            joined = judge.groups_of(m.text, new.vector, evidence)
+            if joined:
+                tags[m.id] = joined
+        return tags
 
     def _build(self, lease: Lease, plan: "_Plan") -> list[NewMemory]:
         """Every memory of the plan, each built once with its final details: the facts (with

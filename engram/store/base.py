@@ -158,6 +158,7 @@ class JobOutcome:
     created: list[NewMemory] = field(default_factory=list)
     added_sources: dict[str, list[str]] = field(default_factory=dict)  # memory id -> new event ids
     superseded: dict[str, str] = field(default_factory=dict)  # old memory id -> new memory id
+    group_tags: dict[str, list[str]] = field(default_factory=dict)  # memory id -> groups it joins (engram/groups.py)
     retracted: list[str] = field(default_factory=list)  # active facts a replay no longer finds in their turns
     event_failures: dict[str, str] = field(default_factory=dict)  # event id -> reason
     episode_event_ids: list[str] = field(default_factory=list)  # events now covered by an episode

@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, parse_iso
+from engram.domain.records import ApiKey, Event, Group, Job, JobError, Memory, Org, parse_iso
 
 
 def json_value(value: Any) -> Any:
@@ -30,6 +30,11 @@ def time_value(value: Any) -> datetime | None:
 
 def org(row: Any) -> Org:
     return Org(id=row["id"], name=row["name"], created_at=time_value(row["created_at"]))  # type: ignore[arg-type]
+
+
+def group(row: Any) -> Group:
+    return Group(org_id=row["org_id"], id=row["id"], name=row["name"], prompt=row["prompt"], status=row["status"],
+                 created_at=time_value(row["created_at"]), updated_at=time_value(row["updated_at"]))  # type: ignore[arg-type]
 
 
 def api_key(row: Any) -> ApiKey:

@@ -16,6 +16,20 @@ from engram.store.sql import Params
 SQL_OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
+def group_comparison(node: Cmp, params: Params) -> str:
+    """Membership in the memory's group tags (`memory_groups`). Group ids are random, so a
+    tag names one org's group: the subquery needs no org, and its index drives a search by
+    group across every user of the org."""
+    op, value = node.op, node.value
+    if op in ("null", "exists"):
+        tagged = "EXISTS (SELECT 1 FROM memory_groups g WHERE g.org_id = m.org_id AND g.memory_id = m.id)"
+        return tagged if op == "exists" and value else f"NOT {tagged}"
+    values = value if op in ("in", "nin") else (value,)
+    marks = ",".join(params.add(v) for v in values)
+    member = f"m.id IN (SELECT g.memory_id FROM memory_groups g WHERE g.group_id IN ({marks}))"
+    return member if op in ("eq", "in") else f"NOT {member}"
+
+
 def core_comparison(node: Cmp, params: Params, *, time: Callable[[Any], Any], false: str) -> str:
     col = f"m.{node.field}"
     timed = node.field in TIME_FIELDS

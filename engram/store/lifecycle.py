@@ -22,7 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -78,6 +78,7 @@ class ExportedEvent:
 class ExportedMemory:
     memory: Memory
     vector: np.ndarray | None  # None only for a memory stored without one
+    group_ids: tuple[str, ...] = ()  # its group tags (engram/groups.py)
 
 
 class IdsHeldElsewhere(Exception):
@@ -96,6 +97,9 @@ class LifecycleRules:
     _move_version: Callable[..., int]
     _announce_end: Callable[[Tx, str], None]
     _insert_sources: Callable[[Tx, Sequence[NewMemory]], None]
+    _remove_memories: Callable[[Tx, str, Sequence[str]], None]
+    _tag: Callable[[Tx, str, Mapping[str, Sequence[str]]], None]
+    group_tags: Callable[[str, Sequence[str]], dict[str, list[str]]]
     _add_usage: Callable[..., None]
     _forget_callbacks: list[Callable[[], None]]
     _epoch_seen: list[Any]
@@ -165,8 +169,7 @@ class LifecycleRules:
                 report.memories[m["type"]] = report.memories.get(m["type"], 0) + 1
                 report.memories_by_status[m["status"]] = report.memories_by_status.get(m["status"], 0) + 1
             if ids:
-                tx.run("delete_memory_sources", {"ids": d.array(ids)})
-                d.delete_memories(tx, org_id, ids)
+                self._remove_memories(tx, org_id, ids)
             # Events of the user's jobs and imported ones (no job); an accept committing
             # meanwhile brought new turns, with their own job, which run as usual.
             report.events = tx.run("delete_user_events", {"org_id": org_id, "user_id": user_id, "job_ids": all_jobs})
@@ -222,8 +225,7 @@ class LifecycleRules:
                 else:
                     removed.append(m["id"])
             if removed:
-                tx.run("delete_memory_sources", {"ids": d.array(removed)})
-                d.delete_memories(tx, org_id, removed)
+                self._remove_memories(tx, org_id, removed)
                 report.memories_removed = removed
             report.events_deleted = tx.run("mark_conversation_deleted", scope)
             unfinished = [j["id"] for j in jobs]
@@ -250,7 +252,8 @@ class LifecycleRules:
         memories = [codec.memory(r) for r in self._all(name, **scope, after=after, limit=limit)]
         with self.dialect.reader() as tx:
             vectors = self.dialect.vectors_of(tx, [m.id for m in memories])
-        return [ExportedMemory(m, vectors.get(m.id)) for m in memories]
+        tags = self.group_tags(org_id, [m.id for m in memories])
+        return [ExportedMemory(m, vectors.get(m.id), tuple(tags.get(m.id, ()))) for m in memories]
 
     @staticmethod
     def _scope(query: str, org_id: str, user_id: str, conv_id: str | None) -> tuple[str, dict[str, Any]]:
@@ -299,6 +302,13 @@ class LifecycleRules:
             if fresh:
                 d.insert_memories(tx, d.encode_memories(fresh))
                 self._insert_sources(tx, fresh)
+                # Tags of groups this org has (any status); another org's group ids mean nothing here.
+                named = {g for x in memories for g in x.group_ids}
+                if named:
+                    known = {r["id"] for r in tx.all("groups_by_id", {"org_id": org_id, "ids": d.array(sorted(named))})}
+                    kept = {x.memory.id: [g for g in x.group_ids if g in known] for x in memories
+                            if x.memory.id not in held_memories}
+                    self._tag(tx, org_id, {m: gs for m, gs in kept.items() if gs})
                 # Jobs of these users that are reconciling now must read again.
                 for user_id in sorted({n.memory.user_id or "" for n in fresh
                                        if n.memory.status == "active" and n.memory.type != "episode"}):

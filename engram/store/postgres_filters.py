@@ -20,9 +20,9 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
+from engram.domain.filters import CORE_FIELDS, GROUP_FIELD, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
 from engram.errors import ServiceError
-from engram.store.filters import SQL_OPS, core_comparison, metadata_comparison
+from engram.store.filters import SQL_OPS, core_comparison, group_comparison, metadata_comparison
 from engram.store.sql import Params
 
 def compile_filter(node: Node, params: Params) -> str:
@@ -37,7 +37,10 @@ def compile_filter(node: Node, params: Params) -> str:
         return "(" + " OR ".join(compile_filter(c, params) for c in node.clauses) + ")"
     if isinstance(node, Not):
         return "(NOT " + compile_filter(node.clause, params) + ")"
-    expr = _core(node, params) if node.field in CORE_FIELDS else _meta(node, params)
+    if node.field == GROUP_FIELD:
+        expr = group_comparison(node, params)
+    else:
+        expr = _core(node, params) if node.field in CORE_FIELDS else _meta(node, params)
     return f"COALESCE(({expr}), FALSE)"
 
 

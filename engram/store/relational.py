@@ -31,6 +31,7 @@ from engram.store.base import (
     resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
+from engram.store.groups import GroupRules
 from engram.store.lifecycle import LifecycleRules
 from engram.store.reindex import ReindexRules
 from engram.store.webhooks import COMPLETED, FAILED, WebhookRules, completed_payload, failed_payload
@@ -54,7 +55,7 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
     return "conv\x1f" + "\x1f".join((org_id, user_id, conv_id))
 
 
-class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
+class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules):
     """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py;
     re-embedding: store/reindex.py)."""
 
@@ -352,6 +353,8 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
             if outcome.created:
                 d.insert_memories(tx, encoded)
                 self._insert_sources(tx, outcome.created)
+            if outcome.group_tags:
+                self._tag(tx, org_id, outcome.group_tags)
             # Rows other jobs may touch too are changed in id order: no deadlock between jobs.
             for memory_id in sorted(outcome.added_sources):
                 self._add_sources(tx, org_id, memory_id, outcome.added_sources[memory_id], now)
@@ -396,6 +399,13 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
         step = 1 if bump else 0
         row = tx.one("move_user_version", {"org_id": org_id, "user_id": user_id or "", "step": step})
         return int(row["version"]) - step
+
+    def _remove_memories(self, tx: Tx, org_id: str, ids: Sequence[str]) -> None:
+        """Memories gone for good: their source links, group tags, vectors and lexical entries."""
+        d = self.dialect
+        tx.run("delete_memory_sources", {"ids": d.array(list(ids))})
+        tx.run("delete_memory_tags", {"org_id": org_id, "ids": d.array(list(ids))})
+        d.delete_memories(tx, org_id, ids)
 
     def _insert_sources(self, tx: Tx, created: Sequence[NewMemory]) -> None:
         tx.many("insert_memory_source", [{"memory_id": n.memory.id, "event_id": e}
@@ -483,9 +493,10 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
         return {r["id"]: codec.memory(r) for r in rows}
 
     def delete_memory(self, org_id: str, memory_id: str, at: datetime) -> bool:
-        """Facts are retracted (kept for their history); episodes are removed; an artifact is
-        removed with all its versions (every row of its `root_id`), with their vectors and
-        lexical entries."""
+        """Remove a memory outright, with its vectors, lexical entries, sources and group tags
+        (docs/design.md, "Deleting a memory"); an artifact goes with all its versions (every row
+        of its `root_id`). A revision chain through a deleted fact stops where it was. False when
+        there is no such memory (any more)."""
         owner = self._one("memory_owner", org_id=org_id, id=memory_id)
         if owner is None:
             return False
@@ -494,17 +505,13 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
             with d.transaction() as tx:
                 self._move_version(tx, org_id, owner["user_id"], bump=True)  # before the memory row: lock order
                 row = tx.one("memory_to_delete", {"org_id": org_id, "id": memory_id})
-                if row is None or row["status"] == "retracted":
+                if row is None:
                     raise _Unchanged()  # rolls the move back
-                if row["type"] == "fact":
-                    tx.run("retract_fact", {"id": memory_id, "org_id": org_id, "at": d.time(at)})
-                    return True
                 ids = [memory_id]
                 if row["type"] == "artifact" and row["root_id"]:
                     ids += [r["id"] for r in tx.all("other_versions", {"org_id": org_id, "id": memory_id,
                                                                        "root_id": row["root_id"]})]
-                tx.run("delete_memory_sources", {"ids": d.array(ids)})
-                d.delete_memories(tx, org_id, ids)
+                self._remove_memories(tx, org_id, ids)
                 return True
         except _Unchanged:
             return False
@@ -523,6 +530,7 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules):
                     raise _Unchanged()  # rolls the move back
                 d.insert_memories(tx, encoded)
                 self._insert_sources(tx, [new])
+                tx.run("copy_memory_tags", {"org_id": org_id, "old_id": old_id, "new_id": new.memory.id})
                 tx.run("supersede_active", {"id": old_id, "org_id": org_id, "now": d.time(at)})
                 return True
         except _Unchanged:

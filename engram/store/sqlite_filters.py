@@ -21,10 +21,10 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from engram.domain.filters import CORE_FIELDS, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
+from engram.domain.filters import CORE_FIELDS, GROUP_FIELD, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
 from engram.domain.records import iso
 from engram.errors import ServiceError
-from engram.store.filters import SQL_OPS, core_comparison, metadata_comparison
+from engram.store.filters import SQL_OPS, core_comparison, group_comparison, metadata_comparison
 from engram.store.sql import Params
 
 
@@ -40,7 +40,10 @@ def compile_filter(node: Node, params: Params, *, negated: bool = False) -> str:
         return "(" + " OR ".join(compile_filter(c, params, negated=negated) for c in node.clauses) + ")"
     if isinstance(node, Not):
         return "(NOT " + compile_filter(node.clause, params, negated=True) + ")"
-    expr = _core(node, params) if node.field in CORE_FIELDS else _meta(node, params)
+    if node.field == GROUP_FIELD:
+        expr = group_comparison(node, params)
+    else:
+        expr = _core(node, params) if node.field in CORE_FIELDS else _meta(node, params)
     return f"COALESCE(({expr}), 0)" if negated else f"({expr})"
 
 

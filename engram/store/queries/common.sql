@@ -396,6 +396,48 @@ ORDER BY day, name
 -- The org's memories by type and status, now (usage's storage snapshot).
 SELECT type, status, count(*) AS n FROM memories WHERE org_id = :org_id GROUP BY type, status
 
+-- ================================================================== groups (store/groups.py)
+-- name: groups_of_org
+SELECT * FROM groups WHERE org_id = :org_id AND (status = 'active' OR :archived_too = 1)
+ORDER BY created_at, id
+
+-- name: group_of_org
+SELECT * FROM groups WHERE org_id = :org_id AND id = :id
+
+-- name: groups_by_id
+SELECT * FROM groups WHERE org_id = :org_id AND id {{in:ids}}
+
+-- name: active_group_count
+SELECT count(*) AS n FROM groups WHERE org_id = :org_id AND status = 'active'
+
+-- name: insert_group
+INSERT INTO groups(org_id, id, name, prompt, status, created_at, updated_at)
+VALUES (:org_id, :id, :name, :prompt, 'active', :now, NULL)
+
+-- name: update_group
+UPDATE groups SET name = :name, prompt = :prompt, status = :status, updated_at = :now
+WHERE org_id = :org_id AND id = :id
+
+-- name: tag_memory
+INSERT INTO memory_groups(org_id, memory_id, group_id) VALUES (:org_id, :memory_id, :group_id)
+ON CONFLICT DO NOTHING
+
+-- name: untag_memory
+DELETE FROM memory_groups WHERE org_id = :org_id AND memory_id = :memory_id AND group_id {{in:ids}}
+
+-- name: tags_of_memories
+SELECT memory_id, group_id FROM memory_groups WHERE org_id = :org_id AND memory_id {{in:ids}}
+ORDER BY memory_id, group_id
+
+-- name: delete_memory_tags
+DELETE FROM memory_groups WHERE org_id = :org_id AND memory_id {{in:ids}}
+
+-- name: copy_memory_tags
+-- A text PATCH's new revision stays in the groups its predecessor was in.
+INSERT INTO memory_groups(org_id, memory_id, group_id)
+SELECT org_id, :new_id, group_id FROM memory_groups WHERE org_id = :org_id AND memory_id = :old_id
+ON CONFLICT DO NOTHING
+
 -- ================================================================== the data lifecycle (store/lifecycle.py)
 -- name: erasure_epoch
 SELECT epoch FROM erasures WHERE only_row = 1
