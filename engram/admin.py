@@ -4,7 +4,8 @@ Who may do what:
 
 - an `admin` key manages the keys of its own org (create, list, revoke);
 - the server's operator — an `admin` key of the built-in org `default`, or anyone on a loopback
-  server in open mode (no key yet) — also creates and lists orgs and manages any org's keys;
+  server in open mode (no key yet) — also creates orgs, sees every org and manages any org's
+  keys (what else an org's keys may do with its record: engram/onboarding.py);
 - the CLI on the store's machine is the operator.
 
 A key is shown once, when it is created; it may carry a name and an expiry (past it, it
@@ -59,10 +60,6 @@ class Admin:
         if any(o.name == name or o.id == name for o in self.store.list_orgs()):
             raise ServiceError("org_exists", f"an org named {name!r} exists")
         return self.store.ensure_org(name)
-
-    def list_orgs(self, principal: Principal) -> list[Org]:
-        self._operator(principal, "listing orgs")
-        return self.store.list_orgs()
 
     # ------------------------------------------------------------------ keys
     def create_key(self, principal: Principal, scopes: Sequence[str], *, name: str = "",

@@ -124,6 +124,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                       worker_health=supervisor.health)
     authenticator = Authenticator(store, open_mode_allowed=_is_loopback(args.host))
     app = create_app(service, authenticator)
+    from engram.mcp.http import mount as mount_mcp
+
+    mount_mcp(app, authenticator, args.host)  # the MCP tools at /mcp, behind the same keys
     # Everything built so far lives as long as the process: move it out of the cyclic
     # collector's sight, so that its full passes walk only what requests create.
     gc.collect()
@@ -318,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     from engram.cli_client import add_client_commands  # ingest, search, jobs, status: talk to a server over HTTP
 
     add_client_commands(sub)
+
+    from engram.mcp.stdio import add_command as add_mcp_command  # MCP over stdio, against a running server
+
+    add_mcp_command(sub)
     return parser
 
 

@@ -19,6 +19,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "org_mismatch": 403,
     "insufficient_scope": 403,
     "key_limit_reached": 403,
+    # what a hosted product offers and a self-hosted engram does not (memsy's typed errors)
+    "billing_not_enabled": 403,
+    "feature_not_available": 403,
     # 404: nothing of that id in your org (other orgs' ids look exactly like unknown ids)
     "not_found": 404,
     "job_not_found": 404,
@@ -49,6 +52,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_group_ids": 422,
     "contradictory_group_ids": 422,
     "empty_patch": 422,
+    "conflicting_fields": 422,  # fields that cannot be sent together (memsy: session_id with exclude_session_id)
     # 429
     "rate_limit_exceeded": 429,
     # 5xx: our fault, never the caller's input

@@ -124,20 +124,25 @@ def lazy_embedder(settings: Settings) -> Callable[[], Embedder]:
     return get
 
 
+def build_llm_provider(settings: Settings) -> Any:
+    """The chat model's provider (ENGRAM_LLM_BASE_URL), with the configured timeout and retries."""
+    from engram.llm.provider import Provider
+
+    return Provider(settings.llm_base_url or "", settings.llm_api_key, timeout_s=settings.llm_timeout_s,
+                    retry=_retry_policy(settings))
+
+
 def build_extractor(settings: Settings) -> Extractor:
     if settings.extractor == "rules":
         from engram.pipeline.extract.rules import RulesExtractor
 
         return RulesExtractor()
     if settings.extractor == "llm":
-        from engram.llm.provider import Provider
         from engram.pipeline.extract.llm import LLMExtractor
 
         assert settings.llm_base_url and settings.llm_model  # checked when the settings were loaded
-        provider = Provider(settings.llm_base_url, settings.llm_api_key, timeout_s=settings.llm_timeout_s,
-                            retry=_retry_policy(settings))
         return LLMExtractor(
-            provider, settings.llm_model, mode=settings.llm_structured_output,
+            build_llm_provider(settings), settings.llm_model, mode=settings.llm_structured_output,
             max_prompt_tokens=settings.llm_max_prompt_tokens, max_output_tokens=settings.llm_max_output_tokens,
             temperature=settings.llm_temperature, concurrency=settings.llm_concurrency,
             recall_limit=settings.llm_recall_limit)

@@ -32,7 +32,9 @@ from engram.errors import ServiceError, ValidationFailed
 from engram.ids import new_event_ids, new_job_id, new_memory_id
 from engram import metrics, usage
 from engram.admin import Admin
+from engram.memsy_console import Console
 from engram.groups import Groups
+from engram.onboarding import Onboarding
 from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
 from engram.search.engine import HybridRanker
@@ -140,6 +142,8 @@ class Service:
         self.admin = Admin(store, settings)
         self.groups = Groups(store, settings)
         self.usage = UsageMeter(store).start()  # requests, messages, searches: added to the store each second
+        self.onboarding = Onboarding(store, settings, self.admin, self.usage)  # memsy's orgs, roles, teams
+        self.console = Console(store, settings)  # memsy's console reads
         self.rate = RateLimiter(settings)
         self.webhooks = Webhooks(store, settings)
         # Vectors are compared and written only while they are this process's embedder's.

@@ -23,7 +23,8 @@ def test_both_dialects_resolve_the_same_rule_statements() -> None:
 
 def test_the_dialect_files_define_the_same_fragments_and_no_statements() -> None:
     common, common_fragments = parse(_read("common.sql"))
-    used = {m.group(1) for sql in common.values() for m in re.finditer(r"\{\{(\w+)(?::\w+)?\}\}", sql)}
+    used = {m.group(1) for sql in [*common.values(), *common_fragments.values()]
+            for m in re.finditer(r"\{\{(\w+)(?::\w+)?\}\}", sql)}
     fragments = {}
     for dialect in DIALECTS:
         statements, fragments[dialect] = parse(_read(f"{dialect}.sql"))

@@ -1,5 +1,6 @@
-"""The admin API (docs/operations.md): who the caller is, orgs, API keys — in the shapes the
-memsy control client reads (`/v1/me`, `/v1/keys`), with engram's own fields beside them.
+"""The admin API (docs/operations.md): who the caller is and API keys — in the shapes the memsy
+control client reads (`/v1/me`, `/v1/keys`), with engram's own fields beside them. Orgs are
+one resource with memsy's onboarding records (engram/api/onboarding.py).
 
 Only wire shapes live here; the rules are engram/admin.py.
 """
@@ -18,14 +19,10 @@ from engram.api.deps import authenticated, service
 from engram.api.errors import documented
 from engram.api.fields import Instant
 from engram.auth import Principal
-from engram.domain.records import ApiKey, Org, iso
+from engram.domain.records import ApiKey, iso
 from engram.service import Service
 
 router = APIRouter(prefix="/v1", tags=["admin"], route_class=StrictJSONRoute)
-
-
-class OrgBody(BaseModel):
-    name: str
 
 
 class KeyBody(BaseModel):
@@ -37,10 +34,6 @@ class KeyBody(BaseModel):
 
 def _admin(svc: Service) -> Admin:
     return svc.admin
-
-
-def org_wire(org: Org) -> dict[str, Any]:
-    return {"object": "org", "id": org.id, "name": org.name, "created_at": iso(org.created_at)}
 
 
 def key_wire(key: ApiKey) -> dict[str, Any]:
@@ -59,18 +52,6 @@ async def me(principal: Principal = Depends(authenticated), svc: Service = Depen
             # memsy's MeResponse; a self-hosted server has no customers, e-mails or billing
             "customer_id": principal.org_id, "email": None, "tier": "self-hosted", "is_superadmin": operator,
             "is_billing_admin": False, "user_id": None, "org_role": "admin" if "admin" in principal.scopes else "member"}
-
-
-@router.get("/orgs", responses=documented(401, 403, 422))
-async def list_orgs(principal: Principal = Depends(authenticated), svc: Service = Depends(service)) -> dict[str, Any]:
-    orgs = await run_in_threadpool(_admin(svc).list_orgs, principal)
-    return {"object": "list", "data": [org_wire(o) for o in orgs]}
-
-
-@router.post("/orgs", status_code=201, responses=documented(401, 403, 409, 413, 422))
-async def create_org(body: OrgBody, principal: Principal = Depends(authenticated),
-                     svc: Service = Depends(service)) -> dict[str, Any]:
-    return org_wire(await run_in_threadpool(_admin(svc).create_org, principal, body.name))
 
 
 @router.get("/keys", responses=documented(401, 403, 404, 422))

@@ -15,7 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram import __version__, metrics
-from engram.api import admin, errors, family_m, family_x, groups, lifecycle, usage, webhooks
+from engram.api import (admin, errors, family_m, family_x, groups, hosted, lifecycle, memsy_console, onboarding,
+                        usage, webhooks)
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
 from engram.auth import Authenticator
@@ -23,6 +24,8 @@ from engram.config import Limits
 from engram.domain.cursors import MAX_CURSOR_CHARS
 from engram.domain.inputs import ROLE_BY_KIND
 from engram.errors import ServiceError
+from engram.onboarding import MAX_FOCUS_CHARS
+from engram.prompts import MAX_PROMPT_CHARS
 from engram.service import Service
 
 log = logging.getLogger("engram.api")
@@ -161,6 +164,9 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(webhooks.router)
     app.include_router(groups.router)
+    app.include_router(onboarding.router)
+    app.include_router(memsy_console.router)
+    app.include_router(hosted.router)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})
@@ -203,6 +209,7 @@ def _document_limits(schemas: dict[str, Any], limits: Limits) -> None:
     # stripped, so only the non-space rule is stated there).
     ids = {"maxLength": limits.max_id_chars, "pattern": r"^[^\x00]*\S[^\x00]*$"}
     label = {"maxLength": limits.max_id_chars, "pattern": r"^[^\x00]*$"}
+    unset_or_id = {"maxLength": limits.max_id_chars, "pattern": r"^$|^[^\x00]*\S[^\x00]*$"}  # memsy: "" is unset
     text = {"pattern": r"[^\s\x00]"}
     rules: dict[str, dict[str, dict[str, Any]]] = {
         "MessagesIngestBody": {"messages": {"minItems": 1, "maxItems": limits.max_items_per_call}, "user_id": ids,
@@ -220,8 +227,13 @@ def _document_limits(schemas: dict[str, Any], limits: Limits) -> None:
                       "actor_id": ids, "session_id": ids, "role_id": ids, "team_id": ids, "event_id": ids,
                       "metadata": {"maxLength": limits.max_metadata_chars}},
         "StatusBody": {"event_ids": {"maxItems": limits.max_status_ids, "items": ids}},
-        "EventSearchBody": {"query": {"maxLength": limits.max_query_chars, **text}, "actor_id": ids, "session_id": ids,
-                            "exclude_session_id": ids, "role_ids": {"items": ids}, "team_ids": {"items": ids}},
+        "OrgCreateBody": {"org_id": ids, "name": ids, "focus": {"maxLength": MAX_FOCUS_CHARS, **text}},
+        "UnitCreateBody": {"org_id": ids, "name": ids, "focus": {"maxLength": MAX_FOCUS_CHARS, **text}},
+        "RecordUpdateBody": {"name": ids, "focus": {"maxLength": MAX_FOCUS_CHARS, **text},
+                             "promotion_prompt": {"maxLength": MAX_PROMPT_CHARS, **text}},
+        "EventSearchBody": {"query": {"maxLength": limits.max_query_chars, **text}, "actor_id": unset_or_id,
+                            "session_id": unset_or_id, "exclude_session_id": unset_or_id,
+                            "role_ids": {"items": ids}, "team_ids": {"items": ids}},
     }
     for name, fields in rules.items():
         properties = schemas.get(name, {}).get("properties", {})

@@ -157,16 +157,22 @@ async def status(body: StatusBody, principal: Principal = Depends(reader),
 @router.post("/search", responses=documented(401, 403, 413, 422, 429, 503))
 async def search(body: EventSearchBody, principal: Principal = Depends(reader),
                  svc: Service = Depends(service)) -> dict[str, Any]:
-    svc.check_scope({"actor_id": body.actor_id, "session_id": body.session_id,
-                     "exclude_session_id": body.exclude_session_id, "role_ids": body.role_ids,
-                     "team_ids": body.team_ids})
+    # memsy: an empty string is unset (its clients send "" for "no conversation"), and a session
+    # together with an excluded session is a 422 — never an AND that quietly narrows to nothing.
+    actor_id, session_id, exclude = (v or None for v in (body.actor_id, body.session_id, body.exclude_session_id))
+    svc.check_scope({"actor_id": actor_id, "session_id": session_id, "exclude_session_id": exclude,
+                     "role_ids": body.role_ids, "team_ids": body.team_ids})
+    if session_id is not None and exclude is not None:
+        raise ServiceError("conflicting_fields", "session_id and exclude_session_id cannot be sent together: send "
+                           "session_id for one conversation, exclude_session_id for every other one",
+                           extra={"fields": ["session_id", "exclude_session_id"]})
     clauses = []
-    if body.actor_id is not None:
-        clauses.append(Cmp("user_id", "eq", body.actor_id))
-    if body.session_id is not None:
-        clauses.append(Cmp("conv_id", "eq", body.session_id))
-    if body.exclude_session_id is not None:
-        clauses.append(Not(Cmp("conv_id", "eq", body.exclude_session_id)))
+    if actor_id is not None:
+        clauses.append(Cmp("user_id", "eq", actor_id))
+    if session_id is not None:
+        clauses.append(Cmp("conv_id", "eq", session_id))
+    if exclude is not None:
+        clauses.append(Not(Cmp("conv_id", "eq", exclude)))
     for name, values in (("role_id", body.role_ids), ("team_id", body.team_ids)):
         if values:
             clauses.append(Cmp(name, "in", tuple(values)))
@@ -178,4 +184,5 @@ async def search(body: EventSearchBody, principal: Principal = Depends(reader),
 
 @router.get("/health")
 async def health(svc: Service = Depends(service)) -> dict[str, Any]:
-    return await run_in_threadpool(svc.health)
+    # memsy's clients read `billing_enabled`: a self-hosted engram bills no one (api/hosted.py)
+    return {**await run_in_threadpool(svc.health), "billing_enabled": False}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,22 @@ class Turn:
     date: datetime  # when the turn happened (timezone-aware UTC); anchors relative dates
     name: str | None = None  # the speaker's name when the client gave one
     dia_id: str | None = None
+    role_id: str | None = None  # the speaker's role and team (family M's role_id / team_id), if sent
+    team_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Guidance:
+    """What an org, and the roles and teams its turns came from, want remembered: their
+    promotion prompts (engram/onboarding.py). Only an extractor that reads prose can use it."""
+
+    org_name: str | None = None
+    org: str | None = None  # the org's prompt
+    roles: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # role id -> (name, prompt)
+    teams: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # team id -> (name, prompt)
+
+    def __bool__(self) -> bool:
+        return bool(self.org or self.roles or self.teams)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,11 @@ class Org:
     id: str
     name: str
     created_at: datetime
+    # Its customization (memsy's onboarding record, engram/onboarding.py): None until set.
+    focus: str | None = None
+    promotion_prompt: str | None = None
+    prompt_meta: dict[str, Any] | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

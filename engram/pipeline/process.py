@@ -31,7 +31,7 @@ import numpy as np
 
 from engram.config import Settings
 from engram.domain.details import ArtifactDetails, Details, EpisodeDetails, FactDetails
-from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Turn
+from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Guidance, Turn
 from engram.domain.filters import Cmp, conjoin
 from engram.domain.records import Event, JobError, Memory, MemoryType, utcnow
 from engram.domain.text import text_hash
@@ -53,8 +53,10 @@ EXCLUDED_IN_FILTER = 2000  # a replay's old facts kept out of reconcile by a fil
 class Extractor(Protocol):
     """Turns into candidate memories.
 
-    An extractor whose class sets `sees_memories = True` is also given
-    `recall=<callable>`: `recall(turns)` returns the user's stored active memories most
+    An extractor whose class sets `sees_guidance = True` is also given `guidance=<Guidance>`:
+    the promotion prompts of the org and of the turns' roles and teams (the rules extractor
+    cannot read prose, so it is not). An extractor whose class sets `sees_memories = True` is
+    also given `recall=<callable>`: `recall(turns)` returns the user's stored active memories most
     related to those turns, so that it can say in its candidates which one a fact
     repeats or supersedes (`FactCandidate.repeats / supersedes`, `ArtifactCandidate.revises`).
     """
@@ -67,8 +69,20 @@ class Extractor(Protocol):
 
 
 def to_turn(event: Event) -> Turn:
+    role_id, team_id = (v if isinstance(v := event.metadata.get(k), str) else None for k in ("role_id", "team_id"))
     return Turn(event_id=event.id, role=event.role, content=event.content, date=event.occurred_at,
-                name=event.name, dia_id=event.dia_id)
+                name=event.name, dia_id=event.dia_id, role_id=role_id, team_id=team_id)
+
+
+def guidance_for(store: Store, org_id: str, events: Sequence[Event]) -> Guidance:
+    """The org's promotion prompt and those of the roles and teams these events came with."""
+    org = store.get_org(org_id)
+    wanted = {kind: sorted({v for e in events if isinstance(v := e.metadata.get(f"{kind}_id"), str)})
+              for kind in ("role", "team")}
+    found = {kind: {u.id: (u.name, u.promotion_prompt) for u in store.org_units_named(org_id, kind, ids)
+                    if u.promotion_prompt}
+             for kind, ids in wanted.items()}
+    return Guidance(org.name if org else None, org.promotion_prompt if org else None, found["role"], found["team"])
 
 
 class Pipeline:
@@ -121,6 +135,8 @@ class Pipeline:
             extra: dict[str, Any] = {}
             if getattr(self.extractor, "sees_memories", False):
                 extra["recall"] = self._recall(lease)
+            if getattr(self.extractor, "sees_guidance", False):
+                extra["guidance"] = guidance_for(self.store, job.org_id, accepted)
             extraction = self.extractor.extract(turns, extract_artifacts=bool(job.params.get("extract_artifacts")),
                                                 context=context, **extra)
             _qualify_keys(extraction, accepted)
@@ -159,6 +175,8 @@ class Pipeline:
             extra: dict[str, Any] = {}
             if getattr(self.extractor, "sees_memories", False):
                 extra["recall"] = self._recall(lease)
+            if getattr(self.extractor, "sees_guidance", False):
+                extra["guidance"] = guidance_for(self.store, job.org_id, turns)
             seen: list[Event] = []
             for job_id, group in _by_original_job(turns):
                 original = self.store.get_job(job.org_id, job_id) if job_id else None

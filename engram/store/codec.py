@@ -29,7 +29,9 @@ def time_value(value: Any) -> datetime | None:
 
 
 def org(row: Any) -> Org:
-    return Org(id=row["id"], name=row["name"], created_at=time_value(row["created_at"]))  # type: ignore[arg-type]
+    return Org(id=row["id"], name=row["name"], created_at=time_value(row["created_at"]),  # type: ignore[arg-type]
+               focus=row["focus"], promotion_prompt=row["promotion_prompt"],
+               prompt_meta=json_value(row["prompt_meta"]), updated_at=time_value(row["updated_at"]))
 
 
 def group(row: Any) -> Group:

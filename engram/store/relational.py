@@ -31,8 +31,10 @@ from engram.store.base import (
     resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
+from engram.store.memsy_console import ConsoleRules
 from engram.store.groups import GroupRules
 from engram.store.lifecycle import LifecycleRules
+from engram.store.onboarding import OnboardingRules
 from engram.store.reindex import ReindexRules
 from engram.store.webhooks import COMPLETED, FAILED, WebhookRules, completed_payload, failed_payload
 
@@ -55,9 +57,10 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
     return "conv\x1f" + "\x1f".join((org_id, user_id, conv_id))
 
 
-class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules):
+class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, OnboardingRules, ConsoleRules):
     """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py;
-    re-embedding: store/reindex.py)."""
+    re-embedding: store/reindex.py; memsy's onboarding records and console reads:
+    store/onboarding.py, store/memsy_console.py)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -91,7 +94,9 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules):
 
     # ------------------------------------------------------------------ orgs, keys, secrets
     def ensure_org(self, name: str, org_id: str | None = None) -> Org:
-        row = self._one("org_by_name", name=name)
+        """The org of that name, or of that id (an org renamed through the onboarding API keeps
+        its id, so `default` and `--org <its first name>` still find it); made if neither is."""
+        row = self._one("org_by_name", name=name) or self._one("org_by_id", id=org_id or name)
         if row is None:
             with self.dialect.transaction() as tx:
                 tx.run("insert_org", {"id": org_id or name, "name": name, "created_at": self.dialect.time(utcnow())})

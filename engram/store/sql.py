@@ -91,7 +91,8 @@ def _resolve(sql: str, fragments: dict[str, str], runtime: frozenset[str], where
         if name not in fragments:
             raise KeyError(f"{where}: no fragment {name!r}")
         body = fragments[name]
-        return body.replace("{}", arg) if arg is not None else body
+        body = body.replace("{}", arg) if arg is not None else body
+        return _resolve(body, fragments, runtime, where)  # a fragment may name fragments of its own
 
     return _SLOT.sub(fill, sql)
 

@@ -8,6 +8,8 @@ chunk is one request carrying:
 - a few earlier turns of the conversation, as context only;
 - the user's stored memories most related to the chunk (``recall``), labelled ``M1``, ``M2`` …,
   so that the model itself says whether a fact repeats one, supersedes one, or is new;
+- what the org, and the roles and teams of the chunk's turns, want remembered (``guidance``:
+  their promotion prompts, engram/onboarding.py), when they have any;
 - the chunk's turns, labelled ``T1``, ``T2`` … (a turn too long for one request is split
   into parts that cite the same event).
 
@@ -44,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from engram.config import ConfigError
 from engram.domain.details import ArtifactDetails
-from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Turn
+from engram.domain.extraction import ArtifactCandidate, EpisodeCandidate, Extraction, FactCandidate, Guidance, Turn
 from engram.domain.records import Memory
 from engram.llm.provider import Provider, StructuredOutput
 from engram.llm.usage import estimate_tokens, record
@@ -59,6 +61,7 @@ FACT_TYPES = ("preference", "biographical", "event", "plan", "relationship", "op
 CONTEXT_SHARE = 0.15  # of the room left after the system prompt: earlier turns shown as context
 MEMORY_SHARE = 0.30  # … and stored memories shown for reconciliation
 CONTEXT_TURN_CHARS = 400
+GUIDANCE_SHARE = 0.20  # … and the org's, roles' and teams' promotion prompts, at most
 MEMORY_CHARS = 300
 REPAIR_RESERVE = 120  # tokens kept free in every request for the repair message, should one be needed
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -350,12 +353,39 @@ class _Piece:
 class _Chunk:
     pieces: list[_Piece]
     memories: list[Memory] = field(default_factory=list)
+    guidance: str = ""  # the rendered guidance block (empty: none)
 
 
 def _speaker(turn: Turn) -> str:
-    if turn.name:
-        return f"{turn.name} ({turn.role})"
-    return f"the {turn.role or 'user'}"
+    who = f"{turn.name} ({turn.role})" if turn.name else f"the {turn.role or 'user'}"
+    scopes = [f"{kind} {value}" for kind, value in (("role", turn.role_id), ("team", turn.team_id)) if value]
+    return f"{who} [{', '.join(scopes)}]" if scopes else who
+
+
+_GUIDANCE_HEAD = ("## What matters here\n"
+                  "What the organisation, and the roles and teams of the speakers, most want remembered: let it "
+                  "decide which facts to keep and how to word them, never what the turns say.")
+
+
+def _render_guidance(guidance: Guidance | None, chunk_turns: Sequence[Turn], budget: int) -> str:
+    """The guidance block for a chunk: the org's prompt, and those of the roles and teams its
+    turns name, cut to `budget` tokens (estimated)."""
+    if not guidance:
+        return ""
+    lines = []
+    if guidance.org:
+        lines.append(f"- The organisation {guidance.org_name or ''}: {guidance.org}".replace("  ", " "))
+    for kind, known in (("role", guidance.roles), ("team", guidance.teams)):
+        for unit_id in dict.fromkeys(getattr(t, f"{kind}_id") for t in chunk_turns):
+            if unit_id in known:
+                name, prompt = known[unit_id]
+                lines.append(f"- The {kind} {unit_id} ({name}): {prompt}")
+    if not lines:
+        return ""
+    block = _GUIDANCE_HEAD + "\n" + "\n".join(" ".join(line.split()) for line in lines)
+    if estimate_tokens(block) > budget:
+        block = block.encode()[: max(0, budget * 3 - 3)].decode("utf-8", "ignore").rstrip() + "…"
+    return block
 
 
 def _when(turn: Turn) -> str:
@@ -445,6 +475,7 @@ class _Request:
 class LLMExtractor:
     name = "llm"
     sees_memories = True  # the pipeline passes `recall` (the user's related stored memories)
+    sees_guidance = True  # … and `guidance` (the org's, roles' and teams' promotion prompts)
 
     def __init__(self, provider: Provider, model: str, *, mode: StructuredOutput = "json_schema",
                  max_prompt_tokens: int = 6000, max_output_tokens: int = 4096, temperature: float = 0.0,
@@ -476,7 +507,7 @@ class LLMExtractor:
 
     # ------------------------------------------------------------------ facts and artifacts
     def extract(self, turns: Sequence[Turn], *, extract_artifacts: bool, context: Sequence[Turn] = (),
-                recall: Recall | None = None) -> Extraction:
+                recall: Recall | None = None, guidance: Guidance | None = None) -> Extraction:
         if not turns:
             return Extraction()
         request = self._extract[bool(extract_artifacts)]
@@ -484,9 +515,13 @@ class LLMExtractor:
         context_block = self._context_block(context, room)
         memory_reserve = min(int(room * MEMORY_SHARE), self.recall_limit * (MEMORY_CHARS // 3 + 15)) \
             if recall is not None and self.recall_limit else 0
-        turn_room = room - estimate_tokens(context_block) - memory_reserve
+        guidance_budget = int(room * GUIDANCE_SHARE)
+        # the whole job's guidance bounds every chunk's (a chunk shows the part its turns name)
+        guidance_reserve = estimate_tokens(_render_guidance(guidance, turns, guidance_budget))
+        turn_room = room - estimate_tokens(context_block) - memory_reserve - guidance_reserve
         chunks = [_Chunk(pieces) for pieces in self._pack(turns, turn_room)]
         for chunk in chunks:
+            chunk.guidance = _render_guidance(guidance, [p.turn for p in chunk.pieces], guidance_budget)
             if recall is not None and self.recall_limit:
                 found = recall([p.turn for p in chunk.pieces])[: self.recall_limit]
                 chunk.memories = self._fit_memories(found, chunk, context_block, request)
@@ -538,7 +573,7 @@ class LLMExtractor:
         for memory in found:
             if memory.type == "artifact" and request.model is not ExtractionWithArtifactsOut:
                 continue
-            message, _ = self._user_message(_Chunk(chunk.pieces, [*kept, memory]), context_block)
+            message, _ = self._user_message(_Chunk(chunk.pieces, [*kept, memory], chunk.guidance), context_block)
             if request.fixed + estimate_tokens(message) > self.max_prompt_tokens:
                 break
             kept.append(memory)
@@ -559,6 +594,8 @@ class LLMExtractor:
         parts = []
         if context_block:
             parts.append("## Earlier turns (context only)\n" + context_block)
+        if chunk.guidance:
+            parts.append(chunk.guidance)
         parts.append("## Stored memories\n" + ("\n".join(memory_lines) if memory_lines else "(none)"))
         parts.append("## Turns to extract from\n" + "\n".join(turn_lines))
         return "\n\n".join(parts), labels

@@ -590,3 +590,92 @@ WHERE seq = :seq
 -- name: deliveries_of_org
 SELECT id, event, status, attempts, last_error, created_at, updated_at FROM webhook_outbox
 WHERE org_id = :org_id ORDER BY seq DESC LIMIT :limit
+
+-- ================================================================== memsy onboarding (store/onboarding.py)
+-- An org's customization is on its row; its roles and teams are `org_units` rows of a `kind`.
+-- name: update_org_profile
+UPDATE orgs SET name = :name, focus = :focus, promotion_prompt = :promotion_prompt, prompt_meta = :prompt_meta,
+       updated_at = :updated_at
+WHERE id = :id
+
+-- name: org_units_page
+SELECT * FROM org_units WHERE org_id = :org_id AND kind = :kind ORDER BY created_at, id LIMIT :limit OFFSET :offset
+
+-- name: org_unit
+SELECT * FROM org_units WHERE org_id = :org_id AND kind = :kind AND id = :id
+
+-- name: org_units_named
+SELECT * FROM org_units WHERE org_id = :org_id AND kind = :kind AND id {{in:ids}} ORDER BY created_at, id
+
+-- name: put_org_unit
+INSERT INTO org_units(org_id, kind, id, name, focus, promotion_prompt, prompt_meta, created_at, updated_at)
+VALUES (:org_id, :kind, :id, :name, :focus, :promotion_prompt, :prompt_meta, :created_at, :updated_at)
+ON CONFLICT (org_id, kind, id) DO UPDATE SET name = excluded.name, focus = excluded.focus,
+       promotion_prompt = excluded.promotion_prompt, prompt_meta = excluded.prompt_meta,
+       updated_at = excluded.updated_at
+
+-- name: delete_org_unit
+DELETE FROM org_units WHERE org_id = :org_id AND kind = :kind AND id = :id
+
+-- ================================================================== memsy console reads (store/memsy_console.py)
+-- fragment: console_memory_filter
+-- The console's memory filters; an unset one (NULL) admits every row (cast: PostgreSQL must
+-- know a parameter's type to test it for NULL). `pattern` is a LIKE
+-- pattern in ASCII lower case whose own `%`, `_` and `\` the caller escaped with `\`
+-- (store/memsy_console.py `contains`): ASCII letters match in any case, others as written, on both.
+m.org_id = :org_id AND m.status = :status AND (CAST(:user_id AS TEXT) IS NULL OR m.user_id = :user_id)
+  AND (CAST(:type AS TEXT) IS NULL OR m.type = :type)
+  AND (CAST(:pattern AS TEXT) IS NULL OR {{ascii_lower:text}} LIKE :pattern ESCAPE '\')
+
+-- name: console_memories
+SELECT {{memory_columns}} FROM memories m WHERE {{console_memory_filter}}
+ORDER BY m.created_at {{direction}}, m.id {{direction}} LIMIT :limit OFFSET :offset
+
+-- name: count_console_memories
+SELECT count(*) AS n FROM memories m WHERE {{console_memory_filter}}
+
+-- name: console_memory_stats
+-- The org's memories by type and status, with the first and last time one was written.
+SELECT type, status, count(*) AS n, min(created_at) AS first_at, max(created_at) AS last_at
+FROM memories WHERE org_id = :org_id GROUP BY type, status
+
+-- fragment: actor_rows
+-- Actors are derived, never stored: the org's memories folded on their user.
+SELECT user_id, min(created_at) AS first_at, max(created_at) AS last_at, count(*) AS n,
+       sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS active
+FROM memories
+WHERE org_id = :org_id AND user_id IS NOT NULL
+  AND (CAST(:pattern AS TEXT) IS NULL OR {{ascii_lower:user_id}} LIKE :pattern ESCAPE '\')
+  AND (CAST(:user_id AS TEXT) IS NULL OR user_id = :user_id)
+GROUP BY user_id
+
+-- name: actors_first_memory_desc
+{{actor_rows}} ORDER BY first_at DESC, user_id DESC LIMIT :limit OFFSET :offset
+
+-- name: actors_first_memory_asc
+{{actor_rows}} ORDER BY first_at ASC, user_id ASC LIMIT :limit OFFSET :offset
+
+-- name: actors_last_memory_desc
+{{actor_rows}} ORDER BY last_at DESC, user_id DESC LIMIT :limit OFFSET :offset
+
+-- name: actors_actor_id_asc
+{{actor_rows}} ORDER BY user_id ASC LIMIT :limit OFFSET :offset
+
+-- name: count_actors
+SELECT count(*) AS n FROM ({{actor_rows}}) a
+
+-- name: actor_scopes
+-- The roles and teams that the listed actors' memories came with (kept in their metadata).
+SELECT DISTINCT user_id, {{metadata_text:role_id}} AS role_id, {{metadata_text:team_id}} AS team_id
+FROM memories WHERE org_id = :org_id AND user_id {{in:user_ids}}
+
+-- fragment: console_event_filter
+org_id = :org_id AND (CAST(:user_id AS TEXT) IS NULL OR user_id = :user_id) AND (CAST(:conv_id AS TEXT) IS NULL OR conv_id = :conv_id)
+  AND (CAST(:kind AS TEXT) IS NULL OR kind = :kind)
+
+-- name: console_events
+SELECT * FROM events WHERE {{console_event_filter}}
+ORDER BY occurred_at {{direction}}, id {{direction}} LIMIT :limit OFFSET :offset
+
+-- name: count_console_events
+SELECT count(*) AS n FROM events WHERE {{console_event_filter}}

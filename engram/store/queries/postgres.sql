@@ -27,3 +27,11 @@ FOR UPDATE OF {} SKIP LOCKED
 
 -- fragment: true
 true
+
+-- ================================================================== memsy console reads
+-- fragment: metadata_text
+(metadata_b ->> '{}')
+
+-- fragment: ascii_lower
+-- ASCII letters in lower case, every other character as it is (SQLite's lower() everywhere).
+lower({} COLLATE "C")

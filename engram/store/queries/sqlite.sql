@@ -23,3 +23,11 @@ json_extract(details, '$.{}')
 
 -- fragment: true
 1
+
+-- ================================================================== memsy console reads
+-- fragment: metadata_text
+json_extract(metadata, '$.{}')
+
+-- fragment: ascii_lower
+-- ASCII letters in lower case, every other character as it is (SQLite's lower() everywhere).
+lower({})
