@@ -106,7 +106,7 @@ def test_roles_and_teams(run: dict[str, Any], kind: str) -> None:
     made = value_of(r[f"client.{kind}.create"])
     name = {"roles": "engineer", "teams": "platform"}[kind]
     ident = made["roleId" if kind == "roles" else "teamId"]
-    assert made["orgId"] == ORG and made["name"] == name and isinstance(ident, str) and ident
+    assert made["orgId"] == ORG and made["name"] == name and ident.startswith(f"{kind[:-1]}_")  # engram's id
     assert ident in {x["roleId" if kind == "roles" else "teamId"] for x in value_of(r[f"client.{kind}.list"])}
     assert value_of(r[f"client.{kind}.get"]) == made
     updated = value_of(r[f"client.{kind}.update"])
