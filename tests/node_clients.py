@@ -133,10 +133,17 @@ def contract_v01_problems(method: str, path: str, status: int, body: Any) -> lis
     return []
 
 
-# A search request that uses none of v1.0's additions is a v0.1 request (the 0.5.0 SDK's own
-# AI-SDK wrapper still sends `filters` only), and the two documents disagree on the answer's
-# `object` ("list" in v0.1, "search" in v1.0): such a request may be answered by either.
+# A search request that uses none of v1.0's additions (top-level scope axes, `mode`, a corpus in
+# `include`) is a v0.1 request (the 0.5.0 SDK's own AI-SDK wrapper still sends `filters` only),
+# and the two documents disagree on the answer's `object` ("list" in v0.1, "search" in v1.0):
+# such a request may be answered by either (docs/compatibility.md).
 V10_SEARCH_FIELDS = {"user_id", "agent_id", "app_id", "group_ids", "mode"}
+V10_CORPORA = {"fact", "artifact", "episode"}
+
+
+def speaks_v10(request: dict[str, Any] | None) -> bool:
+    request = request or {}
+    return bool(V10_SEARCH_FIELDS & set(request)) or bool(V10_CORPORA & set(request.get("include") or []))
 
 
 def contract_problems(version: str, exchange: dict[str, Any]) -> list[str]:
@@ -145,7 +152,7 @@ def contract_problems(version: str, exchange: dict[str, Any]) -> list[str]:
     if version == "0.1.1":
         return contract_v01_problems(method, path, status, body)
     problems = contract_v10_problems(method, path, status, body)
-    legacy = path == "/v1/memories/search" and not V10_SEARCH_FIELDS & set(exchange.get("request") or {})
+    legacy = path == "/v1/memories/search" and not speaks_v10(exchange.get("request"))
     if problems and legacy and not contract_v01_problems(method, path, status, body):
         return []
     return problems

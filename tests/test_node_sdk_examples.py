@@ -56,8 +56,9 @@ def test_the_sdks_smoke_example_passes(srv: ServerProcess, version: str, tmp_pat
     created = re.search(r"^\[smoke\]     final: succeeded memories_created: (\d+)", done.stdout, re.M)
     assert created and int(created.group(1)) > 0, done.stdout
     assert any(line.startswith("[smoke]     sync status: succeeded, memories inline:") for line in lines), done.stdout
-    if version == "0.5.0":
-        assert "[smoke]     hard-deleted ✓ (get returns 404, point removed)" in lines, done.stdout
+    hard_delete = {"0.1.1": "[smoke]     note: get returned 404 (hard-delete semantics — spec said soft-delete)",
+                   "0.5.0": "[smoke]     hard-deleted ✓ (get returns 404, point removed)"}  # docs/compatibility.md
+    assert hard_delete[version] in lines, done.stdout
 
 
 def test_the_groups_smoke_example_passes(srv: ServerProcess, tmp_path: Path) -> None:

@@ -96,7 +96,10 @@ def test_search_by_user_never_returns_another_users_or_orgs_memories(runs: dict[
     assert {alice, bob} <= set(value_of(r["search.org_wide"])["user_ids"])
     other_org = value_of(r["search.other_org"])  # the same user id in another org is another person
     assert other_org["texts"] and all("too" in t for t in other_org["texts"]), other_org
-    assert value_of(r["memories.retrieve"])["user_ids"] == [alice]
+    retrieved = value_of(r["memories.retrieve"])
+    assert retrieved["user_ids"] == [alice]
+    if version == "0.1.1":  # 0.1.1's retrieve() asks for include=context_prompt: a ready-to-paste block
+        assert isinstance(retrieved["context_prompt"], str) and retrieved["texts"][0] in retrieved["context_prompt"]
 
 
 @v1_only
@@ -219,12 +222,18 @@ def test_the_ai_sdk_helpers_talk_to_engram(runs: dict[str, dict[str, Any]], vers
     chat = value_of(r["ai-sdk.createXtraceMemory"])
     sent = [x for x in run["exchanges"] if x["call"] == "ai-sdk.createXtraceMemory"]
     searched = [x for x in sent if x["path"] == "/v1/memories/search"]
-    assert [x["status"] for x in searched] == [200] and searched[0]["request"]["filters"] == {"user_id": run["alice"]}
-    found = searched[0]["body"]["data"]
-    assert found and {m["user_id"] for m in found} == {run["alice"]}
-    # what engram found is what reached the model, as the helper's system block
-    assert chat["text"] == "You live in Lisbon." and chat["system"].splitlines()[1:] == [f"- {m['text']}" for m in found]
-    assert [x["status"] for x in sent if x["path"] == "/v1/memories" and x["method"] == "POST"] in ([200], [202])
+    assert [x["status"] for x in searched] == [200, 200]  # generateText, then streamText
+    for exchange, system in zip(searched, (chat["system"], chat["streamSystem"])):
+        assert exchange["request"]["filters"] == {"user_id": run["alice"]}
+        found = exchange["body"]["data"]
+        assert found and {m["user_id"] for m in found} == {run["alice"]}
+        # what engram found is what reached the model, as the helper's system block
+        assert system.splitlines()[1:] == [f"- {m['text']}" for m in found]
+    assert chat["text"] == chat["streamedText"] == "You live in Lisbon."
+    ingested = [x for x in sent if x["path"] == "/v1/memories" and x["method"] == "POST"]
+    assert [x["status"] for x in ingested] == [200, 200], ingested  # wait=true: both turns ingested in full
+    assert [[m["content"] for m in x["request"]["messages"]] for x in ingested] == [
+        ["Where do I live?", "You live in Lisbon."], ["Which city do I live in?", "You live in Lisbon."]]
     if version == "0.5.0":
         # the wrapper is fail-open by design: the tool runs and returns its own result, and the
         # exchange shows the recall it attempted got trigger's typed 501

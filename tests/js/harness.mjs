@@ -33,6 +33,9 @@ function errorSummary(e) {
     status: e?.status ?? e?.statusCode ?? null,
     type: e?.errorType ?? null,
     message: String(e?.message ?? e).slice(0, 300),
+    // the typed errors' own fields (memsy's feature / tier / scope), where the class has them
+    extra: Object.fromEntries(["feature", "currentTier", "requiredScope", "interestPath", "retryAfter"]
+      .filter((k) => e?.[k] !== undefined && e?.[k] !== null).map((k) => [k, e[k]])),
   };
 }
 

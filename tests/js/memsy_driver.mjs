@@ -74,7 +74,8 @@ await run.call("search.role_ids", () => client.search("where does the user live?
                (r) => ({ count: r.results.length, contents: r.results.map((x) => x.content) }));
 await run.call("search.team_ids", () => client.search("where does the user live?", { teamIds: ["platform"] }),
                (r) => ({ count: r.results.length, contents: r.results.map((x) => x.content) }));
-await run.call("client.health", () => client.health(), (h) => ({ status: h.status, version: h.version, components: Object.keys(h.components ?? {}) }));
+await run.call("client.health", () => client.health(), (h) => ({ status: h.status, version: h.version, components: Object.keys(h.components ?? {}),
+                                                                billingEnabled: h.billingEnabled }));
 await run.call("search.bad_key", () => new sdk.MemsyClient({ baseUrl, apiKey: "msy_not_a_key", maxRetries: 0 }).search("x"));
 
 // --- onboarding: orgs (the operator's), then the caller's own org, its roles and teams

@@ -14,7 +14,7 @@ import { Campaign, exportedFunctions, publicMethods } from "./harness.mjs";
 const [sdkDir, baseUrl, apiKey, orgId, otherKey, otherOrg] = process.argv.slice(2);
 const sdk = await import(`${sdkDir}/dist/index.js`);
 const aiSdk = await import(`${sdkDir}/dist/ai-sdk/index.js`);
-const { generateText } = await import("ai");
+const { generateText, streamText } = await import("ai");
 
 const run = new Campaign();
 const client = new sdk.MemoryClient({ apiKey, orgId, baseUrl, fetch: run.fetch, maxRetries: 0 });
@@ -40,7 +40,8 @@ const job = (j) => j && { object: j.object, status: j.status, error: j.error,
 const listing = (l) => l && { object: l.object, count: l.data.length, has_more: l.has_more,
                               user_ids: [...new Set(l.data.map((m) => m.user_id))],
                               texts: l.data.map((m) => m.text), context: l.context === undefined ? "absent" : l.context,
-                              scores: l.data.map((m) => m.score), group_ids: l.data.map((m) => m.group_ids ?? null) };
+                              scores: l.data.map((m) => m.score), group_ids: l.data.map((m) => m.group_ids ?? null),
+                              context_prompt: l.extras?.context_prompt ?? null };
 const group = (g) => g && { id: g.id, object: g.object, name: g.name, prompt: g.prompt, status: g.status };
 
 const stamp = Date.now();
@@ -117,7 +118,7 @@ if (v1) {
   await run.call("groups.update", () => client.groups.update(convertee?.id ?? catchAllId, { name: `games renamed ${stamp}`, prompt: "Facts about tabletop games." }), group);
   await run.call("groups.update.empty_prompt", () => client.groups.update(promptedId, { prompt: "" }), group);
   const archived = await run.call("groups.archive", () => client.groups.archive(promptedId), group);
-  const tagged = await run.call("ingest.group_ids", () => client.memories.ingest({
+  await run.call("ingest.group_ids", () => client.memories.ingest({
     messages: [{ role: "user", content: "The team standup moved to 9:30am on Tuesdays in the Aurora room." }],
     user_id: alice, conv_id: `${alice}_team`, group_ids: [catchAllId, archived?.id ?? promptedId, "grp_ffffffffffffffffffffffffffffffff"],
     extract_artifacts: false,
@@ -132,7 +133,6 @@ if (v1) {
   }), listing);
   await run.call("trigger.compose", () => client.memories.trigger({ user_id: alice, entities: ["src/billing/refunds.py"], task: "fix refunds" }), listing);
   await run.call("trigger.no_scope", () => client.memories.trigger({ entities: ["src/billing/refunds.py"] }), listing);
-  void tagged;
 }
 
 // --- renderMemoriesPrompt (client-side, over what engram returned)
@@ -195,7 +195,14 @@ const standIn = {
     return { content: [{ type: "text", text: "You live in Lisbon." }], finishReason: { unified: "stop", raw: "stop" },
              usage: { inputTokens: { total: 1 }, outputTokens: { total: 1 } }, warnings: [] };
   },
-  async doStream() { throw new Error("not used"); },
+  async doStream(options) {
+    seenPrompts.push(options.prompt);
+    const parts = [{ type: "stream-start", warnings: [] }, { type: "text-start", id: "t" },
+                   { type: "text-delta", id: "t", delta: "You live " }, { type: "text-delta", id: "t", delta: "in Lisbon." },
+                   { type: "text-end", id: "t" },
+                   { type: "finish", finishReason: { unified: "stop", raw: "stop" }, usage: { inputTokens: { total: 1 }, outputTokens: { total: 2 } } }];
+    return { stream: new ReadableStream({ start(c) { for (const p of parts) c.enqueue(p); c.close(); } }) };
+  },
 };
 await run.call("ai-sdk.createXtraceMemory", async () => {
   const wrap = aiSdk.createXtraceMemory({ apiKey, orgId, baseUrl, client, user_id: alice, conv_id: `${alice}_chat` });
@@ -203,7 +210,12 @@ await run.call("ai-sdk.createXtraceMemory", async () => {
   // auto-ingest is fire-and-forget inside the helper: wait for its request to come back
   await run.until(() => run.exchangesOf("ai-sdk.createXtraceMemory").some((x) => x.method === "POST" && x.path === "/v1/memories"));
   const system = (seenPrompts[0] ?? []).filter((m) => m.role === "system").map((m) => m.content).join("\n");
-  return { text: out.text, system };
+  // the streaming path: the same search before, and the streamed text ingested when the stream ends
+  const streamed = streamText({ model: wrap(standIn), prompt: "Which city do I live in?" });
+  const streamedText = await streamed.text;
+  await run.until(() => run.exchangesOf("ai-sdk.createXtraceMemory").filter((x) => x.method === "POST" && x.path === "/v1/memories").length === 2);
+  const streamSystem = (seenPrompts[1] ?? []).filter((m) => m.role === "system").map((m) => m.content).join("\n");
+  return { text: out.text, system, streamedText, streamSystem };
 });
 
 // --- deletion last: hard delete, then the SDK's MemoryNotFound (on 0.1.1, of the fact its update made)
