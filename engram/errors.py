@@ -18,6 +18,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthorized": 401,
     "org_mismatch": 403,
     "insufficient_scope": 403,
+    "csrf_token_invalid": 403,  # a console form without its session's token (engram/console/session.py)
     "key_limit_reached": 403,
     # 404: nothing of that id in your org (other orgs' ids look exactly like unknown ids)
     "not_found": 404,

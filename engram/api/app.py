@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engram import __version__, metrics
+from engram import __version__, console, metrics
 from engram.api import admin, errors, family_m, family_x, groups, lifecycle, usage, webhooks
 from engram.api.codec import JSONResponse
 from engram.api.deps import DOCUMENTED_BODIES
@@ -161,6 +161,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(webhooks.router)
     app.include_router(groups.router)
+    console.install(app)  # the HTML console at /console (engram/console/)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})

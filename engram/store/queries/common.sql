@@ -538,6 +538,32 @@ VALUES (:id, :org_id, :user_id, :conv_id, :agent_id, :app_id, :role, :kind, :nam
         :occurred_at, :received_at, :job_id, :client_event_id, :dedup_hash, :status, :fail_reason, :episode_id)
 ON CONFLICT DO NOTHING
 
+-- ================================================================== the web console (store/console.py)
+-- name: console_users
+-- One page of the org's users (those with memories), by user id after :after; the counts are
+-- read from the memories_user index alone (org, user, status), so a page costs its users' rows.
+SELECT user_id, count(*) AS memories, sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS active
+FROM memories WHERE org_id = :org_id AND user_id IS NOT NULL AND user_id > :after
+GROUP BY user_id ORDER BY user_id LIMIT :limit
+
+-- name: console_conversations
+-- One page of a user's conversations (those with memories), by conversation id after :after.
+SELECT conv_id, count(*) AS memories, sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS active,
+       max(created_at) AS last_at
+FROM memories WHERE org_id = :org_id AND user_id = :user_id AND conv_id IS NOT NULL AND conv_id > :after
+GROUP BY conv_id ORDER BY conv_id LIMIT :limit
+
+-- name: console_jobs
+-- The org's jobs, newest first, before arrival number :before (the primary key: no sort).
+SELECT * FROM jobs WHERE {{org}} = :org_id AND seq < :before ORDER BY seq DESC LIMIT :limit
+
+-- name: console_jobs_of_status
+SELECT * FROM jobs WHERE {{org}} = :org_id AND status = :status AND seq < :before ORDER BY seq DESC LIMIT :limit
+
+-- name: console_jobs_by_status
+-- How many of the org's jobs are in each status (the jobs page's header).
+SELECT status, count(*) AS n FROM jobs WHERE org_id = :org_id GROUP BY status
+
 -- ================================================================== webhooks (store/webhooks.py)
 -- name: webhook_of_org
 SELECT * FROM webhooks WHERE org_id = :org_id
