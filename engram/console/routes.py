@@ -57,7 +57,7 @@ def _parts(request: Request) -> tuple[ConsoleReads, Sessions, Authenticator]:
     return state.console_reads, state.console_sessions, state.authenticator
 
 
-async def _who(request: Request, scope: str) -> tuple[Principal, Session]:
+async def _who(request: Request) -> tuple[Principal, Session]:
     _, sessions, authenticator = _parts(request)
     session = sessions.read(request.cookies.get(COOKIE))
     if session is None:
@@ -69,7 +69,6 @@ async def _who(request: Request, scope: str) -> tuple[Principal, Session]:
             raise LoginNeeded() from None
         raise
     request.state.principal = principal  # for the access log (api/app.py RequestEnvelope)
-    principal.require(scope)
     return principal, session
 
 
@@ -82,7 +81,7 @@ async def _page(request: Request, scope: str, build: Callable[[Principal, Sessio
                 ) -> Response:
     """Authenticate, build, render; errors as pages."""
     try:
-        principal, session = await _who(request, scope)
+        principal, session = await _who(request)
     except LoginNeeded:
         return _to_login(request)
     except ServiceError as exc:
@@ -91,6 +90,7 @@ async def _page(request: Request, scope: str, build: Callable[[Principal, Sessio
     chrome = {"principal": principal, "csrf": sessions.csrf_token(session),
               "org": await run_in_threadpool(_org_name, reads, principal.org_id)}
     try:
+        principal.require(scope)
         template, context = await build(principal, session)
     except ServiceError as exc:
         return _error(request, exc, principal, chrome)
