@@ -293,3 +293,39 @@ def test_open_mode_logs_in_without_a_key(fresh_server: ServerProcess) -> None:
 def test_score_parts_add_up_to_the_score(cosine: float, bm25: float, in_range: bool) -> None:
     dense, lexical, time_part = relevance_parts(cosine, bm25, in_range)
     assert dense + lexical + time_part == relevance(cosine, bm25, in_range)
+
+
+def test_pages_are_rate_limited_as_the_keys_requests(tmp_path) -> None:
+    srv = ServerProcess(tmp_path / "data", env={"ENGRAM_RATE_LIMIT_REQUESTS_PER_MIN": "5"}).start()
+    try:
+        key = create_key(srv, "acme", "read")
+        b = _login(srv, key)
+        statuses = [b.get("/console/users") for _ in range(8)]
+        limited = [r for r in statuses if r.status_code == 429]
+        assert limited and _code(limited[0].text) == "rate_limit_exceeded" and "retry-after" in limited[0].headers
+        with srv.client(key) as api:  # the same key's bucket: the API is refused too
+            assert api.get("/v1/memories").status_code == 429
+    finally:
+        srv.stop()
+
+
+HOSTILE_PAGES = [
+    "/console/user?user_id=%00", "/console/user?user_id=", "/console/user?user_id=" + "u" * 5000,
+    "/console/user?user_id=a&conv_id=%00", "/console/user?user_id=a&status=gone", "/console/user?user_id=a&type=x",
+    "/console/user?user_id=a&cursor=abc", "/console/user?user_id=a&conv_cursor=a.b", "/console/memories/%00",
+    "/console/memories/" + "m" * 5000, "/console/memories?cursor=%ED%A0%80", "/console/jobs/%00",
+    "/console/jobs?cursor=" + "x" * 3000, "/console/search?q=%00", "/console/search?q=" + "q" * 20000,
+    "/console/search?q=a&limit=-1", "/console/search?q=a&filters=%5B%5D", "/console/search?q=a&user_id=%00",
+    "/console/search?q=a&filters=" + "%7B%22a%22:" * 200, "/console/users?cursor=..", "/console/jobs?status=%00",
+]
+
+
+def test_hostile_page_requests_are_clear_errors(console: dict) -> None:
+    b = _login(console["srv"], console["keys"]["read"])
+    for url in HOSTILE_PAGES:
+        r = b.get(url)
+        assert 400 <= r.status_code < 500 or r.status_code == 200, (url, r.status_code)
+        if r.status_code != 200:
+            assert re.search(r'<code class="code">[a-z_]+</code>', r.text), url
+    r = b.post("/console/login", content=b"key=\xff\xfe%00&next=%00", headers=FORM)
+    assert r.status_code == 401

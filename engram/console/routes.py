@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from engram import __version__
+from engram.api.deps import admit
 from engram.auth import Authenticator, Principal, hash_key
 from engram.console import render
 from engram.console.reads import (
@@ -68,7 +69,7 @@ async def _who(request: Request) -> tuple[Principal, Session]:
         if exc.code == "unauthorized":
             raise LoginNeeded() from None
         raise
-    request.state.principal = principal  # for the access log (api/app.py RequestEnvelope)
+    admit(request, principal)  # a page is a request of the key: rate limited and counted as the API's are
     return principal, session
 
 
@@ -103,8 +104,10 @@ def _org_name(reads: ConsoleReads, org_id: str) -> str:
 
 
 def _error(request: Request, exc: ServiceError, principal: Principal | None, chrome: dict | None) -> HTMLResponse:
-    return _html(request, "error.html", http_status=exc.status, code=exc.code, message=exc.message,
-                 **(chrome or {"principal": principal, "csrf": None, "org": None}))
+    response = _html(request, "error.html", http_status=exc.status, code=exc.code, message=exc.message,
+                     **(chrome or {"principal": principal, "csrf": None, "org": None}))
+    response.headers.update(exc.headers)  # a 429's Retry-After
+    return response
 
 
 def _to_login(request: Request) -> RedirectResponse:
