@@ -13,6 +13,8 @@
 --   {{for_share}}   lock the rows read against changes until the transaction ends (PostgreSQL)
 --   {{skip_locked_of:a}} lock the rows of alias `a` read, skipping those another process holds
 --   {{true}}        the boolean true (SQLite keeps 1)
+--   {{unindexed:c}} column `c` in an ORDER BY that no index should serve (SQLite: `+c`; it
+--                   would otherwise walk the org's memories_created to skip sorting a row or two)
 
 -- fragment: memory_columns
 -- Every column a Memory needs; never PostgreSQL's vector, tsvector or metadata's binary copy.
@@ -375,7 +377,7 @@ UPDATE memories AS m SET metadata = :metadata, updated_at = :at WHERE id = :id R
 
 -- name: successor_of
 SELECT {{memory_columns}} FROM memories m WHERE org_id = :org_id AND {{json_text:supersedes}} = :id
-ORDER BY created_at, id LIMIT 1
+ORDER BY {{unindexed:created_at}}, id LIMIT 1
 
 -- name: list_memories
 SELECT {{memory_columns}} FROM memories m WHERE m.org_id = :org_id AND {{where}} {{after}}

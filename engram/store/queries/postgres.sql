@@ -25,5 +25,8 @@ FOR SHARE
 -- fragment: skip_locked_of
 FOR UPDATE OF {} SKIP LOCKED
 
+-- fragment: unindexed
+{}
+
 -- fragment: true
 true

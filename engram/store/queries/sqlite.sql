@@ -21,5 +21,8 @@ json_extract(details, '$.{}')
 
 -- fragment: skip_locked_of
 
+-- fragment: unindexed
++{}
+
 -- fragment: true
 1
