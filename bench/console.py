@@ -150,6 +150,17 @@ def time_page(b: httpx.Client, url: str, loads: int) -> dict:
             "bytes": len(r.content)}
 
 
+def time_call(call, loads: int) -> dict:
+    for _ in range(2):
+        call().raise_for_status()
+    times = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        call().raise_for_status()
+        times.append(time.perf_counter() - started)
+    return {"p50_ms": round(percentile(times, 0.5) * 1000, 1), "p95_ms": round(percentile(times, 0.95) * 1000, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--memories", type=int, default=100_000)
@@ -192,6 +203,14 @@ def main() -> None:
             for name, url in pages.items():
                 results["pages"][name] = time_page(b, url, args.loads)
                 print(f"{name:40s} {results['pages'][name]}", flush=True)
+            # The same searches through the API, for comparison: the playground's cost is the search's.
+            api = httpx.Client(base_url=base, headers={"authorization": f"Bearer {key}"}, timeout=60)
+            results["api"] = {}
+            for name, body in (("POST /v1/memories/search (org-wide, 10)", {"query": "bought a kayak in Kyoto", "limit": 10}),
+                               ("POST /v1/memories/search (one user, 10)", {"query": "bought a kayak in Kyoto",
+                                                                            "user_id": "user-0005", "limit": 10})):
+                results["api"][name] = time_call(lambda: api.post("/v1/memories/search", json=body), args.loads)
+                print(f"{name:40s} {results['api'][name]}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
