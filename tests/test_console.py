@@ -177,6 +177,10 @@ def test_admin_actions_need_admin_and_the_sessions_csrf_token(console: dict) -> 
     assert r.status_code == 422 and _code(r.text) == "validation_error"
     with srv.client(keys["admin"]) as api:
         assert len(api.get("/v1/memories", params={"user_id": "user-001"}).json()["data"]) == 1
+    r = reader.post("/console/logout", content="csrf=forged", headers=FORM)
+    assert r.status_code == 403 and reader.get("/console/users").status_code == 200  # still logged in
+    r = reader.post("/console/logout", content=f"csrf={_csrf(page)}", headers=FORM)
+    assert r.status_code == 303 and reader.get("/console/users").status_code == 303
 
 
 # ---------------------------------------------------------------------- keyset pages

@@ -176,7 +176,13 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout() -> RedirectResponse:
+async def logout(request: Request) -> Response:
+    _, sessions, _ = _parts(request)
+    session = sessions.read(request.cookies.get(COOKIE))
+    if session is not None and not sessions.csrf_ok(session, (await _form(request)).get("csrf")):
+        # Another site cannot end a session either (its form has no token).
+        return _error(request, ServiceError("csrf_token_invalid", "the form's CSRF token is not this session's"),
+                      None, None)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
