@@ -80,9 +80,8 @@ class Authenticator:
             self._keys_exist = (now, exists)
         return exists
 
-    def _lookup(self, secret: str) -> ApiKey | None:
+    def _lookup(self, digest: str) -> ApiKey | None:
         now = time.monotonic()
-        digest = hash_key(secret)
         cached = self._known.get(digest)
         if cached is not None and now - cached[0] <= self._cache_s:
             return cached[1]
@@ -112,22 +111,26 @@ class Authenticator:
         return principal
 
     def authenticate(self, secret: str | None, org_header: str | None) -> Principal:
-        if self.open_mode_allowed and not self._any_key():
-            principal = _open_principal()
-        else:
-            if not secret:
-                raise ServiceError("unauthorized", "an API key is required (Authorization: Bearer <key> or x-api-key)")
-            key = self._lookup(secret)
-            if key is None:
-                raise ServiceError("unauthorized", "the API key is not valid or was revoked")
-            if key.expired(utcnow()):
-                raise ServiceError("unauthorized", f"the API key expired at {iso(key.expires_at)}")
-            principal = _principal_of(key)
+        principal = self.authenticate_digest(hash_key(secret) if secret else None)
         if org_header and org_header != principal.org_id:
             org = self.store.get_org(principal.org_id)
             if org is None or org_header != org.name:
                 raise ServiceError("org_mismatch", "X-Org-Id does not name the org of this API key")
         return principal
+
+    def authenticate_digest(self, digest: str | None) -> Principal:
+        """Who a key is, known by its hash (`hash_key`): what `authenticate` checks, and what the
+        web console's session holds instead of the key itself (engram/console/session.py)."""
+        if self.open_mode_allowed and not self._any_key():
+            return _open_principal()
+        if not digest:
+            raise ServiceError("unauthorized", "an API key is required (Authorization: Bearer <key> or x-api-key)")
+        key = self._lookup(digest)
+        if key is None:
+            raise ServiceError("unauthorized", "the API key is not valid or was revoked")
+        if key.expired(utcnow()):
+            raise ServiceError("unauthorized", f"the API key expired at {iso(key.expires_at)}")
+        return _principal_of(key)
 
 
 def _open_principal() -> Principal:

@@ -18,6 +18,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthorized": 401,
     "org_mismatch": 403,
     "insufficient_scope": 403,
+    "csrf_token_invalid": 403,  # a console form without its session's token (engram/console/session.py)
     "key_limit_reached": 403,
     # what a hosted product offers and a self-hosted engram does not (memsy's typed errors)
     "billing_not_enabled": 403,

@@ -37,7 +37,7 @@ from engram.groups import Groups
 from engram.onboarding import Onboarding
 from engram.lifecycle import Lifecycle
 from engram.pipeline.vector_space import SpaceGate
-from engram.search.engine import HybridRanker
+from engram.search.engine import HybridRanker, ScoreParts
 from engram.search.query_vectors import QueryVectors
 from engram.ratelimit import RateLimiter
 from engram.webhooks import Webhooks
@@ -70,6 +70,7 @@ class SearchHit:
     memory: Memory
     score: float
     source_events: list[Event] | None = None
+    parts: ScoreParts | None = None  # with SearchQuery.with_score_parts
 
 
 @dataclass(slots=True)
@@ -392,13 +393,14 @@ class Service:
         started = time.perf_counter()
         depth = max(50, 2 * (offset + query.limit))
         ranking = HybridRanker(self.store, self._query_vectors).rank(
-            org_id, where, query.text, depth)
+            org_id, where, query.text, depth, explain=query.with_score_parts)
         timings = ranking.timings
         # scores go out rounded to 6 places: a threshold copied from a result admits that result
         ranked = [(m, s) for m, s in ranking.scored if round(s, 6) >= query.threshold]
         window = ranked[offset:offset + query.limit]
         memories = self.store.get_memories(org_id, [m for m, _ in window])
-        hits = [SearchHit(memories[m], s) for m, s in window if m in memories]
+        parts = ranking.parts or {}
+        hits = [SearchHit(memories[m], s, parts=parts.get(m)) for m, s in window if m in memories]
         if query.with_source_events:
             sources = self.source_events(org_id, [h.memory for h in hits])
             for hit in hits:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engram import __version__, metrics
+from engram import __version__, console, metrics
 from engram.api import (admin, errors, family_m, family_x, groups, hosted, lifecycle, memsy_console, onboarding,
                         usage, webhooks)
 from engram.api.codec import JSONResponse
@@ -167,6 +167,7 @@ def create_app(service: Service, authenticator: Authenticator) -> FastAPI:
     app.include_router(onboarding.router)
     app.include_router(memsy_console.router)
     app.include_router(hosted.router)
+    console.install(app)  # the HTML console at /console (engram/console/)
     limits = service.settings.limits
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes,
                        per_path={lifecycle.IMPORT_PATH: limits.max_import_bytes})

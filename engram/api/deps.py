@@ -48,13 +48,18 @@ async def _authenticate(request: Request, authorization: str | None, x_api_key: 
     principal = authenticator.authenticate_cached(secret, x_org_id)
     if principal is None:
         principal = await run_in_threadpool(authenticator.authenticate, secret, x_org_id)
+    admit(request, principal)
+    return principal
+
+
+def admit(request: Request, principal: Principal) -> None:
+    """One request of an authenticated principal: rate limited first (a refused request is not
+    counted as used), then counted; the headers are added to the response by
+    app.RequestEnvelope. The API's routes and the web console's pages alike."""
     svc: Service = request.app.state.service
-    # Rate limited first (a refused request is not counted as used); the headers are added to
-    # the response by app.RequestEnvelope.
     request.state.principal = principal  # for the access log (app.RequestEnvelope)
     request.state.rate_limit = svc.rate.request(principal.org_id, principal.key_id)
     svc.usage.add(principal.org_id, _ONE_REQUEST, principal.key_id)
-    return principal
 
 
 def scoped(scope: str) -> Callable[..., Principal]:

@@ -97,3 +97,4 @@ class SearchQuery:
     with_source_events: bool = False
     with_full_content: bool = False
     with_context_prompt: bool = False
+    with_score_parts: bool = False  # each hit's dense/lexical/time make-up (the console; never on the wire)

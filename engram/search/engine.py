@@ -41,7 +41,9 @@ import numpy as np
 from engram.domain.filters import Node
 from engram.search import query as q
 from engram.pipeline.topics import state_aspect
-from engram.search.fusion import CONTEXT_WINDOW, RECENCY_MARGIN, RECENCY_WINDOW, by_role, in_context, relevance, yield_to
+from engram.search.fusion import (
+    CONTEXT_WINDOW, RECENCY_MARGIN, RECENCY_WINDOW, by_role, in_context, relevance, relevance_parts, yield_to,
+)
 from engram.store.base import Store, TurnContext
 from engram.stages import timed
 
@@ -51,12 +53,28 @@ NEUTRAL_SHARE = 0.5  # weight of the embedding without ubiquitous words in the d
 LEXICAL_DEPTH = 1000  # lexical candidates read: their BM25 is exact (FTS computes it for every match anyway)
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreParts:
+    """How one memory's score was made (asked for with `rank(…, explain=True)`): the raw
+    evidence, the three fused terms (search/fusion.py `relevance_parts`), and what turn
+    context, the role weight and recency then moved (`adjustment`, final − fused)."""
+
+    cosine: float
+    bm25: float
+    dense: float
+    lexical: float
+    time: float
+    adjustment: float
+    score: float
+
+
 @dataclass(slots=True)
 class Ranking:
     scored: list[tuple[str, float]]  # memory id, score; best first
     timings: dict[str, float] = field(default_factory=dict)
     dropped_terms: list[str] = field(default_factory=list)
     date_ranges: int = 0
+    parts: dict[str, ScoreParts] | None = None  # with explain=True
 
 
 class HybridRanker:
@@ -64,8 +82,9 @@ class HybridRanker:
         self.store = store
         self.embed = embed
 
-    def rank(self, org_id: str, where: Node, text: str, depth: int) -> Ranking:
-        """At least the best `depth` memories by score (more when other candidates came along)."""
+    def rank(self, org_id: str, where: Node, text: str, depth: int, *, explain: bool = False) -> Ranking:
+        """At least the best `depth` memories by score (more when other candidates came along);
+        with `explain`, each one's score parts too (the ranking itself is the same)."""
         timings: dict[str, float] = {}
         words = q.terms(text)
         with timed(timings, "scope"):
@@ -119,7 +138,18 @@ class HybridRanker:
             with timed(timings, "recency"):
                 adjusted = newer_first(adjusted, context)
                 scored = sorted(adjusted + scored[CONTEXT_WINDOW:], key=_best_first)
-        return Ranking(scored, timings, dropped, len(ranges))
+        parts = _explained(scored, cosine, bm25, in_range) if explain else None
+        return Ranking(scored, timings, dropped, len(ranges), parts)
+
+
+def _explained(scored: list[tuple[str, float]], cosine: dict[str, float], bm25: dict[str, float],
+               in_range: set[str]) -> dict[str, ScoreParts]:
+    parts = {}
+    for i, score in scored:
+        c, b = cosine.get(i, 0.0), bm25.get(i, 0.0)
+        dense, lexical, time = relevance_parts(c, b, i in in_range)
+        parts[i] = ScoreParts(c, b, dense, lexical, time, score - (dense + lexical + time), score)
+    return parts
 
 
 def _best_first(item: tuple[str, float]) -> tuple[float, str]:

@@ -52,8 +52,18 @@ def lexical_strength(bm25: float) -> float:
 
 
 def relevance(cosine: float, bm25: float, in_time_range: bool = False) -> float:
-    base = DENSE_WEIGHT * max(cosine, 0.0) + (1 - DENSE_WEIGHT) * lexical_strength(bm25)
-    return base + TIME_BOOST * (1 - base) if in_time_range else base
+    dense, lexical, time = relevance_parts(cosine, bm25, in_time_range)
+    base = dense + lexical
+    return base + time if in_time_range else base
+
+
+def relevance_parts(cosine: float, bm25: float, in_time_range: bool = False) -> tuple[float, float, float]:
+    """The three terms `relevance` adds up — dense, lexical, time — for showing a score's
+    make-up (the console's search playground); the same arithmetic, so they sum to it exactly."""
+    dense = DENSE_WEIGHT * max(cosine, 0.0)
+    lexical = (1 - DENSE_WEIGHT) * lexical_strength(bm25)
+    base = dense + lexical
+    return dense, lexical, TIME_BOOST * (1 - base) if in_time_range else 0.0
 
 
 def in_context(score: float, before: float) -> float:

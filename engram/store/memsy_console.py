@@ -48,7 +48,7 @@ class ActorRow:
     team_ids: tuple[str, ...] = ()
 
 
-class ConsoleRules:
+class MemsyConsoleRules:
     dialect: "Dialect"
     _one: Callable[..., Any]
     _all: Callable[..., list[Any]]

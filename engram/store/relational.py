@@ -25,13 +25,14 @@ from engram.domain.details import supersedes, with_episode
 from engram.domain.filters import Node
 from engram.domain.records import ApiKey, Event, Job, JobError, Memory, Org, utcnow
 from engram.store import codec
+from engram.store.console import ConsoleReads
 from engram.store.base import (
     JOB_ENDED, WITHHELD_CONTENT, WORK_READY, AcceptResult, CommitResult, Idempotency, JobOutcome, Lease, NewJob,
     NewMemory, Page, SearchScope, TurnContext, changes_active_memories, job_error_dict, replayed_job,
     resolve_batch,
 )
 from engram.store.dialect import Dialect, Tx
-from engram.store.memsy_console import ConsoleRules
+from engram.store.memsy_console import MemsyConsoleRules
 from engram.store.groups import GroupRules
 from engram.store.lifecycle import LifecycleRules
 from engram.store.onboarding import OnboardingRules
@@ -57,7 +58,8 @@ def conversation_lock(org_id: str, user_id: str, conv_id: str) -> str:
     return "conv\x1f" + "\x1f".join((org_id, user_id, conv_id))
 
 
-class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, OnboardingRules, ConsoleRules):
+class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, OnboardingRules, MemsyConsoleRules,
+                      ConsoleReads):
     """The store protocol over one dialect (the data lifecycle's rules: store/lifecycle.py;
     re-embedding: store/reindex.py; memsy's onboarding records and console reads:
     store/onboarding.py, store/memsy_console.py)."""

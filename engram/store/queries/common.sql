@@ -13,6 +13,8 @@
 --   {{for_share}}   lock the rows read against changes until the transaction ends (PostgreSQL)
 --   {{skip_locked_of:a}} lock the rows of alias `a` read, skipping those another process holds
 --   {{true}}        the boolean true (SQLite keeps 1)
+--   {{unindexed:c}} column `c` in an ORDER BY that no index should serve (SQLite: `+c`; it
+--                   would otherwise walk the org's memories_created to skip sorting a row or two)
 
 -- fragment: memory_columns
 -- Every column a Memory needs; never PostgreSQL's vector, tsvector or metadata's binary copy.
@@ -375,7 +377,7 @@ UPDATE memories AS m SET metadata = :metadata, updated_at = :at WHERE id = :id R
 
 -- name: successor_of
 SELECT {{memory_columns}} FROM memories m WHERE org_id = :org_id AND {{json_text:supersedes}} = :id
-ORDER BY created_at, id LIMIT 1
+ORDER BY {{unindexed:created_at}}, id LIMIT 1
 
 -- name: list_memories
 SELECT {{memory_columns}} FROM memories m WHERE m.org_id = :org_id AND {{where}} {{after}}
@@ -537,6 +539,32 @@ INSERT INTO events(id, org_id, user_id, conv_id, agent_id, app_id, role, kind, n
 VALUES (:id, :org_id, :user_id, :conv_id, :agent_id, :app_id, :role, :kind, :name, :content, :dia_id, :metadata,
         :occurred_at, :received_at, :job_id, :client_event_id, :dedup_hash, :status, :fail_reason, :episode_id)
 ON CONFLICT DO NOTHING
+
+-- ================================================================== the web console (store/console.py)
+-- name: console_users
+-- One page of the org's users (those with memories), by user id after :after; the counts are
+-- read from the memories_user index alone (org, user, status), so a page costs its users' rows.
+SELECT user_id, count(*) AS memories, sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS active
+FROM memories WHERE org_id = :org_id AND user_id IS NOT NULL AND user_id > :after
+GROUP BY user_id ORDER BY user_id LIMIT :limit
+
+-- name: console_conversations
+-- One page of a user's conversations (those with memories), by conversation id after :after.
+SELECT conv_id, count(*) AS memories, sum(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS active,
+       max(created_at) AS last_at
+FROM memories WHERE org_id = :org_id AND user_id = :user_id AND conv_id IS NOT NULL AND conv_id > :after
+GROUP BY conv_id ORDER BY conv_id LIMIT :limit
+
+-- name: console_jobs
+-- The org's jobs, newest first, before arrival number :before (the primary key: no sort).
+SELECT * FROM jobs WHERE {{org}} = :org_id AND seq < :before ORDER BY seq DESC LIMIT :limit
+
+-- name: console_jobs_of_status
+SELECT * FROM jobs WHERE {{org}} = :org_id AND status = :status AND seq < :before ORDER BY seq DESC LIMIT :limit
+
+-- name: console_jobs_by_status
+-- How many of the org's jobs are in each status (the jobs page's header).
+SELECT status, count(*) AS n FROM jobs WHERE org_id = :org_id GROUP BY status
 
 -- ================================================================== webhooks (store/webhooks.py)
 -- name: webhook_of_org

@@ -25,6 +25,9 @@ FOR SHARE
 -- fragment: skip_locked_of
 FOR UPDATE OF {} SKIP LOCKED
 
+-- fragment: unindexed
+{}
+
 -- fragment: true
 true
 

@@ -21,6 +21,9 @@ json_extract(details, '$.{}')
 
 -- fragment: skip_locked_of
 
+-- fragment: unindexed
++{}
+
 -- fragment: true
 1
 
