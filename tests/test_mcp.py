@@ -70,7 +70,11 @@ async def remember_recall_forget(client: Client) -> None:
     prompt = await client.get_prompt("use_memory", {"user_id": user})
     assert "recall" in prompt.messages[0].content.text
 
-    queued = await text(client, "remember", content="My sister is called Ines.", user_id=user)
+    both = await client.call_tool("remember", {"user_id": user, "content": "x", "turns": [{"role": "user", "content": "y"}]})
+    assert both.is_error and "either content" in both.content[0].text
+    queued = await text(client, "remember", user_id=user, conversation_id="family", turns=[
+        {"role": "user", "content": "My sister is called Ines."},
+        {"role": "assistant", "content": "Noted — Ines."}])
     job_id = queued.split("job ")[1].split(" ")[0]
     with anyio.fail_after(60):
         while "succeeded" not in await text(client, "status", job_id=job_id):

@@ -17,12 +17,20 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from engram import __version__
 from engram.client import AsyncClient, EngramError, Memory
 
 Connect = Callable[[Context], Awaitable[AsyncClient]]
+
+
+class Turn(BaseModel):
+    """One turn of a conversation, as `remember` takes several."""
+
+    role: Literal["user", "assistant"]
+    content: str
 DEFAULT_CONVERSATION = "mcp-notes"
 
 INSTRUCTIONS = """engram is this user's long-term memory. Before answering anything that may depend on
@@ -65,18 +73,25 @@ def build_server(connect: Connect) -> MCPServer:
             await client.aclose()
 
     @mcp.tool(title="Remember")
-    async def remember(content: str, user_id: str, ctx: Context, conversation_id: str = DEFAULT_CONVERSATION,
-                       role: Literal["user", "assistant"] = "user", metadata: dict[str, Any] | None = None,
-                       wait: bool = False) -> str:
+    async def remember(user_id: str, ctx: Context, content: str | None = None, turns: list[Turn] | None = None,
+                       conversation_id: str = DEFAULT_CONVERSATION, role: Literal["user", "assistant"] = "user",
+                       metadata: dict[str, Any] | None = None, wait: bool = False) -> str:
         """Store something the user said (or a note about them) in their long-term memory.
 
         Use it whenever the user shares a lasting fact, preference, plan, decision or correction.
-        `content` is what was said, in the speaker's words (e.g. "I moved to Denver last month");
-        `role` says who said it. Turns of one conversation share a `conversation_id`. Memories
-        are extracted in the background: this returns a job id at once, and `recall` finds them
-        a few seconds later; set `wait` to true to return only once they are stored, listing them."""
+        Give either `content` — one thing said, in the speaker's words (e.g. "I moved to Denver
+        last month"), with `role` saying who said it — or `turns`, several turns of the
+        conversation in order ({"role": "user" | "assistant", "content": …}). Turns of one
+        conversation share a `conversation_id`. Memories are extracted in the background: this
+        returns a job id at once, and `recall` finds them a few seconds later; set `wait` to true
+        to return only once they are stored, listing them."""
+        if (content is None) == (turns is None):
+            raise ToolError("give either content (one turn or a note) or turns (a list of {role, content})")
+        messages = [{"role": role, "content": content}] if content is not None else \
+            [{"role": t.role, "content": t.content} for t in turns or []]
+
         async def run(client: AsyncClient) -> str:
-            job = await client.memories.ingest(messages=[{"role": role, "content": content}], user_id=user_id,
+            job = await client.memories.ingest(messages=messages, user_id=user_id,
                                                conv_id=conversation_id, metadata=metadata, wait=wait)
             if job.status == "succeeded" and job.result is not None:
                 made = job.result.memories_created
