@@ -3,8 +3,10 @@ over streamable HTTP at /mcp (keys and scopes enforced) and over stdio (`engram 
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
+from pathlib import Path
 from typing import Any, Iterator
 
 import anyio
@@ -124,4 +126,23 @@ def test_scopes_and_orgs_hold_over_mcp(srv: ServerProcess, keys: dict[str, str])
             assert await text(stranger, "recall", query="cello", user_id=user) == "No memories match."
             missing = await stranger.call_tool("get_memory", {"memory_id": memory_id})
             assert missing.is_error and "memory_not_found" in missing.content[0].text
+    anyio.run(run)
+
+
+def test_the_generic_configuration_in_this_document_works(srv: ServerProcess, keys: dict[str, str]) -> None:
+    """docs/mcp.md's "Any MCP client" entry, launched as a client would launch it (with the
+    virtualenv's own `engram`, the URL and a key of a real server), remembers and recalls."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "mcp.md").read_text()
+    block = doc.split("<!-- mcp-config -->", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    config = json.loads(block.replace("http://127.0.0.1:8420", srv.url).replace("egm_your_key", keys["write"]))
+    assert config["command"] == "engram"
+    command = str(Path(sys.executable).with_name("engram"))
+
+    async def run() -> None:
+        params = StdioServerParameters(command=command, args=config["args"],
+                                       env={**config["env"], "ENGRAM_LOG_LEVEL": "WARNING"})
+        async with Client(params) as client:
+            user = f"u{uuid.uuid4().hex[:8]}"
+            await text(client, "remember", content="My dentist is Dr. Okafor on Elm Street.", user_id=user, wait=True)
+            assert "Okafor" in await text(client, "recall", query="who is the user's dentist", user_id=user)
     anyio.run(run)
