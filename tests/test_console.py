@@ -34,7 +34,9 @@ HOSTILE_TEXT = "<script>alert(1)</script> & <b>bold</b>"
 def _export() -> bytes:
     """An engram export: user-000 … user-119 with one turn and one fact each, and "many" with
     one fact in each of 55 conversations (vectors left to the importing server)."""
-    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    # Recent turns: older than ENGRAM_EPISODE_IDLE_S, the worker's idle sweep would queue an
+    # episode job for every conversation while the tests count jobs and the queue.
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=4)
     lines = [{"record": "header", "format": "engram-export", "version": 1, "exported_at": start.isoformat(),
               "org_id": "x", "scope": {"user_id": None, "conv_id": None}, "embedder": None, "dim": None}]
     memories = []
