@@ -28,7 +28,7 @@ from engram.domain.records import TERMINAL_JOB_STATUSES, Event, Job, Memory, iso
 from engram.domain.text import unstorable
 from engram.domain.validation import FieldChecks
 from engram.embed import Embedder
-from engram.errors import ServiceError, ValidationFailed
+from engram.errors import ServiceError
 from engram.ids import new_event_ids, new_job_id, new_memory_id
 from engram import metrics, usage
 from engram.admin import Admin

@@ -288,3 +288,17 @@ def test_revisions_end_to_end(client: engram.Client) -> None:
 
     chain = asyncio.run(later())
     assert [m.text for m in chain] == ["The user lives in Porto.", "The user lives in Lisbon."]
+
+
+def test_ingest_names_groups_and_memories_carry_their_tags(server: ServerProcess, client: engram.Client) -> None:
+    import httpx
+
+    group = httpx.post(f"{server.url}/v1/groups", json={"name": "climbing club"}).json()
+    user = uid()
+    job = client.memories.ingest(messages=[{"role": "user", "content": "The club meets at the crag every Saturday."}],
+                                 user_id=user, conv_id="c", group_ids=[group["id"], "grp_unknown"], wait=True)
+    assert job.status == "succeeded" and job.result.ignored_group_ids == ["grp_unknown"]
+    memory = client.memories.get(job.result.memories_created[0].id)
+    assert memory.group_ids == [group["id"]]
+    found = client.memories.search(query="when does the club meet", filters={"group_ids": group["id"]})
+    assert [m.id for m in found.data] == [memory.id] and found.data[0].group_ids == [group["id"]]

@@ -61,7 +61,8 @@ def new_event_id() -> str:
 # ---------------------------------------------------------------------------- family X
 def ingest_messages(messages: Sequence[Message | Mapping[str, Any]], *, user_id: str, conv_id: str,
                     agent_id: str | None, app_id: str | None, metadata: Mapping[str, Any] | None,
-                    extract_artifacts: bool, wait: bool, idempotency_key: str | None) -> Operation[IngestJob]:
+                    extract_artifacts: bool, wait: bool, idempotency_key: str | None,
+                    group_ids: Sequence[str] | None = None) -> Operation[IngestJob]:
     if isinstance(messages, (str, bytes)) or isinstance(messages, Mapping):
         raise TypeError("messages must be a list of {role, content} dicts or Message objects")
     body: dict[str, Any] = {"messages": [_dump(m, Message) for m in messages], "user_id": user_id,
@@ -72,6 +73,8 @@ def ingest_messages(messages: Sequence[Message | Mapping[str, Any]], *, user_id:
         body["app_id"] = app_id
     if metadata is not None:
         body["metadata"] = dict(metadata)
+    if group_ids:  # the groups its new memories may join (docs/design.md, "Groups")
+        body["group_ids"] = list(group_ids)
     # The key is fixed before the first attempt, so every retry of this call names the same job.
     headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
     return Operation("POST", "/v1/memories", _model(IngestJob), params={"wait": "true"} if wait else None,

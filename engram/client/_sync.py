@@ -98,11 +98,14 @@ class Memories:
     def ingest(self, *, messages: Sequence[Message | Mapping[str, Any]], user_id: str, conv_id: str,
                agent_id: str | None = None, app_id: str | None = None, metadata: Mapping[str, Any] | None = None,
                extract_artifacts: bool = False, wait: bool = False,
-               idempotency_key: str | None = None) -> IngestJob:
-        """Start an ingest job. `wait=True` holds the call until the job ends or the server's budget passes."""
+               idempotency_key: str | None = None, group_ids: Sequence[str] | None = None) -> IngestJob:
+        """Start an ingest job. `wait=True` holds the call until the job ends or the server's budget passes;
+        `group_ids` names groups its new memories may join (unknown or archived ones come back in
+        `result.ignored_group_ids`)."""
         return self._client._send(ops.ingest_messages(
             messages, user_id=user_id, conv_id=conv_id, agent_id=agent_id, app_id=app_id, metadata=metadata,
-            extract_artifacts=extract_artifacts, wait=wait, idempotency_key=idempotency_key))
+            extract_artifacts=extract_artifacts, wait=wait, idempotency_key=idempotency_key,
+            group_ids=group_ids))
 
     def get(self, memory_id: str) -> Memory:
         return self._client._send(ops.get_memory(memory_id))

@@ -66,6 +66,7 @@ class IngestResult(_Model):
     memories_updated: list[MemoryRef] = Field(default_factory=list)
     memories_superseded_by: dict[str, str] = Field(default_factory=dict)
     stage_timings: dict[str, float] = Field(default_factory=dict)
+    ignored_group_ids: list[str] = Field(default_factory=list)  # named groups that were unknown or archived
 
 
 class JobError(_Model):
@@ -151,6 +152,7 @@ class Memory(_Model):
     agent_id: str | None = None
     conv_id: str | None = None
     app_id: str | None = None
+    group_ids: list[str] = Field(default_factory=list)  # the groups it is shared with
     metadata: dict[str, Any] = Field(default_factory=dict)
     categories: list[str] = Field(default_factory=list)
     score: float | None = None

@@ -23,7 +23,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import psycopg
@@ -41,7 +41,7 @@ from engram.store.postgres_index import PostgresIndex, vector_text
 from engram.store.postgres_listener import CHANNELS, Listener
 from engram.store.dialect import Statements
 from engram.store.relational import RelationalStore
-from engram.store.sql import Params, Queries, load, rules
+from engram.store.sql import Params, load, rules
 
 log = logging.getLogger("engram.store.postgres")
 

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from engram.store import migrations
 from engram.store.base import AcceptResult, Idempotency, NewJob, NewMemory
 from engram.store.dialect import Statements
 from engram.store.relational import RelationalStore
-from engram.store.sql import Params, Queries, load, rules
+from engram.store.sql import Params, load, rules
 from engram.store.sqlite_dedup import RecentEvents
 from engram.store.sqlite_filters import compile_filter
 from engram.store.sqlite_index import SQLiteIndex, _VectorCache

@@ -21,7 +21,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from engram.domain.filters import CORE_FIELDS, GROUP_FIELD, TIME_FIELDS, And, Cmp, Node, Not, Or, is_iso_date
+from engram.domain.filters import CORE_FIELDS, GROUP_FIELD, And, Cmp, Node, Not, Or, is_iso_date
 from engram.domain.records import iso
 from engram.errors import ServiceError
 from engram.store.filters import SQL_OPS, core_comparison, group_comparison, metadata_comparison
