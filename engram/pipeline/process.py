@@ -149,8 +149,10 @@ class Pipeline:
             if episode is not None:
                 texts.append(episode.summary)
             vectors = self.embedder.embed(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
+            judge = self._judge(lease)
 
-        draft = _Draft(extraction, vectors, episode, earlier + accepted, dict(outcome.event_failures), timings)
+        draft = _Draft(extraction, vectors, episode, earlier + accepted, dict(outcome.event_failures), timings,
+                       judge=judge)
         return self._reconciled(lease, draft)
 
     # ------------------------------------------------------------------ replay jobs
@@ -278,7 +280,7 @@ class Pipeline:
                 self._plan_replacements(plan, replaced)
             if episode is not None:
                 self._plan_episode(lease, episode, vectors[-1], draft.events, plan)
-            self._carry_out(lease, plan, outcome)
+            self._carry_out(lease, plan, outcome, draft.judge)
 
         outcome.result = {
             "object": "ingest_result",
@@ -475,39 +477,28 @@ class Pipeline:
         return self.store.memories_citing(lease.job.org_id, event_ids) if event_ids else []
 
     # ------------------------------------------------------------------ building what was decided
-    def _carry_out(self, lease: Lease, plan: "_Plan", outcome: JobOutcome) -> None:
+    def _carry_out(self, lease: Lease, plan: "_Plan", outcome: JobOutcome,
+                   judge: sharing.Judge | None = None) -> None:
         """The plan as the outcome the store commits."""
         outcome.created = self._build(lease, plan)
-        outcome.group_tags = self._group_tags(lease, outcome.created)
+        if judge is not None:
+            outcome.group_tags = _group_tags(lease, outcome.created, judge)
         outcome.added_sources = plan.added_sources
         outcome.superseded = plan.superseded
         outcome.retracted = plan.retracted
         if plan.episode is not None:
             outcome.episode_id, outcome.episode_event_ids = plan.episode.id, list(plan.episode.event_ids)
 
-    def _group_tags(self, lease: Lease, created: Sequence[NewMemory]) -> dict[str, list[str]]:
-        """The groups each new memory joins, of those the ingest named (pipeline/sharing.py).
-        A group archived since the accept tags nothing more."""
+    def _judge(self, lease: Lease) -> sharing.Judge | None:
+        """What judges the job's new memories for the groups its ingest named, read and embedded
+        once per job (a redo reuses it); None when it names no group active now."""
         named = lease.job.params.get("group_ids") or []
-        if not named or not created:
-            return {}
-        found = self.store.groups_by_id(lease.job.org_id, named)
+        found = self.store.groups_by_id(lease.job.org_id, named) if named else {}
         groups = [found[g] for g in named if g in found and found[g].status == "active"]
         if not groups:
-            return {}
+            return None
         prompts = sharing.prompted(groups)
-        judge = sharing.Judge(groups, self.embedder.embed(prompts) if prompts else np.zeros((0, self.embedder.dim)))
-        said = {e.id: e.content for e in lease.events}
-        tags: dict[str, list[str]] = {}
-        for new in created:
-            m = new.memory
-            turns = [said[e] for e in m.source_event_ids if e in said]
-            # An episode speaks for its whole conversation; a fact or artifact for its sentences.
-            evidence = turns if m.type == "episode" else sharing.source_sentences(m.text, turns)
-            joined = judge.groups_of(m.text, new.vector, evidence)
-            if joined:
-                tags[m.id] = joined
-        return tags
+        return sharing.Judge.of(groups, self.embedder.embed(prompts) if prompts else np.zeros((0, self.embedder.dim)))
 
     def _build(self, lease: Lease, plan: "_Plan") -> list[NewMemory]:
         """Every memory of the plan, each built once with its final details: the facts (with
@@ -595,6 +586,22 @@ class _Draft:
     event_failures: dict[str, str]
     timings: dict[str, float]
     usage: dict[str, int] | None = None  # set on a redo: what the first run spent
+    judge: sharing.Judge | None = None  # the groups its new memories may join
+
+
+def _group_tags(lease: Lease, created: Sequence[NewMemory], judge: sharing.Judge) -> dict[str, list[str]]:
+    """The groups each new memory joins (pipeline/sharing.py)."""
+    said = {e.id: e.content for e in lease.events}
+    tags: dict[str, list[str]] = {}
+    for new in created:
+        m = new.memory
+        turns = [said[e] for e in m.source_event_ids if e in said]
+        # An episode speaks for its whole conversation; a fact or artifact for its sentences.
+        evidence = turns if m.type == "episode" else sharing.source_sentences(m.text, turns)
+        joined = judge.groups_of(m.text, new.vector, evidence)
+        if joined:
+            tags[m.id] = joined
+    return tags
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,11 @@ class Judge:
 
     groups: Sequence[Group]
     prompt_vectors: np.ndarray  # one L2-normalised row per prompted group, in `groups` order
+    anchors: Sequence[set[str]]  # each group's prompt's names (empty for a catch-all)
+
+    @classmethod
+    def of(cls, groups: Sequence[Group], prompt_vectors: np.ndarray) -> "Judge":
+        return cls(groups, prompt_vectors, [_anchors(g.prompt) if g.prompt else set() for g in groups])
 
     def groups_of(self, text: str, vector: np.ndarray, evidence: Sequence[str] = ()) -> list[str]:
         if is_personal(text, *evidence):
@@ -99,13 +104,13 @@ class Judge:
         words = _words(text)
         joined: list[str] = []
         row = 0
-        for group in self.groups:
+        for group, anchors in zip(self.groups, self.anchors):
             if group.prompt is None:
                 joined.append(group.id)
                 continue
             near = float(self.prompt_vectors[row] @ vector) >= PROMPT_MATCH
             row += 1
-            if near or words & _anchors(group.prompt):
+            if near or words & anchors:
                 joined.append(group.id)
         return joined
 
