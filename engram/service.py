@@ -270,10 +270,17 @@ class Service:
         if not self._could_exist(memory_id) or not self.store.delete_memory(org_id, memory_id, utcnow()):
             raise ServiceError("memory_not_found", f"no memory {memory_id!r} in this org (or it was already deleted)")
 
-    def update_memory(self, org_id: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None) -> Memory:
+    def update_memory(self, org_id: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None, *,
+                      add_group_ids: Sequence[str] | None = None,
+                      remove_group_ids: Sequence[str] | None = None) -> Memory:
         """PATCH: `metadata` merges into the memory in place (any type); `text` (facts only)
         writes a new active fact with `details.supersedes = <old id>`, carrying the merged
-        metadata, and marks the old one `superseded` (it keeps its own metadata)."""
+        metadata and tags, and marks the old one `superseded` (it keeps its own metadata).
+        Group tags change first when either list is given (v1.0's PATCH; `Groups.retag`)."""
+        if add_group_ids is not None or remove_group_ids is not None:
+            self.groups.retag(org_id, memory_id, add_group_ids or [], remove_group_ids or [])
+            if text is None and not metadata:
+                return self.get_memory(org_id, memory_id)
         if text is None and not metadata:
             raise ServiceError("invalid_request", "nothing to change: send `text`, `metadata` or both")
         if text is not None:

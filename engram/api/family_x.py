@@ -312,14 +312,9 @@ async def _tags_of(svc: Service, org_id: str, memory_id: str) -> list[str]:
 async def update_memory(memory_id: str, body: UpdateBody | None = None, principal: Principal = Depends(writer),
                         svc: Service = Depends(service)) -> dict[str, Any]:
     body = body or UpdateBody()
-    retag = body.add_group_ids is not None or body.remove_group_ids is not None
-    if retag:
-        await run_in_threadpool(svc.groups.retag, principal.org_id, memory_id, body.add_group_ids or [],
-                                body.remove_group_ids or [])
-    if retag and body.text is None and not body.metadata:
-        memory = await run_in_threadpool(svc.get_memory, principal.org_id, memory_id)
-    else:
-        memory = await run_in_threadpool(svc.update_memory, principal.org_id, memory_id, body.text, body.metadata)
+    memory = await run_in_threadpool(lambda: svc.update_memory(
+        principal.org_id, memory_id, body.text, body.metadata, add_group_ids=body.add_group_ids,
+        remove_group_ids=body.remove_group_ids))
     return memory_wire(memory, full_content=True, group_ids=await _tags_of(svc, principal.org_id, memory.id))
 
 
