@@ -155,6 +155,16 @@ def search(client: httpx.Client, user_id: str, question: str, budget: int) -> tu
             return ranked, client_ms, server_ms
 
 
+def print_supersessions(client: httpx.Client, jobs: list[dict[str, Any]]) -> None:
+    """Every `old -> new` pair the jobs superseded, with both texts: on conversation, where
+    nearly every change of a fact is said in passing, each one is worth reading."""
+    pairs = [(old, new) for j in jobs for old, new in j["result"].get("memories_superseded_by", {}).items()]
+    for old, new in pairs:
+        texts = [client.get(f"/v1/memories/{i}").json()["text"] for i in (old, new)]
+        print(f"superseded: {texts[0]!r} -> {texts[1]!r}")
+    print(f"{len(pairs)} facts superseded")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running engram; default: start a throwaway one")
@@ -162,6 +172,8 @@ def main() -> int:
     parser.add_argument("--user-prefix", default="", help="prefix of the user_ids (to run twice against one server)")
     parser.add_argument("--no-ingest", action="store_true", help="search only: the conversations are already in --url")
     parser.add_argument("--json", type=Path, help="write per-question results here")
+    parser.add_argument("--supersessions", action="store_true",
+                        help="list every fact the ingest superseded, old and new text (precision of the change rules)")
     args = parser.parse_args()
 
     data = json.loads(DATA.read_text())
@@ -196,6 +208,8 @@ def main() -> int:
             for job in jobs:
                 for ref in job["result"]["memories_created"]:
                     memories[ref["type"]] += 1
+            if args.supersessions:
+                print_supersessions(client, jobs)
         for sample in data:
             user_id = args.user_prefix + sample["sample_id"]
             for q in questions(sample):

@@ -8,7 +8,8 @@ fact, if any, the change is about (pipeline/reconcile.py). Three cues:
   verb of ending or replacing with the speaker as its subject ("I quit…", "we sold…",
   "I switched to…", "Marco and I divorced", "I moved to…", "I left the choir"), a negated
   state ("I'm not vegan anymore", "I no longer…"), "instead", "from X to Y", "the old one",
-  or the old thing as the subject of its own end ("the Dell broke", "Pepper ran away");
+  the old thing as the subject of its own end ("the Dell broke", "Pepper ran away", "Max
+  passed away"), or a change of how one looks ("I dyed my hair", "I shaved off my beard");
   not in a clause that dates another ("since I moved here…").
 * ``shift`` — the speaker states a present value in words that imply an earlier one was
   different, but does not say so ("I … now", "these days", "nowadays", "I've become…",
@@ -47,6 +48,7 @@ _ENDING_VERBS = (
     r"quit|gave up|given up|sold|got rid of|dropped|ditched|cancell?ed|divorced|broke up|split up|separated|"
     r"switched|swapped|traded(?:\s+in)?|replaced|changed|migrated|transferred|upgraded|downgraded|converted|"
     r"relocated|retired(?:\s+from)?|went back to|returned to|got moved|shifted|wiped|uninstalled|"
+    r"dyed|shaved(?:\s+off)?|cut\s+(?:my|our)\s+[\w-]+\s+(?:short|off)|"
     r"moved\s+(?:to|into|in\s+with|out|away|back|from|up|over|house|home|on\s+to|my|our)|"
     r"left\s+(?:the|my|our|a|an)\s+(?!house\b|home\b|office\b|room\b|door\b|car\b|keys?\b|phone\b|party\b|early\b)|"
     r"stopped\s+(?!by\b|at\b|in\b|for\b|to\b|off\b|over\b)\w+ing|left\s+\w+ing\b|"
@@ -58,7 +60,7 @@ _CHANGE = re.compile(
     r"|\binstead\b(?!\s+of\s+\w+ing\b)|\bthe old one\b|\bthe previous one\b"
     r"|\bnot\b[^.;!?]{1,40},\s*(?:it's|it is|it was|they're|they are)\b"  # a correction: "not X, it's Y"
     r"|\b(?:went|gone|has gone|have gone)\s+(?:up|down)\s+to\b|\b(?:increased|decreased|rose|risen|fell|fallen|raised|lowered)\s+to\b"
-    r"|\b(?:ran away|broke down|broke\b(?=\s*(?:[,;]|and\b))|split up|closed down|shut down)"
+    r"|\b(?:ran away|passed away|died|broke down|broke\b(?=\s*(?:[,;]|and\b))|split up|closed down|shut down)"
     r"|(?-i:\bfrom\s+(?:the\s+)?[A-Z0-9][\w'.-]*(?:\s+[A-Z0-9][\w'.-]*)?\s+to\s+(?:the\s+)?[A-Z0-9])",
     re.I,
 )

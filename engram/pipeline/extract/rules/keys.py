@@ -29,6 +29,10 @@ _JOBS = (
 _DIETS = r"(?P<diet>vegan|vegetarian|pescatarian|pescetarian|flexitarian|keto|paleo|gluten[- ]free|dairy[- ]free|plant[- ]based|carnivore)"
 _PARTNERS = r"(?:husband|wife|partner|boyfriend|girlfriend|fianc[ée]e?|spouse)"
 _I_AM = r"\bI(?:'m| am)(?:\s+(?:now|currently|still|also|actually|officially|finally))?"
+_WE = r"\b(?:I|[Ww]e)(?:'ve|'re|'m|\s+have|\s+are|\s+am)?(?:\s+(?:just|recently|finally|now|currently|still|actually|usually|mostly|mainly|always|normally|started|began))*"
+_HOMES = r"(?:place|apartment|flat|house|home|condo|studio|room|cottage|bungalow|townhouse)"
+# the home noun ends its phrase ("a house in Leeds", not "a house plant")
+_NOUN_ENDS = r"(?=\s*(?:$|[.,;:!?])|\s+(?:in|near|from|with|on|at|and|by|for|outside|of|downtown|together|now|these)\b)"
 
 # (key, pattern) in priority order; patterns run on the original first-person sentence.
 _KEY_RULES: list[tuple[str, re.Pattern[str]]] = [
@@ -61,6 +65,18 @@ _KEY_RULES: list[tuple[str, re.Pattern[str]]] = [
     ("partner_name", re.compile(r"\bI\s+(?:just\s+)?married\s+[A-Z][a-z]+")),
     # being single is this attribute's other value: "I'm single" is replaced by "I'm engaged to Leo"
     ("partner_name", re.compile(r"(?i:" + _I_AM + r"\s+(?:(?:still|happily|completely)\s+)?single)\b")),
+    # renting or owning where one lives: "we rent a flat", "I finally bought my own condo"
+    ("home_tenure", re.compile(
+        _WE + r"\s+(?:rent|renting|lease|leasing|bought|own|purchased)\s+(?:a|an|the|my|our)\s+(?:own\s+)?"
+        r"(?:[\w-]+\s+){0,3}?" + _HOMES + _NOUN_ENDS)),
+    # how one gets to work: "I commute by train", "I take the bus to work", "I started driving to work"
+    ("commute", re.compile(_WE + r"\s+commute\b")),
+    ("commute", re.compile(
+        _WE + r"\s+(?:drive|driving|cycle|cycling|bike|biking|walk|walking|ride|riding|take|taking)"
+        r"(?:\s+(?:the|a|my)\s+[\w-]+)?\s+(?:to|into)\s+(?:work|the office|school|campus)\b")),
+    # the language one mainly programs in: "I program mainly in Java", "I mostly code in Go now"
+    ("programming_language", re.compile(
+        _WE + r"\s+(?:program|code|develop|write\s+(?:code|software))\s+(?:(?:mainly|mostly|primarily|usually)\s+)?in\s+" + _CAP)),
     ("diet", re.compile(r"(?i:" + _I_AM + r"\s+(?:a\s+|now\s+|fully\s+|strictly\s+|mostly\s+)*" + _DIETS + r")\b")),
     ("diet", re.compile(r"(?i:\bI(?:'ve|\s+have)?\s+(?:just\s+|recently\s+)?(?:went|gone|became|become|turned|go)\s+" + _DIETS + r")\b")),
     ("diet", re.compile(r"(?i:\bI\s+(?:eat|follow|keep)\s+(?:a\s+)?(?:strictly\s+|mostly\s+)?" + _DIETS + r")\b")),
@@ -107,7 +123,8 @@ def detect_key(sentence: str) -> str | None:
 
 _KEY_TYPES = {"name": "biographical", "age": "biographical", "lives_in": "biographical",
               "works_at": "biographical", "job_title": "biographical", "partner_name": "relationship",
-              "diet": "preference"}
+              "diet": "preference", "home_tenure": "biographical", "commute": "biographical",
+              "programming_language": "biographical"}
 
 _PLAN_CUES = re.compile(
     r"\b(?:will|shall|going to|gonna|plan(?:s|ned)?\s+(?:to|on)|planning|intend(?:s|ing)? to|want(?:s)? to|"
