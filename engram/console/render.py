@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment
 
+from engram.search.fusion import BM25_HALF_POINT, DENSE_WEIGHT
+
 
 def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
@@ -39,4 +41,6 @@ def query(path: str, **params: Any) -> str:
 
 def install(env: Environment) -> None:
     env.filters.update(when=when, pretty=pretty, ms=ms, score=score, short=short)
-    env.globals.update(query=query)
+    # the fusion's constants, so the score columns' explanations say what the ranker does
+    env.globals.update(query=query, dense_weight=DENSE_WEIGHT, lexical_weight=round(1 - DENSE_WEIGHT, 3),
+                       bm25_half_point=BM25_HALF_POINT)

@@ -7,7 +7,7 @@ For a query and a filter (already narrowed to active memories by the service):
    is meant — in one user's memory that is typically a person's name, which the extractor
    writes into every fact about them. Sentence embeddings weigh names heavily, so the
    query is embedded twice, as written and without those words, and the two vectors are
-   averaged (cosine is linear in the query vector: this averages the two similarities).
+   blended, NEUTRAL_SHARE to the second (cosine is linear in the query vector: this blends the two similarities).
    Lexical scoring keeps every word; BM25 already gives common words little weight.
 2. **Candidates.** Dense: cosine over every memory the filter admits (exact; a store may
    use an index for org-wide queries). Lexical: BM25 over the same scope. A lexical
@@ -49,7 +49,7 @@ from engram.stages import timed
 
 UBIQUITY = 0.2  # a word in at least this share of the scope's memories is ubiquitous ...
 UBIQUITY_MIN_DOCS = 10  # ... and in at least this many (tiny scopes have no such words)
-NEUTRAL_SHARE = 0.5  # weight of the embedding without ubiquitous words in the dense query
+NEUTRAL_SHARE = 0.7  # weight of the embedding without ubiquitous words in the dense query (search/fusion.py)
 LEXICAL_DEPTH = 1000  # lexical candidates read: their BM25 is exact (FTS computes it for every match anyway)
 
 

@@ -9,8 +9,10 @@ one query to the next:
 
 The saturating transform maps any positive BM25 into [0, 1); the time boost closes a fixed
 share of the gap to 1, so scores stay in [0, 1] and keep their order within each group.
-The constants were chosen on the LoCoMo dev split (docs/benchmarks.md); the score is flat
-around them (±0.1 in the weight or ×2 in the half point moves recall@10 by < 1 point).
+The constants were chosen on the LoCoMo dev split (docs/benchmarks.md) and chosen again when
+the default embedder became int8 per channel (its cosines spread a little differently): the
+half point from 12 to 20, the centre of a plateau (16–24 with the neutral share 0.6–0.8 of
+search/engine.py all give recall@10 75.8–76.5, every conversation up on the old constants).
 
 Two adjustments follow, over the best CONTEXT_WINDOW candidates by that score (they need the
 candidates' rows: Store.turn_context, one statement):
@@ -40,7 +42,7 @@ good match of the user's own words. LoCoMo's speakers are all users: it is unaff
 from __future__ import annotations
 
 DENSE_WEIGHT = 0.6
-BM25_HALF_POINT = 12.0  # the BM25 score that counts as half a lexical match
+BM25_HALF_POINT = 20.0  # the BM25 score that counts as half a lexical match (12 before the int8 embedder)
 TIME_BOOST = 0.2
 CONTEXT_SHARE = 0.4  # how far a memory moves toward its previous turn's better score (flat 0.3-0.5)
 CONTEXT_WINDOW = 100  # candidates (best by score) that get turn context and the role weight
