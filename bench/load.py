@@ -134,12 +134,26 @@ def main() -> None:
     parser.add_argument("--conversations-per-batch", type=int, default=1,
                         help="family m: spread each batch over this many (actor, session) pairs")
     parser.add_argument("--url")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run this many times, each on a fresh server (unless --url), and print the spread: "
+                             "one run's p99 moves several ms between runs of one build")
     args = parser.parse_args()
     if args.family == "x" and args.conversations_per_batch != 1:
         parser.error("--conversations-per-batch is for family m (a family-X request is one conversation)")
-    with engram_server(args.url) as base:
-        print(json.dumps(asyncio.run(run_load(base, args.family, args.batch, args.rate, args.duration,
-                                              conversations=args.conversations_per_batch))))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    runs = []
+    for _ in range(args.repeat):
+        with engram_server(args.url) as base:
+            runs.append(asyncio.run(run_load(base, args.family, args.batch, args.rate, args.duration,
+                                             conversations=args.conversations_per_batch)))
+        print(json.dumps(runs[-1]), flush=True)
+    if len(runs) > 1:
+        print(json.dumps({"runs": len(runs), **{k: [min(r[k] for r in runs), statistics.median(r[k] for r in runs),
+                                                    max(r[k] for r in runs)] for k in ("p50_ms", "p99_ms", "max_ms")},
+                          "spread": "min, median, max over the runs",
+                          "durable_all": all(r.get("durable") == r.get("acknowledged") for r in runs),
+                          "errors": sum(sum(r["errors"].values()) for r in runs)}))
 
 
 if __name__ == "__main__":
