@@ -55,7 +55,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     ("I started pottery last month.", None),  # beginning is no cue on its own
     ("I bought a new lamp.", None),
     ("We finally bought a townhouse.", None),  # a key may replace (below), a cue does not
-    ("I've started getting up at five.", None),  # "started" superseded 14 of 14 wrongly on LoCoMo
+    ("I've started getting up at five.", None),  # as a cue, "started" superseded 13 of 13 wrongly on LoCoMo
     ("I've been running for a year now.", None),  # a duration
     ("I'm busy right now.", None),  # a moment
     ("Instead of giving up, I trained harder.", None),

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment
 
-from engram.search.fusion import BM25_HALF_POINT, DENSE_WEIGHT
+from engram.search.fusion import BM25_HALF_POINT, DENSE_WEIGHT, LEXICAL_WEIGHT
 
 
 def when(value: datetime | None) -> str:
@@ -42,5 +42,5 @@ def query(path: str, **params: Any) -> str:
 def install(env: Environment) -> None:
     env.filters.update(when=when, pretty=pretty, ms=ms, score=score, short=short)
     # the fusion's constants, so the score columns' explanations say what the ranker does
-    env.globals.update(query=query, dense_weight=DENSE_WEIGHT, lexical_weight=round(1 - DENSE_WEIGHT, 3),
+    env.globals.update(query=query, dense_weight=DENSE_WEIGHT, lexical_weight=round(LEXICAL_WEIGHT, 3),
                        bm25_half_point=BM25_HALF_POINT)

@@ -7,7 +7,8 @@ For a query and a filter (already narrowed to active memories by the service):
    is meant — in one user's memory that is typically a person's name, which the extractor
    writes into every fact about them. Sentence embeddings weigh names heavily, so the
    query is embedded twice, as written and without those words, and the two vectors are
-   blended, NEUTRAL_SHARE to the second (cosine is linear in the query vector: this blends the two similarities).
+   blended, NEUTRAL_SHARE to the second (cosine is linear in the query vector: this blends
+   the two similarities).
    Lexical scoring keeps every word; BM25 already gives common words little weight.
 2. **Candidates.** Dense: cosine over every memory the filter admits (exact; a store may
    use an index for org-wide queries). Lexical: BM25 over the same scope. A lexical

@@ -42,6 +42,7 @@ good match of the user's own words. LoCoMo's speakers are all users: it is unaff
 from __future__ import annotations
 
 DENSE_WEIGHT = 0.6
+LEXICAL_WEIGHT = 1 - DENSE_WEIGHT
 BM25_HALF_POINT = 20.0  # the BM25 score that counts as half a lexical match (12 before the int8 embedder)
 TIME_BOOST = 0.2
 CONTEXT_SHARE = 0.4  # how far a memory moves toward its previous turn's better score (flat 0.3-0.5)
@@ -63,7 +64,7 @@ def relevance_parts(cosine: float, bm25: float, in_time_range: bool = False) -> 
     """The three terms `relevance` adds up — dense, lexical, time — for showing a score's
     make-up (the console's search playground); the same arithmetic, so they sum to it exactly."""
     dense = DENSE_WEIGHT * max(cosine, 0.0)
-    lexical = (1 - DENSE_WEIGHT) * lexical_strength(bm25)
+    lexical = LEXICAL_WEIGHT * lexical_strength(bm25)
     base = dense + lexical
     return dense, lexical, TIME_BOOST * (1 - base) if in_time_range else 0.0
 

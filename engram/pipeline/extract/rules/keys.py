@@ -123,8 +123,7 @@ def detect_key(sentence: str) -> str | None:
 
 _KEY_TYPES = {"name": "biographical", "age": "biographical", "lives_in": "biographical",
               "works_at": "biographical", "job_title": "biographical", "partner_name": "relationship",
-              "diet": "preference", "home_tenure": "biographical", "commute": "biographical",
-              "programming_language": "biographical"}
+              "diet": "preference"}  # any other key is biographical (home_tenure, commute, …)
 
 _PLAN_CUES = re.compile(
     r"\b(?:will|shall|going to|gonna|plan(?:s|ned)?\s+(?:to|on)|planning|intend(?:s|ing)? to|want(?:s)? to|"
