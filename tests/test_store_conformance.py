@@ -226,6 +226,60 @@ def test_lease_takes_the_oldest_ready_job_and_keeps_conversation_order(store: An
     assert store.event_statuses(ORG, ev_a1) == {e: ("completed", None) for e in ev_a1}
 
 
+def test_a_batch_lease_takes_one_ready_job_per_conversation_in_arrival_order(store: Any) -> None:
+    a1, _ = accept(store, conv="a", texts=["a1"])
+    a2, _ = accept(store, conv="a", texts=["a2"])
+    b1, _ = accept(store, conv="b", texts=["b1"])
+    c1, ev_c1 = accept(store, user="u2", conv="c", texts=["c1 first", "c1 second"])
+    d1, _ = accept(store, conv="d", texts=["d1"])
+    now = utcnow()
+    batch = store.lease_many("w1", now, 30, 5, 3)
+    assert [l.job.id for l in batch] == [a1, b1, c1], "a2 waits for a1; the limit stops at three"
+    assert [e.id for e in batch[2].events] == ev_c1 and len({l.token for l in batch}) == 3
+    assert all(store.get_job(ORG, l.job.id).status == "running" for l in batch)
+    assert [l.job.id for l in store.lease_many("w2", now, 30, 5, 10)] == [d1], "what another worker finds"
+    assert store.lease_many("w3", now, 30, 5, 10) == []
+    later = now + timedelta(seconds=20)
+    assert store.renew_many(batch + [batch[0]], later + timedelta(seconds=30)) == [True, True, True, True]
+    taken_back = store.lease_many("w3", later + timedelta(seconds=15), 30, 5, 10)
+    assert [l.job.id for l in taken_back] == [d1], "the batch's three renewed; w2's lease (not renewed) expired"
+    assert store.retry_later(batch[1], JobError("ingest_failed", "flaky"), later)
+    assert store.renew_many(batch, later) == [True, False, True], "a retried job's lease is over"
+
+
+def test_a_batch_commit_keeps_each_jobs_writes_to_itself(store: Any) -> None:
+    """Three jobs committed in one transaction: the stale one and the lost one write nothing,
+    the others land whole, and the answers come back in the order given."""
+    from engram.store.base import CommitResult
+
+    fact = memory(ORG, "u2", "Bob keeps bees")
+    run_job(store, ORG, "u2", "c0", [(fact, unit(1))])
+    basis = store.user_version(ORG, "u2")
+    jobs = {name: accept(store, user=user, conv=name, texts=[f"turn of {name}"])
+            for name, user in (("ok", "u3"), ("stale", "u2"), ("lost", "u1"), ("also", "u1"))}
+    leases = {l.job.conv_id: l for l in store.lease_many("w", utcnow(), 30, 5, 10)}
+    assert set(leases) == set(jobs)
+    made = {name: memory(ORG, leases[name].job.user_id, f"fact of {name}", sources=jobs[name][1]) for name in jobs}
+
+    def outcome(name: str, **kw: Any) -> JobOutcome:
+        return JobOutcome(created=[NewMemory(made[name], unit(name))], result={"object": "ingest_result"}, **kw)
+
+    assert store.supersede_memory(ORG, fact.id, NewMemory(memory(ORG, "u2", "Bob sells honey"), unit(2)), utcnow())
+    assert store.retry_later(leases["lost"], JobError("ingest_failed", "taken back"), utcnow())
+    results = store.complete_many([(leases["ok"], outcome("ok")), (leases["stale"], outcome("stale", basis=basis)),
+                                   (leases["lost"], outcome("lost")), (leases["also"], outcome("also"))])
+    assert results == [CommitResult.COMMITTED, CommitResult.STALE, CommitResult.LOST, CommitResult.COMMITTED]
+    for name in ("ok", "also"):
+        assert store.get_memory(ORG, made[name].id).status == "active"
+        assert store.get_job(ORG, jobs[name][0]).status == "succeeded"
+        assert store.event_statuses(ORG, jobs[name][1]) == {jobs[name][1][0]: ("completed", None)}
+    for name, status in (("stale", "running"), ("lost", "pending")):
+        assert store.get_memory(ORG, made[name].id) is None, f"{name}: nothing written"
+        assert store.get_job(ORG, jobs[name][0]).status == status
+        assert store.event_statuses(ORG, jobs[name][1]) == {jobs[name][1][0]: ("pending", None)}
+    assert store.user_version(ORG, "u2") == basis + 1, "only the PATCH moved it: the stale job's move rolled back"
+
+
 def test_expired_lease_is_taken_back_and_the_old_token_is_dead(store: Any) -> None:
     job_id, event_ids = accept(store)
     now = utcnow()
@@ -998,20 +1052,76 @@ def test_a_job_whose_commits_keep_going_stale_goes_back_to_the_queue(store: Any)
     run_job(store, ORG, "u1", "c0", [(m, unit(i)) for i, m in enumerate(others)])
     job_id, events = accept(store, user="u1", conv="conv-a", texts=["Ann keeps bees"])
     bases: list[int | None] = []
-    complete = store.complete
+    complete_many = store.complete_many  # what `complete` and the worker's batches commit through
 
-    def overtaken(lease: Any, outcome: JobOutcome) -> Any:  # a DELETE of the user's lands first, every time
-        bases.append(outcome.basis)
-        assert store.delete_memory(ORG, others[len(bases) - 1].id, utcnow())
-        return complete(lease, outcome)
+    def overtaken(done: Any) -> Any:  # a DELETE of the user's lands first, every time
+        for _, outcome in done:
+            bases.append(outcome.basis)
+            assert store.delete_memory(ORG, others[len(bases) - 1].id, utcnow())
+        return complete_many(done)
 
-    store.complete = overtaken
+    store.complete_many = overtaken
     store.record_vector_space(_TextEmbedder.name, utcnow())  # the worker's own: it takes jobs
     assert Worker(store, _pipeline(store), load_settings(env={})).run_once()
     assert len(bases) == MAX_RECONCILES and bases == sorted(set(bases)), "each reconcile read the newer version"
     job = store.get_job(ORG, job_id)
     assert job.status == "pending" and job.attempts == 1 and "changed before each" in job.error.message
     assert _active_facts(store) == [] and store.event_statuses(ORG, events) == {events[0]: ("pending", None)}
+
+
+def test_the_worker_runs_a_batch_and_commits_it_at_once(store: Any, caplog: Any) -> None:
+    """Jobs of several conversations leased and committed together. A user's second job in
+    the batch runs after the first's commit (it reads what that wrote: no stale reconcile),
+    and a job whose pipeline fails is retried alone while the rest commit."""
+    from engram.config import load_settings
+    from engram.pipeline.worker import Worker
+
+    pipeline = _pipeline(store)
+    first, _ = accept(store, user="u1", conv="conv-a", texts=["Ann keeps bees"])
+    failing, failing_events = accept(store, user="u2", conv="conv-f", texts=["this one breaks"])
+    second, second_events = accept(store, user="u1", conv="conv-b", texts=["Ann keeps bees"])
+    other, _ = accept(store, user="u3", conv="conv-c", texts=["Cy plays chess"])
+    process = pipeline.process
+
+    def breaks(lease: Any) -> JobOutcome:
+        if lease.job.id == failing:
+            raise RuntimeError("a broken turn")
+        return process(lease)
+
+    pipeline.process = breaks
+    commits: list[list[str]] = []
+    complete_many = store.complete_many
+    store.complete_many = lambda done: commits.append([l.job.id for l, _ in done]) or complete_many(done)
+    store.record_vector_space(pipeline.embedder.name, utcnow())  # the worker's own: it takes jobs
+    worker = Worker(store, pipeline, load_settings(env={}))
+    assert worker.batch_size() == 1, "nothing run yet: one job"
+    worker._pace(0.002)
+    assert worker.batch_size() > 4
+    with caplog.at_level(logging.INFO, logger="engram.worker"):
+        assert worker.run_once()
+    assert commits == [[first], [second, other]], "u1's second job waited for its first's commit"
+    assert not [r for r in caplog.records if "reconciling again" in r.getMessage()]
+    assert [store.get_job(ORG, j).status for j in (first, second, other)] == ["succeeded"] * 3
+    assert store.get_job(ORG, failing).status == "pending" and "a broken turn" in store.get_job(ORG, failing).error.message
+    assert store.event_statuses(ORG, failing_events) == {failing_events[0]: ("pending", None)}
+    bees = _active_facts(store)
+    assert [f.text for f in bees] == ["Ann keeps bees"], "stated twice, stored once"
+    assert set(second_events) <= set(bees[0].source_event_ids), "the second job cited the first's fact"
+
+
+def test_the_batch_follows_the_pace_of_recent_jobs() -> None:
+    from engram.pipeline.worker import BATCH_WINDOW_S, MAX_BATCH, Worker
+
+    worker = Worker.__new__(Worker)
+    worker._job_s = None
+    assert worker.batch_size() == 1
+    worker._pace(0.0001)
+    assert worker.batch_size() == MAX_BATCH, "millisecond jobs: as many as allowed"
+    for _ in range(30):
+        worker._pace(2.0)  # an llm job takes seconds
+    assert worker.batch_size() == 1
+    worker._job_s = BATCH_WINDOW_S / 4
+    assert worker.batch_size() == 4
 
 
 def test_a_commit_on_a_stale_basis_is_refused_and_writes_nothing(store: Any) -> None:

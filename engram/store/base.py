@@ -276,7 +276,16 @@ class Store(Protocol):
 
     # the queue
     def lease(self, owner: str, now: datetime, lease_for_s: float, max_attempts: int) -> Lease | None: ...
+    def lease_many(self, owner: str, now: datetime, lease_for_s: float, max_attempts: int,
+                   limit: int) -> list[Lease]:
+        """Up to `limit` leases in one transaction, in the order `lease` would give them one
+        by one: each of another conversation (a conversation's next job waits for its
+        earlier one), so a worker may run them in any order."""
+        ...
     def renew(self, lease: Lease, until: datetime) -> bool: ...
+    def renew_many(self, leases: Sequence[Lease], until: datetime) -> list[bool]:
+        """`renew` for each lease, in one transaction."""
+        ...
     def retry_later(self, lease: Lease, error: JobError, at: datetime) -> bool: ...
     def fail(self, lease: Lease, error: JobError) -> bool: ...
     def complete(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
@@ -284,6 +293,12 @@ class Store(Protocol):
         holds (else LOST) and the user's version still equals `outcome.basis` when that is
         set, and every memory it supersedes or adds sources to is still active (else STALE).
         Moves the user's version when `changes_active_memories(outcome)`."""
+        ...
+    def complete_many(self, done: Sequence[tuple[Lease, JobOutcome]]) -> list[CommitResult]:
+        """`complete` for each (lease, outcome), in one transaction: one write lock and one
+        fsync for the lot. Each job's writes stand or fall alone (a savepoint each): a LOST
+        or STALE job writes nothing and the others commit. Raises, with nothing written, only
+        when the transaction itself fails."""
         ...
 
     def user_version(self, org_id: str, user_id: str) -> int:

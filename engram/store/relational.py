@@ -250,12 +250,20 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         A running job whose lease expired counts as ready again (its worker died); a job
         that has used up its attempts that way fails instead of running forever.
         """
+        leases = self.lease_many(owner, now, lease_for_s, max_attempts, 1)
+        return leases[0] if leases else None
+
+    def lease_many(self, owner: str, now: datetime, lease_for_s: float, max_attempts: int,
+                   limit: int) -> list[Lease]:
+        """See Store.lease_many. A job just leased is running, so the next `next_ready_job`
+        of this transaction passes it and skips its conversation's later jobs."""
         d = self.dialect
+        leases: list[Lease] = []
         with d.transaction() as tx:
-            while True:
+            while len(leases) < limit:
                 row = tx.one("next_ready_job", {"now": d.time(now)})
                 if row is None:
-                    return None
+                    break
                 if row["attempts"] >= max_attempts:
                     error = JobError("ingest_failed", "the job was abandoned by its worker too many times")
                     self._finish_failed(tx, codec.job(row), error, now)
@@ -269,8 +277,8 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
                                                       "conv_id": job.conv_id})
                 else:
                     rows = tx.all("job_events", {"job_id": job.id})
-                events = [codec.event(r) for r in rows]
-                return Lease(job=job, events=events, token=token)
+                leases.append(Lease(job=job, events=[codec.event(r) for r in rows], token=token))
+        return leases
 
     @staticmethod
     def _holds(tx: Tx, lease: Lease) -> bool:
@@ -278,9 +286,12 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         return row is not None and row["status"] == "running" and row["lease_token"] == lease.token
 
     def renew(self, lease: Lease, until: datetime) -> bool:
+        return self.renew_many([lease], until)[0]
+
+    def renew_many(self, leases: Sequence[Lease], until: datetime) -> list[bool]:
         with self.dialect.transaction() as tx:
-            return tx.run("renew_lease", {"id": lease.job.id, "token": lease.token,
-                                          "until": self.dialect.time(until)}) == 1
+            return [tx.run("renew_lease", {"id": lease.job.id, "token": lease.token,
+                                           "until": self.dialect.time(until)}) == 1 for lease in leases]
 
     def retry_later(self, lease: Lease, error: JobError, at: datetime) -> bool:
         d = self.dialect
@@ -333,67 +344,83 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         the one the outcome was reconciled against (`outcome.basis`). STALE, with nothing
         written, when it moved, or when a memory the outcome supersedes or cites is no longer
         active (base.CommitResult)."""
-        try:
-            return self._commit(lease, outcome)
-        except _Stale:  # raised inside the committing transaction, which rolled back
-            return CommitResult.STALE
+        return self.complete_many([(lease, outcome)])[0]
 
-    def _commit(self, lease: Lease, outcome: JobOutcome) -> CommitResult:
+    def complete_many(self, done: Sequence[tuple[Lease, JobOutcome]]) -> list[CommitResult]:
+        """See Store.complete_many: each job's writes in a savepoint of one transaction."""
+        d = self.dialect
+        # Encoded before the transaction: on SQLite, accepts wait while a commit holds the lock.
+        encoded = [d.encode_memories(outcome.created) for _, outcome in done]
+        results: list[CommitResult] = [CommitResult.LOST] * len(done)
+        # In (org, user) order: two batches take their users' version rows (PostgreSQL locks
+        # them) in one order, so they wait for each other instead of deadlocking.
+        order = sorted(range(len(done)), key=lambda i: (done[i][0].job.org_id, done[i][0].job.user_id or ""))
+        with d.transaction() as tx:
+            for i in order:
+                (lease, outcome), memories = done[i], encoded[i]
+                tx.run("savepoint_job", {})
+                try:
+                    results[i] = self._commit(tx, lease, outcome, memories)
+                except _Stale:  # this job's writes undone; the others' stay
+                    tx.run("rollback_to_job", {})
+                    results[i] = CommitResult.STALE
+                tx.run("release_job", {})
+        return results
+
+    def _commit(self, tx: Tx, lease: Lease, outcome: JobOutcome, encoded: Any) -> CommitResult:
+        """One job's commit inside `tx`; raises _Stale (its savepoint is rolled back)."""
         d = self.dialect
         now = utcnow()
-        # Encoded before the transaction: on SQLite, accepts wait while a commit holds the lock.
-        encoded = d.encode_memories(outcome.created)
         org_id, job_id = lease.job.org_id, lease.job.id
         started = time.perf_counter()
-        with d.transaction() as tx:
-            if not self._holds(tx, lease):
-                return CommitResult.LOST
-            if outcome.space is not None and outcome.created:
-                space = tx.one("vector_space_for_commit", {})
-                if space is not None and space["embedder"] != outcome.space:
-                    raise _Stale()  # `engram reindex` switched the store to another embedder meanwhile
-            bump = changes_active_memories(outcome)
-            if outcome.basis is not None or bump:
-                before = self._move_version(tx, org_id, lease.job.user_id, bump)
-                if outcome.basis is not None and before != outcome.basis:
-                    raise _Stale()  # rolls the move back; nothing else was written
-            if outcome.created:
-                d.insert_memories(tx, encoded)
-                self._insert_sources(tx, outcome.created)
-            if outcome.group_tags:
-                self._tag(tx, org_id, outcome.group_tags)
-            # Rows other jobs may touch too are changed in id order: no deadlock between jobs.
-            for memory_id in sorted(outcome.added_sources):
-                self._add_sources(tx, org_id, memory_id, outcome.added_sources[memory_id], now)
-            for old_id in sorted(outcome.superseded):
-                if tx.run("supersede_active", {"id": old_id, "org_id": org_id, "now": d.time(now)}) != 1:
-                    raise _Stale()  # retracted or superseded meanwhile
-            for old_id in sorted(outcome.retracted):
-                if tx.run("retract_active", {"id": old_id, "org_id": org_id, "now": d.time(now)}) != 1:
-                    raise _Stale()
-            if outcome.episode_id and outcome.episode_event_ids:
-                self._mark_episode(tx, org_id, outcome.episode_id, outcome.episode_event_ids)
-            if outcome.usage:
-                self._add_usage(tx, org_id, now, outcome.usage)
-            for event_id, reason in outcome.event_failures.items():
-                tx.run("fail_event", {"id": event_id, "job_id": job_id, "reason": reason})
-                if reason == "content_rejected":  # engram keeps no secret it refused to remember
-                    tx.run("withhold_event", {"id": event_id, "job_id": job_id, "content": WITHHELD_CONTENT})
-            tx.run("complete_pending_events", {"job_id": job_id})
-            if "stage_timings" in outcome.result:  # the writes above; the COMMIT itself is not in it
-                outcome.result["stage_timings"]["commit"] = round(time.perf_counter() - started, 6)
-            tx.run("finish_job", {
-                "id": job_id, "status": "failed" if outcome.error else "succeeded", "now": d.time(now),
-                "result": None if outcome.error else d.json(outcome.result),
-                "error": d.json(job_error_dict(outcome.error)) if outcome.error else None})
-            if outcome.error:
-                self._tell(tx, lease.job, FAILED, lambda: failed_payload(lease.job, outcome.error, now), now)  # type: ignore[arg-type]
-            else:
-                self._tell(tx, lease.job, COMPLETED, lambda: completed_payload(
-                    lease.job, [{"id": n.memory.id, "type": n.memory.type} for n in outcome.created],
-                    [{"id": m["id"], "type": m["type"]} for m in outcome.result.get("memories_updated", [])], now), now)
-            self._announce_end(tx, job_id)
-            return CommitResult.COMMITTED
+        if not self._holds(tx, lease):
+            return CommitResult.LOST
+        if outcome.space is not None and outcome.created:
+            space = tx.one("vector_space_for_commit", {})
+            if space is not None and space["embedder"] != outcome.space:
+                raise _Stale()  # `engram reindex` switched the store to another embedder meanwhile
+        bump = changes_active_memories(outcome)
+        if outcome.basis is not None or bump:
+            before = self._move_version(tx, org_id, lease.job.user_id, bump)
+            if outcome.basis is not None and before != outcome.basis:
+                raise _Stale()  # rolls the move back; nothing else was written
+        if outcome.created:
+            d.insert_memories(tx, encoded)
+            self._insert_sources(tx, outcome.created)
+        if outcome.group_tags:
+            self._tag(tx, org_id, outcome.group_tags)
+        # Rows other jobs may touch too are changed in id order: no deadlock between jobs.
+        for memory_id in sorted(outcome.added_sources):
+            self._add_sources(tx, org_id, memory_id, outcome.added_sources[memory_id], now)
+        for old_id in sorted(outcome.superseded):
+            if tx.run("supersede_active", {"id": old_id, "org_id": org_id, "now": d.time(now)}) != 1:
+                raise _Stale()  # retracted or superseded meanwhile
+        for old_id in sorted(outcome.retracted):
+            if tx.run("retract_active", {"id": old_id, "org_id": org_id, "now": d.time(now)}) != 1:
+                raise _Stale()
+        if outcome.episode_id and outcome.episode_event_ids:
+            self._mark_episode(tx, org_id, outcome.episode_id, outcome.episode_event_ids)
+        if outcome.usage:
+            self._add_usage(tx, org_id, now, outcome.usage)
+        for event_id, reason in outcome.event_failures.items():
+            tx.run("fail_event", {"id": event_id, "job_id": job_id, "reason": reason})
+            if reason == "content_rejected":  # engram keeps no secret it refused to remember
+                tx.run("withhold_event", {"id": event_id, "job_id": job_id, "content": WITHHELD_CONTENT})
+        tx.run("complete_pending_events", {"job_id": job_id})
+        if "stage_timings" in outcome.result:  # the writes above; the COMMIT itself is not in it
+            outcome.result["stage_timings"]["commit"] = round(time.perf_counter() - started, 6)
+        tx.run("finish_job", {
+            "id": job_id, "status": "failed" if outcome.error else "succeeded", "now": d.time(now),
+            "result": None if outcome.error else d.json(outcome.result),
+            "error": d.json(job_error_dict(outcome.error)) if outcome.error else None})
+        if outcome.error:
+            self._tell(tx, lease.job, FAILED, lambda: failed_payload(lease.job, outcome.error, now), now)  # type: ignore[arg-type]
+        else:
+            self._tell(tx, lease.job, COMPLETED, lambda: completed_payload(
+                lease.job, [{"id": n.memory.id, "type": n.memory.type} for n in outcome.created],
+                [{"id": m["id"], "type": m["type"]} for m in outcome.result.get("memories_updated", [])], now), now)
+        self._announce_end(tx, job_id)
+        return CommitResult.COMMITTED
 
     def user_version(self, org_id: str, user_id: str) -> int:
         row = self._one("user_version", org_id=org_id, user_id=user_id or "")

@@ -707,3 +707,15 @@ ORDER BY occurred_at {{direction}}, id {{direction}} LIMIT :limit OFFSET :offset
 
 -- name: count_console_events
 SELECT count(*) AS n FROM events WHERE {{console_event_filter}}
+
+-- ================================================================== several jobs in one commit
+-- name: savepoint_job
+-- One job's writes inside a transaction that commits several (complete_many): a stale or
+-- lost job rolls back to here alone.
+SAVEPOINT job
+
+-- name: rollback_to_job
+ROLLBACK TO SAVEPOINT job
+
+-- name: release_job
+RELEASE SAVEPOINT job
