@@ -105,24 +105,30 @@ async def run_load(base: str, family: str, batch: int, rate: float, duration: fl
     if usage:
         result["cpu"] = usage
     if verify:
-        result["durable"] = await count_durable(base, family, accepted)
+        since_start = time.perf_counter() - start
+        result["durable"], processed = await count_durable(base, family, accepted)
         result["acknowledged"] = len(accepted)
+        if family == "m":  # what the pipeline turned into memories meanwhile (the check itself takes a few s)
+            result["processed"] = processed
+            result["processed_per_s"] = round(processed / since_start, 1)
     return result
 
 
-async def count_durable(base: str, family: str, accepted: list[str]) -> int:
-    """How many acknowledged events (family M) or jobs (family X) the server still knows."""
-    known = 0
+async def count_durable(base: str, family: str, accepted: list[str]) -> tuple[int, int]:
+    """How many acknowledged events (family M) or jobs (family X) the server still knows, and
+    (family M) how many of those events their jobs have finished (completed or failed)."""
+    known = processed = 0
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         if family == "m":
             for i in range(0, len(accepted), 500):
                 chunk = accepted[i:i + 500]
                 report = (await http.post("/v1/status", json={"event_ids": chunk})).json()
                 known += sum(1 for e in chunk if report["reasons"].get(e) != "not_found")
+                processed += sum(1 for e in chunk if report["statuses"].get(e) in ("completed", "failed"))
         else:
             for job_id in accepted:
                 known += (await http.get(f"/v1/memories/jobs/{job_id}")).status_code == 200
-    return known
+    return known, processed
 
 
 def main() -> None:
@@ -150,7 +156,8 @@ def main() -> None:
         print(json.dumps(runs[-1]), flush=True)
     if len(runs) > 1:
         print(json.dumps({"runs": len(runs), **{k: [min(r[k] for r in runs), statistics.median(r[k] for r in runs),
-                                                    max(r[k] for r in runs)] for k in ("p50_ms", "p99_ms", "max_ms")},
+                                                    max(r[k] for r in runs)] for k in ("p50_ms", "p99_ms", "max_ms", "processed_per_s")
+                                                 if all(k in r for r in runs)},
                           "spread": "min, median, max over the runs",
                           "durable_all": all(r.get("durable") == r.get("acknowledged") for r in runs),
                           "errors": sum(sum(r["errors"].values()) for r in runs)}))

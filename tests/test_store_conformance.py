@@ -1109,6 +1109,33 @@ def test_the_worker_runs_a_batch_and_commits_it_at_once(store: Any, caplog: Any)
     assert set(second_events) <= set(bees[0].source_event_ids), "the second job cited the first's fact"
 
 
+def test_a_batch_whose_transaction_fails_commits_each_job_alone(store: Any, caplog: Any) -> None:
+    """A batch's transaction that fails as a whole (on PostgreSQL: a deadlock detected against
+    another transaction) loses nothing: every job of it commits alone."""
+    from engram.config import load_settings
+    from engram.pipeline.worker import Worker
+
+    pipeline = _pipeline(store)
+    jobs = [accept(store, user=f"u{i}", conv=f"conv-{i}", texts=[f"Fact number {i}"])[0] for i in range(3)]
+
+    complete_many = store.complete_many
+
+    def deadlocked(done: Any) -> Any:
+        if len(done) > 1:
+            raise RuntimeError("deadlock detected")
+        return complete_many(done)  # `complete`, one job
+
+    store.complete_many = deadlocked
+    store.record_vector_space(pipeline.embedder.name, utcnow())
+    worker = Worker(store, pipeline, load_settings(env={}))
+    worker._pace(0.001)
+    with caplog.at_level(logging.ERROR, logger="engram.worker"):
+        assert worker.run_once()
+    assert any("did not commit; committing each alone" in r.getMessage() for r in caplog.records)
+    assert [store.get_job(ORG, j).status for j in jobs] == ["succeeded"] * 3
+    assert [f.text for f in _active_facts(store, "u1")] == ["Fact number 1"]
+
+
 def test_the_batch_follows_the_pace_of_recent_jobs() -> None:
     from engram.pipeline.worker import BATCH_WINDOW_S, MAX_BATCH, Worker
 
