@@ -7,7 +7,7 @@ at once when the embedded server restarts and knows no worker of the old one sur
 A worker leases several ready jobs at once, of different conversations, and commits the
 ones it has run together: one write transaction (and on SQLite one fsync beside the accept
 path's) for the lot instead of two per job. How many: as many as it has lately run within
-`BATCH_WINDOW_S` — single-turn rules jobs of a few milliseconds lease about four at once, an
+`BATCH_WINDOW_S` — single-turn rules jobs of a few milliseconds lease three or four at once, an
 llm job that takes seconds leases one, so neither a job's visibility nor another worker's share
 of the queue waits long behind a batch. Before it runs a job of a user whose earlier job in
 the batch is not committed yet, it commits what it has: the user's next job reconciles
@@ -47,8 +47,8 @@ MAX_RECONCILES = 10
 # Batches (see above): the time a batch of jobs should take, judged by the recent jobs, and
 # the most leased at once. The batch's commit holds the write lock for all its jobs' writes,
 # and an accept arriving meanwhile waits for it: measured over many conversations' single-turn
-# jobs (docs/benchmarks.md), batches of ~4 (25 ms of ~6 ms jobs) cut the accept path's p99
-# and batches of 16 did not.
+# jobs (docs/benchmarks.md), batches of three or four (25 ms of such jobs) cut the accept
+# path's p99 and batches of 16 did not.
 BATCH_WINDOW_S = 0.025
 MAX_BATCH = 16
 _PACE_WEIGHT = 0.2  # the share of a job's own time in the running estimate of a job's time
