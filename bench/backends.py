@@ -145,17 +145,20 @@ def serve(env: dict[str, str], data: Path) -> Iterator[str]:
 
 def run_backend(name: str, url: str, data: Path, args: argparse.Namespace, embedder: Any) -> dict:
     from engram.config import load_settings
+    from engram.domain.records import utcnow
     from engram.runtime import open_store
 
     store = open_store(load_settings(env={"ENGRAM_DATABASE_URL": url}), migrate=True)
     store.ensure_org("default")
     seeded_s = seed(store, embedder, args.memories, args.users)
+    store.record_vector_space(embedder.name, utcnow())  # whose vectors these are: the server's own embedder
     store.close()
     out: dict[str, Any] = {"backend": name, "memories": args.memories, "seed_s": round(seeded_s, 1)}
     with serve({"ENGRAM_DATABASE_URL": url}, data) as base:
         out["search"] = [asyncio.run(search_load(base, rate, args.duration, args.users, scoped))
                          for scoped, rate in ((True, args.search_rate), (False, args.org_search_rate))]
-        out["accept"] = asyncio.run(run_load(base, "m", 50, args.accept_rate, args.duration))
+        out["accept"] = asyncio.run(run_load(base, "m", 50, args.accept_rate, args.duration,
+                                             conversations=args.conversations_per_batch))
     return out
 
 
@@ -168,7 +171,11 @@ def durable(admin_url: str) -> None:
         for setting in ("fsync", "synchronous_commit", "full_page_writes"):
             conn.execute(f"ALTER SYSTEM RESET {setting}")
         conn.execute("SELECT pg_reload_conf()")
-        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        for _ in range(50):  # the reload is a signal: the server applies it a moment later
+            if conn.execute("SHOW synchronous_commit").fetchone()[0] == "on":
+                return
+            time.sleep(0.1)
+        raise AssertionError("PostgreSQL kept synchronous_commit off")
 
 
 def main() -> None:
@@ -180,6 +187,8 @@ def main() -> None:
     parser.add_argument("--search-rate", type=float, default=20.0, help="user-scoped searches per second")
     parser.add_argument("--org-search-rate", type=float, default=2.0, help="org-wide searches per second")
     parser.add_argument("--accept-rate", type=float, default=100.0)
+    parser.add_argument("--conversations-per-batch", type=int, default=1,
+                        help="spread each accepted batch over this many (actor, session) pairs (bench/load.py)")
     parser.add_argument("--duration", type=float, default=30.0)
     args = parser.parse_args()
 
