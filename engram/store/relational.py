@@ -260,6 +260,7 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         d = self.dialect
         leases: list[Lease] = []
         with d.transaction() as tx:
+            d.walk_the_queue_in_order(tx)
             while len(leases) < limit:
                 row = tx.one("next_ready_job", {"now": d.time(now)})
                 if row is None:

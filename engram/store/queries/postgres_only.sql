@@ -9,6 +9,10 @@ SELECT pg_advisory_xact_lock(%(key)s)
 -- name: try_advisory_lock
 SELECT pg_try_advisory_xact_lock(%(key)s) AS ok
 
+-- name: walk_in_index_order
+-- For the rest of the lease's transaction (PostgresDialect.walk_the_queue_in_order).
+SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off
+
 -- name: notify
 SELECT pg_notify(%(channel)s, %(payload)s)
 
