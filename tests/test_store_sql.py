@@ -145,9 +145,12 @@ def test_the_lease_walks_the_queue_in_order_on_postgres_whatever_the_statistics(
                                for i in range(50)], dedup_since=None)
         sql = store.dialect.queries.get("next_ready_job")
         with store.dialect.transaction() as tx:
-            store.dialect.walk_the_queue_in_order(tx)
-            plan = "\n".join(r["QUERY PLAN"] for r in tx.target.execute(f"EXPLAIN {sql}", {"now": utcnow()}))
+            with store.dialect.walking_the_queue(tx):
+                plan = "\n".join(r["QUERY PLAN"] for r in tx.target.execute(f"EXPLAIN {sql}", {"now": utcnow()}))
+            events = "\n".join(r["QUERY PLAN"] for r in tx.target.execute(
+                "EXPLAIN " + store.dialect.queries.get("job_events"), {"job_id": "job_x"}))
         assert "jobs_ready" in plan and "Sort" not in plan and "Bitmap" not in plan, plan
+        assert "events_job" in events and "Seq Scan" not in events, events
         assert [l.job.conv_id for l in store.lease_many("w", utcnow(), 30, 5, 3)] == ["c0", "c1", "c2"]
     finally:
         store.close()

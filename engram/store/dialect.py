@@ -109,8 +109,8 @@ class Dialect(Protocol):
 
     def try_lock(self, tx: Tx, name: str) -> bool: ...
 
-    def walk_the_queue_in_order(self, tx: Tx) -> None:
-        """Before `next_ready_job`: its plan must walk `jobs_ready` in `seq` order and stop
+    def walking_the_queue(self, tx: Tx) -> AbstractContextManager[None]:
+        """Around `next_ready_job`: its plan must walk `jobs_ready` in `seq` order and stop
         at the first ready job, whatever the planner's statistics say (store/postgres.py)."""
         ...
 

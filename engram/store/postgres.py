@@ -123,14 +123,20 @@ class PostgresDialect:
     def try_lock(self, tx: Statements, name: str) -> bool:
         return bool(tx.target.execute(_ONLY.get("try_advisory_lock"), {"key": _lock_key(name)}).fetchone()["ok"])
 
-    def walk_the_queue_in_order(self, tx: Statements) -> None:
+    @contextmanager
+    def walking_the_queue(self, tx: Statements) -> Iterator[None]:
         """The jobs table goes from a few rows to 100,000 unfinished ones between two of
         autovacuum's analyses (a burst of batches over many conversations). Planned on the
         old statistics (~90 rows), the lease read every unfinished job in a bitmap scan and
         sorted them — 50-80 ms per lease at 20,000, the worker doing almost nothing else.
-        Without sorts and bitmap scans for this transaction, the one plan left walks
-        `jobs_ready` in `seq` order and stops at the first ready job (0.1 ms)."""
+        Without sorts and bitmap scans for `next_ready_job` alone, the one plan left walks
+        `jobs_ready` in `seq` order and stops at the first ready job (0.1 ms). Only for it:
+        without sorts, reading a job's events in id order would walk the whole primary key."""
         tx.target.execute(_ONLY.get("walk_in_index_order"))
+        try:
+            yield
+        finally:
+            tx.target.execute(_ONLY.get("plan_as_usual"))
 
     def run_accept(self, accept: Callable[[Statements], Any]) -> Any:
         with self.transaction() as tx:

@@ -260,9 +260,9 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         d = self.dialect
         leases: list[Lease] = []
         with d.transaction() as tx:
-            d.walk_the_queue_in_order(tx)
             while len(leases) < limit:
-                row = tx.one("next_ready_job", {"now": d.time(now)})
+                with d.walking_the_queue(tx):
+                    row = tx.one("next_ready_job", {"now": d.time(now)})
                 if row is None:
                     break
                 if row["attempts"] >= max_attempts:

@@ -10,8 +10,11 @@ SELECT pg_advisory_xact_lock(%(key)s)
 SELECT pg_try_advisory_xact_lock(%(key)s) AS ok
 
 -- name: walk_in_index_order
--- For the rest of the lease's transaction (PostgresDialect.walk_the_queue_in_order).
+-- Around the lease's `next_ready_job` (PostgresDialect.walking_the_queue).
 SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off
+
+-- name: plan_as_usual
+SET LOCAL enable_sort = DEFAULT; SET LOCAL enable_bitmapscan = DEFAULT
 
 -- name: notify
 SELECT pg_notify(%(channel)s, %(payload)s)
