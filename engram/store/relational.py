@@ -352,7 +352,7 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         d = self.dialect
         # Encoded before the transaction: on SQLite, accepts wait while a commit holds the lock.
         encoded = [d.encode_memories(outcome.created) for _, outcome in done]
-        results: list[CommitResult] = [CommitResult.LOST] * len(done)
+        results: dict[int, CommitResult] = {}  # by position in `done`, whatever the commit order
         # In (org, user) order: two batches take their users' version rows (PostgreSQL locks
         # them) in one order, so they wait for each other instead of deadlocking.
         order = sorted(range(len(done)), key=lambda i: (done[i][0].job.org_id, done[i][0].job.user_id or ""))
@@ -366,7 +366,7 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
                     tx.run("rollback_to_job", {})
                     results[i] = CommitResult.STALE
                 tx.run("release_job", {})
-        return results
+        return [results[i] for i in range(len(done))]
 
     def _commit(self, tx: Tx, lease: Lease, outcome: JobOutcome, encoded: Any) -> CommitResult:
         """One job's commit inside `tx`; raises _Stale (its savepoint is rolled back)."""
@@ -384,7 +384,7 @@ class RelationalStore(LifecycleRules, ReindexRules, WebhookRules, GroupRules, On
         if outcome.basis is not None or bump:
             before = self._move_version(tx, org_id, lease.job.user_id, bump)
             if outcome.basis is not None and before != outcome.basis:
-                raise _Stale()  # rolls the move back; nothing else was written
+                raise _Stale()  # the savepoint undoes the move; nothing else was written
         if outcome.created:
             d.insert_memories(tx, encoded)
             self._insert_sources(tx, outcome.created)
