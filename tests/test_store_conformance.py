@@ -603,15 +603,15 @@ def test_turn_context_names_the_memories_citing_adjacent_turns_of_one_conversati
     got = store.turn_context(ORG, [m.id for m in asked])
     assert theirs.id not in got and set(got) == {m.id for m in asked} - {theirs.id}, "another org's id is unknown"
     near = {m.id: got[m.id].neighbours for m in asked if m.id in got}
-    # (the episode cites q1's and a1's turns, so it is a neighbour of whoever cites a turn beside either)
-    assert near[q1.id] == {a1.id, early.id, episode.id}, "the earlier day's turn comes first in c1's order"
-    assert near[a1.id] == {q1.id, x1.id, episode.id}
-    assert near[x1.id] == {a1.id, late.id, episode.id}, "c1's next turn, whatever was said elsewhere meanwhile"
-    assert near[late.id] == {x1.id} and near[early.id] == {q1.id, episode.id}
+    assert near[q1.id] == {a1.id, early.id}, "the earlier day's turn comes first in c1's order"
+    assert near[a1.id] == {q1.id, x1.id}
+    assert near[x1.id] == {a1.id, late.id}, "c1's next turn, whatever was said elsewhere meanwhile"
+    assert near[late.id] == {x1.id} and near[early.id] == {q1.id}
     assert near[other_conv.id] == near[other_user.id] == frozenset()
     assert near[p.id] == near[r.id] == frozenset(), "a withheld turn still stands between its neighbours"
-    assert near[episode.id] == {q1.id, a1.id, x1.id, early.id}
-    assert got[a1.id].before == {q1.id, episode.id} and got[a1.id].after == {x1.id}
+    # the episode cites q1's and a1's turns, a whole stretch: it neither gives nor takes context
+    assert near[episode.id] == frozenset()
+    assert got[a1.id].before == {q1.id} and got[a1.id].after == {x1.id}
     assert got[q1.id].before == {early.id} and got[late.id].after == frozenset()
     assert got[a1.id].source_role == "assistant" and got[q1.id].source_role == "user"
     assert got[q1.id].type == "fact" and got[episode.id].type == "episode" and got[episode.id].source_role is None

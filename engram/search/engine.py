@@ -160,16 +160,14 @@ def _best_first(item: tuple[str, float]) -> tuple[float, str]:
 def in_turn_context(window: list[tuple[str, float]], context: dict[str, TurnContext]) -> list[tuple[str, float]]:
     """The window's scores with turn context and the role weight (search/fusion.py). Every
     neighbour's evidence is its score before this step, so the order the window came in
-    does not matter. Episodes neither give nor take context: they cite a whole stretch."""
+    does not matter. Episodes neither give nor take context (they cite a whole stretch): the
+    store names no neighbours for them (Store.turn_context)."""
     base = dict(window)
-    turn_level = {i for i, c in context.items() if c.type != "episode"}
     out = []
     for i, score in window:
         c = context.get(i)
         if c is not None:
-            if i in turn_level:
-                before = max((base[n] for n in c.before if n in turn_level and n in base), default=0.0)
-                score = in_context(score, before)
+            score = in_context(score, max((base[n] for n in c.before if n in base), default=0.0))
             score = by_role(score, c.source_role)
         out.append((i, score))
     return out

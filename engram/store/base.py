@@ -342,7 +342,8 @@ class Store(Protocol):
         its source turn, and which of the *other* given memories cite the turn just before, and
         just after, one of its own — the events next to it in its conversation (same user and
         conversation; events in (occurred_at, received_at, id) order, whatever their status).
-        One statement."""
+        Episodes cite a whole stretch and take no part in this: an episode has no neighbours and
+        is nobody's. One statement."""
         ...
 
     # memory management (PATCH, revisions)

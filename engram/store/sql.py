@@ -24,7 +24,7 @@ from functools import cache
 from importlib import resources
 
 _HEADER = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.M)
-_SLOT = re.compile(r"\{\{(\w+)(?::(\w+))?\}\}")
+_SLOT = re.compile(r"\{\{(\w+)(?::([\w.]+))?\}\}")  # {{name}} or {{name:argument}}; an argument may be table.column
 # `:name` outside string literals and {{slots}}; not `::type` casts
 _NAMED = re.compile(r"'(?:[^']|'')*'|\{\{[^}]*\}\}|(?<![:\w]):([A-Za-z_]\w*)")
 

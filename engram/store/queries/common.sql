@@ -322,25 +322,26 @@ ORDER BY created_at, id
 -- ================================================================== search
 -- name: turn_context
 -- For each memory of `ids`: its type, the role of the turn it came from, its fact type, user,
--- text and when it was said (valid_at, else created_at); and one row per turn it cites with
--- that turn's predecessor (NULL columns for a memory citing none). A turn's predecessor is the
--- event before it among the events of its org, user and conversation in (occurred_at,
--- received_at, id) order, whatever their status: the conversation as it was sent. One seek on
--- events_turn_order per source turn. Which of the memories cite a predecessor is read off
--- these same rows (Store.turn_context): only neighbours among `ids` are asked for.
-WITH sources AS (
-    SELECT s.memory_id, e.org_id, e.user_id, e.conv_id, e.occurred_at, e.received_at, e.id
-    FROM memory_sources s JOIN events e ON e.id = s.event_id
-    WHERE s.memory_id {{in:ids}} AND {{org}} = :org_id)
-SELECT m.id, m.type, m.source_role, m.fact_type, m.user_id, m.text, m.said_at, t.id AS event_id,
+-- text and when it was said (valid_at, else created_at); and, unless it is an episode, one row
+-- per turn it cites with that turn's predecessor (NULL columns for a memory citing none). A
+-- turn's predecessor is the event before it among the events of its org, user and conversation
+-- in (occurred_at, received_at, id) order, whatever their status: the conversation as it was
+-- sent. One seek on events_turn_order per source turn. Which of the memories cite a
+-- predecessor is read off these same rows (Store.turn_context): only neighbours among `ids`
+-- are asked for. An episode cites a whole stretch of turns and neither gives nor takes turn
+-- context, so its turns are not read (they were 60 % of the rows for a search's best 100).
+-- Each memory's sources are read by its own seek on memory_sources: a derived table of the
+-- sources joined back here was planned as a temporary index built for every search.
+SELECT m.id, m.type, m.source_role, m.fact_type, m.user_id, m.text, m.said_at, e.id AS event_id,
        (SELECT p.id FROM events p
-        WHERE p.org_id = t.org_id AND p.user_id = t.user_id AND p.conv_id = t.conv_id
-          AND (p.occurred_at, p.received_at, p.id) < (t.occurred_at, t.received_at, t.id)
+        WHERE p.org_id = e.org_id AND p.user_id = e.user_id AND p.conv_id = e.conv_id
+          AND (p.occurred_at, p.received_at, p.id) < (e.occurred_at, e.received_at, e.id)
         ORDER BY p.occurred_at DESC, p.received_at DESC, p.id DESC LIMIT 1) AS previous_id
 FROM (SELECT id, type, {{json_text:source_role}} AS source_role, {{json_text:fact_type}} AS fact_type, user_id, text,
              COALESCE(valid_at, created_at) AS said_at
       FROM memories WHERE {{org}} = :org_id AND id {{in:ids}}) m
-LEFT JOIN sources t ON t.memory_id = m.id
+LEFT JOIN memory_sources s ON s.memory_id = m.id AND m.type <> 'episode'
+LEFT JOIN events e ON e.id = s.event_id AND {{unindexed:e.org_id}} = :org_id
 
 -- ================================================================== memories
 -- name: memory_by_id
