@@ -568,6 +568,8 @@ def grow_user(pool: Pool, plan: UserPlan, state: UserState, target: int, seed: i
         rec.result = {"object": "ingest_result", "memories_created": [_ref(n.memory) for n in rec.created],
                       "memories_updated": list(updated.values()), "memories_superseded_by": dict(rec.superseded),
                       "stage_timings": {"filter": 1e-05, "extract": 0.0004, "embed": 0.012, "reconcile": 0.002},
+                      # what the pipeline embedded: every candidate, and an inline episode's summary
+                      "embedded_texts": len(rec.candidates) + (1 if rec.episode_id else 0),
                       "usage": dict.fromkeys(COUNTERS, 0)}
         job.updated_at = done
         batch.jobs.append(rec)
@@ -767,8 +769,15 @@ class _PoolExtractor:
 
 
 class _PoolEmbedder:
-    name = "local"
     dim = 384
+
+    @property
+    def name(self) -> str:
+        """The local embedder's vector space, as open_fixture records it: a commit of vectors
+        of another space is refused (stale), which is what the check would then report."""
+        from engram.embed.local import NAME
+
+        return NAME
 
     def __init__(self) -> None:
         self.table: dict[str, np.ndarray] = {}
