@@ -138,6 +138,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     dispatcher = Dispatcher(store, settings).start()  # the outbox's deliveries, off every request's path
     log.info("engram %s serving on http://%s:%d (data: %s, workers: %d)", __version__, args.host, args.port,
              redact_url(settings.resolved_database_url), settings.workers)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for whoever
+    # handled it before. With the default action there, the process would die on the spot and
+    # none of the clean-up below would run (workers not waited for, the store not closed, the
+    # metrics directory left behind). Here it ends the process as a normal exit, after them.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                     http=GuardedHttpProtocol.configured(header_timeout_s=settings.http_header_timeout_s,
@@ -150,6 +155,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if lock is not None:
             lock.release()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
