@@ -133,3 +133,34 @@ def test_a_closed_writer_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError):
         store.accept(ORG, [batch("u", ["h"])], dedup_since=None)
+
+
+def test_the_wal_starts_over_while_commits_never_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits back to back, each of ~50 pages (as a batch over 50 conversations writes): the
+    checkpoint thread's passes never end between two commits, so SQLite never started the WAL
+    over on its own and it grew without bound (750 MB in a minute under load). The writer
+    finishes each pass between two of its transactions, and the WAL stays a few passes long."""
+    from engram.store import sqlite_writer
+
+    monkeypatch.setattr(sqlite_writer, "_CHECKPOINT_EVERY_S", 0.05)
+    monkeypatch.setattr(sqlite_writer, "RESTART_AFTER_FRAMES", 100)
+    db = tmp_path / "wal.db"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    connect().execute("CREATE TABLE t(x BLOB)")
+    writer = GroupCommitWriter(connect)
+    written = 0
+    try:
+        while written < 1000:  # ~200 MB through the WAL
+            writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (randomblob(200000))"))
+            written += 1
+    finally:
+        writer.close()
+    wal = db.with_name("wal.db-wal")
+    size = wal.stat().st_size if wal.exists() else 0
+    assert size < 50 * 2**20, f"the WAL grew to {size / 2**20:.0f} MB for {written} commits of 0.2 MB"
