@@ -13,7 +13,8 @@ from engram.pipeline.extract.rules import RulesExtractor
 
 # Monday 8 May 2023, 13:56 UTC (the first LoCoMo session)
 MAY8 = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
-FACT_TYPES = {"preference", "biographical", "relationship", "event", "plan", "opinion", "statement"}
+FACT_TYPES = {"preference", "biographical", "relationship", "event", "plan", "opinion", "statement",
+              "question"}  # "question": the rules extractor's own (a question with a topic, as asked)
 
 
 def turn(content: str, *, name: str | None = "Caroline", role: str = "user", eid: str = "e1", when: datetime = MAY8) -> Turn:
@@ -233,6 +234,24 @@ def test_tool_turns_yield_no_facts() -> None:
 def test_questions_and_small_talk_are_dropped(content: str) -> None:
     context = [turn("hello", name="Melanie", eid="c1")]
     assert facts(content, context=context) == []
+
+
+def test_a_question_with_a_topic_is_kept_as_asked() -> None:
+    # the answer in the next turn often misses the topic's words ("My friend got me into it")
+    context = [turn("I paint watercolors on weekends.", name="Evan", eid="c1")]
+    f = one("Wow, that's impressive! How did you get into watercolor painting?", name="Sam", context=context)
+    assert f.text == "Sam asked Evan: How did you get into watercolor painting?"
+    assert (f.fact_type, f.key, f.cue, f.valid_at) == ("question", None, None, None)
+
+
+def test_a_question_after_a_statement_adds_nothing_the_statement_said() -> None:
+    texts = [f.text for f in facts("I went to Paris last week, have you been?", context=[turn("hi", name="Melanie", eid="c1")])]
+    assert texts == ["Caroline went to Paris in the week of 1 May 2023."]
+
+
+def test_an_assistant_question_is_no_memory() -> None:
+    assert facts("Which watercolor brushes do you use for painting?", role="assistant", name=None,
+                 context=[turn("I paint.", name=None, eid="c1")]) == []
 
 
 def test_a_statement_before_a_question_is_kept() -> None:

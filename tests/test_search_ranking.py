@@ -19,7 +19,8 @@ from engram.search import query as q
 from engram.search import engine
 from engram.search.engine import UBIQUITY_MIN_DOCS, HybridRanker
 from engram.search.fusion import (
-    ASSISTANT_WEIGHT, CONTEXT_SHARE, TIME_BOOST, by_role, in_context, lexical_strength, relevance,
+    ADDRESSED_WEIGHT, ASSISTANT_WEIGHT, CONTEXT_SHARE, QUESTION_WEIGHT, TIME_BOOST, by_kind, by_role, in_context,
+    lexical_strength, relevance,
 )
 from engram.store.base import DocumentFrequencies, JobOutcome, NewJob, NewMemory
 from engram.store.sqlite import SQLiteStore
@@ -82,6 +83,10 @@ def test_turn_context_and_the_role_weight_keep_scores_in_the_unit_interval(score
     assert in_context(score, neighbour / 2) <= lifted, "a better neighbour lifts more"
     assert by_role(score, "assistant") == pytest.approx(ASSISTANT_WEIGHT * score) and 0 < ASSISTANT_WEIGHT < 1
     assert by_role(score, "user") == by_role(score, None) == score
+    assert by_kind(score, "question", "Sam asked Evan: How did you get into painting?") == pytest.approx(QUESTION_WEIGHT * score)
+    assert by_kind(score, "opinion", "Maria said to John: Friends like you matter.") == pytest.approx(ADDRESSED_WEIGHT * score)
+    assert by_kind(score, "event", "Maria said: The party was fun.") == by_kind(score, None, "Ann moved.") == score
+    assert 0 < QUESTION_WEIGHT < ADDRESSED_WEIGHT < 1
 
 
 # ---------------------------------------------------------------------- the ranker on a store
@@ -259,20 +264,21 @@ def test_the_vector_cache_follows_writes_from_other_processes(tmp_path: Any) -> 
 
 # ---------------------------------------------------------------------- turn context
 def converse(store: SQLiteStore, turns: list[str], *, user: str = "u1", conv: str = "c",
-             roles: list[str] | None = None) -> list[str]:
+             roles: list[str] | None = None, fact_types: list[str] | None = None) -> list[str]:
     """One job of `turns`, each turn an event and one fact of the same text (in turn order)."""
     now = datetime.now(UTC)
     job = Job(id=new_job_id(), org_id=ORG, user_id=user, conv_id=conv, status="pending", created_at=now,
               updated_at=now, params={})
     roles = roles or ["user"] * len(turns)
+    fact_types = fact_types or ["fact"] * len(turns)
     events = [Event(id=new_event_id(), org_id=ORG, user_id=user, conv_id=conv, role=role, kind=f"{role}_message",
                     content=t, occurred_at=now, received_at=now) for t, role in zip(turns, roles)]
     store.accept(ORG, [NewJob(job, events)], dedup_since=None)
     lease = store.lease("t", now, 30, 5)
     assert lease is not None and lease.job.id == job.id
     made = [Memory(id=new_memory_id(), org_id=ORG, type="fact", text=t, user_id=user, conv_id=conv, created_at=now,
-                   updated_at=now, source_event_ids=[e.id], details={"fact_type": "fact", "source_role": e.role})
-            for t, e in zip(turns, events)]
+                   updated_at=now, source_event_ids=[e.id], details={"fact_type": ft, "source_role": e.role})
+            for t, e, ft in zip(turns, events, fact_types)]
     assert store.complete(lease, JobOutcome(created=[NewMemory(m, BagOfWords.one(m.text)) for m in made],
                                             result={"stage_timings": {}}))
     return [m.id for m in made]
@@ -325,6 +331,19 @@ def test_a_fact_from_an_assistant_turn_ranks_below_the_users_own_words(store: SQ
     scores = dict(ranking.scored)
     assert [i for i, _ in ranking.scored] == [user, echo]
     assert scores[echo] == pytest.approx(ASSISTANT_WEIGHT * base[echo]) and scores[user] == pytest.approx(base[user])
+
+
+def test_a_question_ranks_below_its_answer_and_still_lifts_it(store: SQLiteStore,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    question, answer = converse(store, ["Ann violin teacher?", "Bob music rex dog."], fact_types=["question", "fact"])
+    query = "Ann violin music"
+    base = without_context(monkeypatch, store, user_scope(), query)
+    assert base[question] > base[answer]
+    ranking = HybridRanker(store, BagOfWords()).rank(ORG, user_scope(), query, depth=20)
+    scores = dict(ranking.scored)
+    assert scores[answer] == pytest.approx(in_context(base[answer], base[question])), "lifted at full strength"
+    assert scores[question] == pytest.approx(QUESTION_WEIGHT * base[question])
+    assert [i for i, _ in ranking.scored] == [answer, question]
 
 
 # ---------------------------------------------------------------------- over the API

@@ -48,7 +48,7 @@ def same_topic(a: set[str], b: set[str]) -> bool:
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
 
 
-_EVERLASTING = frozenset({"event", "opinion", "plan"})
+_EVERLASTING = frozenset({"event", "opinion", "plan", "question"})
 _PAST = re.compile(r"(?:\s+and others)?(?:\s+(?:just|finally|recently|already|once))?\s+" + PAST_TENSE)
 # "Evan's old car broke down", not "the user's cat is called Pepper" or "the user's preferred airline"
 _OWNED_PAST = re.compile(r"(?:\s+(?!(?:is|are|was|were|has|have|had)\b)[\w-]+){1,3}?\s+" + PAST_TENSE)

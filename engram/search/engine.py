@@ -43,7 +43,7 @@ from engram.domain.filters import Node
 from engram.search import query as q
 from engram.pipeline.topics import state_aspect
 from engram.search.fusion import (
-    CONTEXT_WINDOW, RECENCY_MARGIN, RECENCY_WINDOW, by_role, in_context, relevance, relevance_parts, yield_to,
+    CONTEXT_WINDOW, RECENCY_MARGIN, RECENCY_WINDOW, by_kind, by_role, in_context, relevance, relevance_parts, yield_to,
 )
 from engram.store.base import Store, TurnContext
 from engram.stages import timed
@@ -169,6 +169,7 @@ def in_turn_context(window: list[tuple[str, float]], context: dict[str, TurnCont
         if c is not None:
             score = in_context(score, max((base[n] for n in c.before if n in base), default=0.0))
             score = by_role(score, c.source_role)
+            score = by_kind(score, c.fact_type, c.text)
         out.append((i, score))
     return out
 

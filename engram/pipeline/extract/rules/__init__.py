@@ -2,8 +2,11 @@
 
 What it does, turn by turn:
 
-* **Facts.** Each turn is split into sentences. Questions and small talk are dropped;
-  every other sentence becomes one self-contained fact about its speaker:
+* **Facts.** Each turn is split into sentences. Small talk is dropped; a question with a
+  topic ("How did you get into watercolor painting?") becomes "<Speaker> asked <other
+  speaker>: <question>?" (``fact_type`` "question": the next turn often answers it in words
+  that miss the topic, and search's turn context lifts the answer by it), other questions
+  are dropped; every other sentence becomes one self-contained fact about its speaker:
 
   - first person is rewritten to the third person naming the speaker
     ("I moved to Lisbon" by Caroline -> "Caroline moved to Lisbon",

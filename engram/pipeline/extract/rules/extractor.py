@@ -8,7 +8,7 @@ from engram.domain.extraction import EpisodeCandidate, Extraction, Turn
 from engram.pipeline.extract.rules import episodes
 from engram.pipeline.extract.rules.artifacts import code_artifact, document_artifact
 from engram.pipeline.extract.rules.assistant import contribution
-from engram.pipeline.extract.rules.facts import add_fact, caption_fact, sentence_fact
+from engram.pipeline.extract.rules.facts import add_fact, caption_fact, question_fact, sentence_fact
 from engram.pipeline.extract.rules.speakers import Lazy, Speaker, answered_turn, name_tokens, other_speaker
 from engram.pipeline.extract.rules.turns import parse_turn, prose_sentences
 from engram.pipeline.extract.rules.vocabulary import SILENT_ROLES
@@ -62,6 +62,8 @@ class RulesExtractor:
                 answered = answered_turn(timeline, index)
                 sentences = [c for c in (contribution(s, answered, names) for s in sentences) if c]
             facts = [sentence_fact(s, turn, speaker, other, names) for s in sentences]
+            if (turn.role or "").lower() != "assistant":  # what an assistant asks back is no memory
+                facts += [question_fact(s, turn, speaker, other, names) for s in sentences]
             facts += [caption_fact(c, turn, speaker) for c in parsed.captions]
             for fact in facts:
                 if fact is not None:

@@ -9,7 +9,7 @@ from engram.pipeline.extract.rules.changes import cue
 from engram.pipeline.extract.rules.dates import resolve_dates
 from engram.pipeline.extract.rules.keys import detect_key, fact_type
 from engram.pipeline.extract.rules.person import rewrite_first_person
-from engram.pipeline.extract.rules.sentences import prepare
+from engram.pipeline.extract.rules.sentences import prepare, prepare_question
 from engram.pipeline.extract.rules.speakers import Lazy, Speaker
 from engram.pipeline.extract.rules.text import cap_first, finish
 
@@ -44,6 +44,24 @@ def sentence_fact(raw: str, turn: Turn, speaker: Speaker, other: Lazy, names: fr
         valid_at=_at(dated.valid_at, turn.date),
         key=key,
         cue=change,
+        subject=speaker.label,
+    )
+
+
+def question_fact(raw: str, turn: Turn, speaker: Speaker, other: Lazy, names: frozenset[str]) -> FactCandidate | None:
+    """"<Speaker> asked <other>: <question>?" for a question with content; None otherwise.
+    A question asserts nothing: no key, no change cue, no date it holds at."""
+    question = prepare_question(raw, names)
+    if question is None:
+        return None
+    quoted = cap_first(resolve_dates(question, turn.date).text.strip())
+    listener = other.get()
+    asked = f"{speaker.display} asked {listener.label}" if listener is not None else f"{speaker.display} asked"
+    return FactCandidate(
+        text=finish(f"{asked}: {quoted}")[:-1] + "?",
+        fact_type="question",
+        source_event_ids=(turn.event_id,),
+        source_role=turn.role,
         subject=speaker.label,
     )
 

@@ -16,6 +16,12 @@ from engram.pipeline.extract.rules.vocabulary import (
 )
 
 
+QUESTION_CONTENT_WORDS = 2  # a question with fewer content words (time words aside) names no topic
+# "What did you do last weekend?" asks about a time, not a topic
+_TIME_WORDS = frozenset(
+    "today tonight yesterday tomorrow weekend weekends week weeks month months year years last next "
+    "lately recently earlier later ago".split()
+)
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
 _DID_YOU_KNOW = re.compile(r"^(?i:did you know|you know what|guess what|fun fact)(?:\s+that)?\s*[,:?!]?\s+(?=\S)")
 _CLAUSE_SPLIT = re.compile(r"(?<=[,;:])\s+|\s+[-–—]\s+")
@@ -87,6 +93,29 @@ class Sentence:
     text: str  # cleaned, first person kept, relative dates not yet resolved
     first_person: bool
     second_person: bool
+
+
+def prepare_question(raw: str, names: frozenset[str]) -> str | None:
+    """A question worth remembering that it was asked, cleaned; None for any other sentence
+    and for questions without content ("How are you?", "What about you?"). The turn after
+    it often answers it in words that miss the topic ("My friend got me into it"): the
+    question names the topic, and search's turn context lifts the answer by it."""
+    s = _LIST_MARKER.sub("", raw).strip()
+    s = _strip_markers(s)
+    if not s or not s.rstrip(" \"')").endswith("?"):
+        return None
+    statement = _statement_before_question(s)
+    if statement is not None:  # "I went to Paris, have you been?": the statement is a fact already
+        if not s.startswith(statement):
+            return None
+        s = s[len(statement):].lstrip(" ,;:-–—")
+    bare = re.sub(r"[^\w\s']", " ", s.lower()).strip()
+    if BOILERPLATE.match(bare) or BOILERPLATE.match(s.lower().strip(" .!?")):
+        return None
+    topical = [w for w in content_words(s, names) if w not in _TIME_WORDS]
+    if len(topical) + proper_nouns(s, names) < QUESTION_CONTENT_WORDS:
+        return None
+    return s
 
 
 def prepare(raw: str, names: frozenset[str]) -> Sentence | None:
