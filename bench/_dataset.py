@@ -79,6 +79,7 @@ from engram.domain.details import EpisodeDetails, FactDetails, with_episode  # n
 from engram.domain.extraction import EpisodeCandidate, Extraction, FactCandidate, Turn  # noqa: E402
 from engram.domain.records import Event, Job, Memory, iso, utcnow  # noqa: E402
 from engram.domain.text import text_hash  # noqa: E402
+from engram.embed.local import NAME as LOCAL_EMBEDDER  # noqa: E402
 from engram.ids import new_event_ids, new_job_id, new_memory_id  # noqa: E402
 from engram.llm.usage import COUNTERS  # noqa: E402
 from engram.pipeline.extract.rules import RulesExtractor  # noqa: E402
@@ -614,13 +615,10 @@ def _ref(m: Memory) -> dict[str, Any]:
 # ====================================================================== writing
 def open_fixture(db: Path) -> None:
     """The schema, exactly as the server creates it, and the default org."""
-    from engram.embed.local import NAME
-    from engram.domain.records import utcnow
-
     store = SQLiteStore(db)
     store.migrate()
     store.ensure_org(ORG)
-    store.record_vector_space(NAME, utcnow())  # the pool's vectors are the local embedder's
+    store.record_vector_space(LOCAL_EMBEDDER, utcnow())  # the pool's vectors are the local embedder's
     store.close()
 
 
@@ -769,15 +767,8 @@ class _PoolExtractor:
 
 
 class _PoolEmbedder:
+    name = LOCAL_EMBEDDER  # the vector space open_fixture records: a commit of another's is refused
     dim = 384
-
-    @property
-    def name(self) -> str:
-        """The local embedder's vector space, as open_fixture records it: a commit of vectors
-        of another space is refused (stale), which is what the check would then report."""
-        from engram.embed.local import NAME
-
-        return NAME
 
     def __init__(self) -> None:
         self.table: dict[str, np.ndarray] = {}

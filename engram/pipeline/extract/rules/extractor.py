@@ -58,11 +58,12 @@ class RulesExtractor:
                 continue
             other = Lazy(lambda i=index: other_speaker(timeline, i))  # only needed for "you"
             sentences = prose_sentences(parsed.prose)
-            if (turn.role or "").lower() == "assistant":  # its acknowledgements and echoes are no memory
+            from_assistant = (turn.role or "").lower() == "assistant"
+            if from_assistant:  # its acknowledgements and echoes are no memory
                 answered = answered_turn(timeline, index)
                 sentences = [c for c in (contribution(s, answered, names) for s in sentences) if c]
             facts = [sentence_fact(s, turn, speaker, other, names) for s in sentences]
-            if (turn.role or "").lower() != "assistant":  # what an assistant asks back is no memory
+            if not from_assistant:  # what an assistant asks back is no memory
                 facts += [question_fact(s, turn, speaker, other, names) for s in sentences]
             facts += [caption_fact(c, turn, speaker) for c in parsed.captions]
             for fact in facts:

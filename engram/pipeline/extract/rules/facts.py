@@ -58,7 +58,7 @@ def question_fact(raw: str, turn: Turn, speaker: Speaker, other: Lazy, names: fr
     listener = other.get()
     asked = f"{speaker.display} asked {listener.label}" if listener is not None else f"{speaker.display} asked"
     return FactCandidate(
-        text=finish(f"{asked}: {quoted}")[:-1] + "?",
+        text=finish(f"{asked}: {quoted}", stop="?"),
         fact_type="question",
         source_event_ids=(turn.event_id,),
         source_role=turn.role,

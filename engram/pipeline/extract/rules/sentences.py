@@ -95,13 +95,23 @@ class Sentence:
     second_person: bool
 
 
+def _cleaned(raw: str) -> str:
+    """A sentence without its list marker and leading discourse markers."""
+    return _strip_markers(_LIST_MARKER.sub("", raw).strip())
+
+
+def _is_boilerplate(s: str) -> bool:
+    """Small talk ("thanks so much!", "how are you?"), with or without its punctuation."""
+    bare = re.sub(r"[^\w\s']", " ", s.lower()).strip()
+    return bool(BOILERPLATE.match(bare) or BOILERPLATE.match(s.lower().strip(" .!?")))
+
+
 def prepare_question(raw: str, names: frozenset[str]) -> str | None:
     """A question worth remembering that it was asked, cleaned; None for any other sentence
     and for questions without content ("How are you?", "What about you?"). The turn after
     it often answers it in words that miss the topic ("My friend got me into it"): the
     question names the topic, and search's turn context lifts the answer by it."""
-    s = _LIST_MARKER.sub("", raw).strip()
-    s = _strip_markers(s)
+    s = _cleaned(raw)
     if not s or not s.rstrip(" \"')").endswith("?"):
         return None
     statement = _statement_before_question(s)
@@ -109,8 +119,7 @@ def prepare_question(raw: str, names: frozenset[str]) -> str | None:
         if not s.startswith(statement):
             return None
         s = s[len(statement):].lstrip(" ,;:-–—")
-    bare = re.sub(r"[^\w\s']", " ", s.lower()).strip()
-    if BOILERPLATE.match(bare) or BOILERPLATE.match(s.lower().strip(" .!?")):
+    if _is_boilerplate(s):
         return None
     topical = [w for w in content_words(s, names) if w not in _TIME_WORDS]
     if len(topical) + proper_nouns(s, names) < QUESTION_CONTENT_WORDS:
@@ -120,9 +129,7 @@ def prepare_question(raw: str, names: frozenset[str]) -> str | None:
 
 def prepare(raw: str, names: frozenset[str]) -> Sentence | None:
     """Clean one sentence; None when it is a question, small talk or empty."""
-    s = _LIST_MARKER.sub("", raw).strip()
-    s = _strip_markers(s)
-    s = _DID_YOU_KNOW.sub("", s)
+    s = _DID_YOU_KNOW.sub("", _cleaned(raw))
     if not s or not re.search(r"[^\W_]", s):
         return None
     if _is_question(s):
@@ -131,8 +138,7 @@ def prepare(raw: str, names: frozenset[str]) -> Sentence | None:
             return None
         s = _strip_markers(salvaged)
     s = _fix_dropped_subject(s)
-    bare = re.sub(r"[^\w\s']", " ", s.lower()).strip()
-    if BOILERPLATE.match(bare) or BOILERPLATE.match(s.lower().strip(" .!")):
+    if _is_boilerplate(s):
         return None
     first = bool(HAS_FIRST_PERSON.search(s))
     second = bool(HAS_SECOND_PERSON.search(s))

@@ -118,13 +118,13 @@ def cap_first(s: str) -> str:
     return s[:1].upper() + s[1:] if s and s[0].islower() else s
 
 
-def finish(s: str) -> str:
-    """Collapse spaces, tidy punctuation, end with exactly one full stop."""
+def finish(s: str, stop: str = ".") -> str:
+    """Collapse spaces, tidy punctuation, end with exactly one `stop` (a full stop, or "?")."""
     s = SPACES.sub(" ", s).strip()
     s = re.sub(r"\s+([,.;:!?])", r"\1", s)
     s = re.sub(r"[\s,;:\-–—]+$", "", s)
     s = re.sub(r"[!?.]+$", "", s) if not s.endswith("...") else s
-    return cap_first(s) + ("" if s.endswith("...") else ".")
+    return cap_first(s) + ("" if s.endswith("...") else stop)
 
 
 def truncate(s: str, limit: int) -> str:
